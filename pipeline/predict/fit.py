@@ -1,0 +1,122 @@
+"""Fitting predictor kinds on measured subnets and choosing among them by cross-validation.
+
+A kind names its parts: `ridge`, `trees` (a model on features alone), `lut` (the block
+table's sum, scaled, plus a constant), `lut+ridge`, `lut+trees` (the table plus a model
+of what it misses), `transfer`, `transfer+ridge` (another device's predictor,
+recalibrated, plus optionally a residual model). Every fit weights squared errors by
+1/measured^2 so that it minimises relative error, the quantity budgets are judged by.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Sequence
+
+import numpy as np
+from sklearn.model_selection import KFold
+
+from pipeline.errors import ConfigError
+from pipeline.predict.features import as_encoded, tables_for
+from pipeline.predict.lut import BlockLatencyTable
+from pipeline.predict.metrics import error_metrics
+from pipeline.predict.models import fit_ridge, fit_trees
+from pipeline.predict.predictor import LatencyPredictor
+
+log = logging.getLogger(__name__)
+
+FEATURE_KINDS = ("ridge", "trees")
+LUT_KINDS = ("lut", "lut+ridge", "lut+trees")
+TRANSFER_KINDS = ("transfer", "transfer+ridge")
+#: Below this many training subnets there is nothing to cross-validate with.
+MIN_CV_SAMPLES = 4
+
+
+def default_kinds(lut: BlockLatencyTable | None) -> tuple[str, ...]:
+    """Candidate kinds for a from-scratch fit: the table-based ones only when a table exists."""
+    return FEATURE_KINDS + (LUT_KINDS if lut is not None else ())
+
+
+def _affine(base: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
+    """Weighted least squares y ~ scale * base + offset (offset 0 when the base is constant)."""
+    if np.ptp(base) < 1e-12:
+        return float(np.sum(weight * y * base) / max(np.sum(weight * base * base), 1e-12)), 0.0
+    design = np.column_stack([base, np.ones_like(base)]) * np.sqrt(weight)[:, None]
+    (scale, offset), *_ = np.linalg.lstsq(design, y * np.sqrt(weight), rcond=None)
+    return float(scale), float(offset)
+
+
+def fit_kind(kind: str, device: str, space_name: str, configs, latency_ms: np.ndarray,
+             lut: BlockLatencyTable | None = None, source: LatencyPredictor | None = None) -> LatencyPredictor:
+    """Fit one predictor kind on measured configs (list of SubnetConfig or encoded array)."""
+    encoded = as_encoded(configs)
+    y = np.asarray(latency_ms, dtype=np.float64)
+    weight = 1.0 / y**2
+    base_name, _, model_name = kind.partition("+")
+    if base_name in FEATURE_KINDS:
+        base_name, model_name = "", base_name
+    base = {"": None, "lut": lut, "transfer": source}.get(base_name, "unknown")
+    if base == "unknown" or model_name not in ("", *FEATURE_KINDS):
+        raise ConfigError(f"unknown predictor kind {kind!r}; one of "
+                          f"{', '.join(FEATURE_KINDS + LUT_KINDS + TRANSFER_KINDS)}")
+    if base_name and base is None:
+        raise ConfigError(f"predictor kind {kind!r} needs a {'block table' if base_name == 'lut' else 'source predictor'}")
+    predictor = LatencyPredictor(device, space_name, kind, 0.0, 0.0, base, None)
+    residual = y
+    if base is not None:
+        scale, offset = _affine(predictor.base_predict(encoded), y, weight)
+        predictor = LatencyPredictor(device, space_name, kind, scale, offset, base, None)
+        residual = y - predictor.predict(encoded)
+    if model_name:
+        features = tables_for(space_name).subnet_features(encoded)
+        fit = fit_ridge if model_name == "ridge" else fit_trees
+        predictor = LatencyPredictor(device, space_name, kind, predictor.scale, predictor.offset, base,
+                                     fit(features, residual, weight))
+    return predictor
+
+
+def cross_validate(kinds: Sequence[str], device: str, space_name: str, configs, latency_ms: np.ndarray,
+                   lut: BlockLatencyTable | None = None, source: LatencyPredictor | None = None,
+                   folds: int = 5, seed: int = 0) -> dict[str, dict]:
+    """Out-of-fold error metrics of each kind (K-fold, pooled over folds)."""
+    encoded = as_encoded(configs)
+    y = np.asarray(latency_ms, dtype=np.float64)
+    splitter = KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=seed)
+    results = {}
+    for kind in kinds:
+        oof = np.zeros_like(y)
+        for train, test in splitter.split(encoded):
+            model = fit_kind(kind, device, space_name, encoded[train], y[train], lut, source)
+            oof[test] = model.predict(encoded[test])
+        results[kind] = error_metrics(y, oof)
+    return results
+
+
+def fit_predictor(device: str, space_name: str, configs, latency_ms: np.ndarray,
+                  measurement_ids: Sequence = (), lut: BlockLatencyTable | None = None,
+                  source: LatencyPredictor | None = None, kinds: Sequence[str] | None = None,
+                  folds: int = 5, seed: int = 0) -> LatencyPredictor:
+    """Cross-validate the candidate kinds, refit the best (lowest CV MAPE) on everything.
+
+    The result's `info` holds the CV table, the selected kind, n_train and the
+    measurement ids, so a saved predictor says what it was fitted on and how it did.
+    """
+    encoded = as_encoded(configs)
+    y = np.asarray(latency_ms, dtype=np.float64)
+    if len(y) < 2:
+        raise ConfigError(f"need at least 2 measured subnets to fit a predictor for {device}, got {len(y)}; "
+                          f"run `pipeline profile --device {device} --subnets N` first")
+    if kinds is None:
+        kinds = TRANSFER_KINDS if source is not None else default_kinds(lut)
+    cv: dict[str, dict] = {}
+    if len(y) >= MIN_CV_SAMPLES and len(kinds) > 1:
+        cv = cross_validate(kinds, device, space_name, encoded, y, lut, source, folds, seed)
+        selected = min(kinds, key=lambda k: cv[k]["mape"])
+    else:
+        selected = kinds[0]
+    log.info("%s: selected %s among %s (CV MAPE %s)", device, selected, list(kinds),
+             {k: round(v["mape"], 4) for k, v in cv.items()})
+    predictor = fit_kind(selected, device, space_name, encoded, y, lut, source)
+    return predictor.with_info(
+        selected=selected, cv=cv, n_train=int(len(y)), measurement_ids=list(measurement_ids),
+        fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        train_metrics=error_metrics(y, predictor.predict(encoded)))

@@ -1,0 +1,152 @@
+"""The latency predictor of one device: a fitted, saved, vectorised function config -> ms.
+
+Every predictor kind has the same form,
+
+    latency_ms = scale * base(config) + offset + model(features(config))
+
+where `base` is the block lookup table's sum (kinds `lut`, `lut+*`), another device's
+predictor (kinds `transfer*`) or absent (`ridge`, `trees`), and `model` is a regressor
+on the per-subnet features (absent for pure `lut`/`transfer`). So one class serves all
+kinds, and selection between them is a choice of parts, not of code paths.
+
+Saved as JSON under `cache_dir()/predictors/<device>/rNNNN.json`: one file per fit,
+never overwritten, the highest revision is the current one. The file carries its format
+version, the metrics it was selected and tested with, and the measurement ids it was
+fitted on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.paths import cache_dir
+from pipeline.predict.features import SpaceTables, as_encoded, tables_for
+from pipeline.predict.lut import BlockLatencyTable
+from pipeline.predict.models import LinearModel, TreeEnsemble, model_from_dict
+
+FORMAT = "pipeline.latency-predictor"
+FORMAT_VERSION = 1
+_REVISION = re.compile(r"r(\d{4,})\.json$")
+
+Base = Union[BlockLatencyTable, "LatencyPredictor", None]
+
+
+class PredictorNotFound(PipelineError):
+    """No predictor has been fitted for a device yet."""
+
+
+@dataclass(frozen=True)
+class LatencyPredictor:
+    """scale * base + offset + model(features); see the module docstring."""
+
+    device: str
+    space_name: str
+    kind: str
+    scale: float
+    offset: float
+    base: Base
+    model: LinearModel | TreeEnsemble | None
+    info: dict[str, Any] = field(default_factory=dict)  # metrics, cv, measurement ids, revision
+
+    @property
+    def tables(self) -> SpaceTables:
+        return tables_for(self.space_name)
+
+    def predict(self, configs) -> np.ndarray:
+        """Latency in ms of each config (a list of SubnetConfig or an (N, 31) `encode_many` array)."""
+        encoded = as_encoded(configs)
+        out = np.full(len(encoded), self.offset)
+        if self.base is not None:
+            out += self.scale * self.base_predict(encoded)
+        if self.model is not None:
+            out += self.model.predict(self.tables.subnet_features(encoded))
+        return out
+
+    def base_predict(self, encoded: np.ndarray) -> np.ndarray:
+        """The base term before scaling: the block table's sum or the source predictor's ms."""
+        if isinstance(self.base, BlockLatencyTable):
+            return self.base.block_sum(encoded)
+        if isinstance(self.base, LatencyPredictor):
+            return self.base.predict(encoded)
+        return np.zeros(len(encoded))
+
+    def with_info(self, **info: Any) -> "LatencyPredictor":
+        return replace(self, info={**self.info, **info})
+
+    # ------------------------------------------------------------ (de)serialising
+    def to_dict(self) -> dict[str, Any]:
+        base: dict[str, Any] | None = None
+        if isinstance(self.base, BlockLatencyTable):
+            base = {"type": "lut", **self.base.to_dict()}
+        elif isinstance(self.base, LatencyPredictor):
+            base = {"type": "predictor", "predictor": self.base.to_dict()}
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "device": self.device,
+            "space": self.space_name, "kind": self.kind, "scale": self.scale, "offset": self.offset,
+            "base": base, "model": None if self.model is None else self.model.to_dict(), "info": self.info,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "LatencyPredictor":
+        if raw.get("format") != FORMAT or raw.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"not a latency predictor of format {FORMAT} v{FORMAT_VERSION} "
+                              f"(got {raw.get('format')} v{raw.get('format_version')}); refit it with "
+                              "`pipeline predictor fit --device NAME`")
+        tables = tables_for(raw["space"])
+        base_raw = raw.get("base")
+        base: Base = None
+        if base_raw and base_raw["type"] == "lut":
+            base = BlockLatencyTable.from_dict(tables, base_raw)
+        elif base_raw and base_raw["type"] == "predictor":
+            base = cls.from_dict(base_raw["predictor"])
+        model = model_from_dict(raw["model"]) if raw.get("model") else None
+        return cls(raw["device"], raw["space"], raw["kind"], float(raw["scale"]), float(raw["offset"]),
+                   base, model, dict(raw.get("info", {})))
+
+
+# ------------------------------------------------------------------ files
+def predictors_dir(device: str) -> Path:
+    return cache_dir() / "predictors" / device
+
+
+def _revisions(device: str) -> list[tuple[int, Path]]:
+    folder = predictors_dir(device)
+    found = [(int(m.group(1)), p) for p in folder.glob("r*.json") if (m := _REVISION.search(p.name))]
+    return sorted(found)
+
+
+def save_predictor(predictor: LatencyPredictor) -> Path:
+    """Write the next revision atomically; returns its path (the info records the revision)."""
+    revisions = _revisions(predictor.device)
+    revision = revisions[-1][0] + 1 if revisions else 1
+    folder = predictors_dir(predictor.device)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"r{revision:04d}.json"
+    data = predictor.with_info(revision=revision).to_dict()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+    return path
+
+
+def load_predictor(device_or_path: str | os.PathLike) -> LatencyPredictor:
+    """The current (highest revision) predictor of a device, or one predictor file."""
+    path = Path(device_or_path)
+    if not path.is_file():
+        revisions = _revisions(str(device_or_path))
+        if not revisions:
+            raise PredictorNotFound(f"no latency predictor for device {device_or_path!r} in "
+                                    f"{predictors_dir(str(device_or_path))}; run "
+                                    f"`pipeline predictor fit --device {device_or_path}` first")
+        path = revisions[-1][1]
+    try:
+        return LatencyPredictor.from_dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise ConfigError(f"predictor file {path} is unreadable ({err}); delete it and refit") from err
