@@ -37,6 +37,12 @@ def export_onnx(module: torch.nn.Module, resolution: int, path: str | Path,
     Raises `NumericsMismatch` when onnxruntime's output differs from PyTorch's by more
     than the tolerance of `pipeline.compile.numerics.compare`.
     """
+    return export_onnx_checked(module, resolution, path, opset, simplify)[0]
+
+
+def export_onnx_checked(module: torch.nn.Module, resolution: int, path: str | Path,
+                        opset: int = 17, simplify: bool = True) -> tuple[Path, Comparison]:
+    """`export_onnx`, also returning the onnxruntime-vs-PyTorch comparison (for manifests)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
@@ -56,7 +62,7 @@ def export_onnx(module: torch.nn.Module, resolution: int, path: str | Path,
     result = check_onnx(path, module, resolution)
     log.info("exported %s (opset %d): onnxruntime vs PyTorch max abs diff %.3g (tolerance %.3g)",
              path, opset, result.max_abs_diff, result.tolerance)
-    return path
+    return path, result
 
 
 def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,0 +1,351 @@
+"""Subnet -> verified artifact folder (`model.so`, `model.onnx`, `manifest.json`).
+
+The work is split by cost. In this process: extract the static subnet, export and check
+ONNX (seconds), compute the PyTorch reference, and look up the compile cache. In worker
+processes: the TVM build (tens of seconds to minutes per subnet). Back here: one device
+session verifies every library, and only a verified artifact lands at its final path; a
+failed one is left beside it as `<name>.failed/` for inspection and an error is raised.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import pipeline
+from pipeline.compile.build import build_library, check_toolchain
+from pipeline.compile.cache import LIBRARY, ONNX, CacheKey, CompileCache, weights_digest
+from pipeline.compile.frontend import INPUT_NAME, OUTPUT_NAME, export_onnx_checked, onnx_to_relax, torch_reference
+from pipeline.compile.manifest import MANIFEST_NAME, Manifest, file_entry
+from pipeline.compile.numerics import fixed_input
+from pipeline.compile.verify import INPUT_SEED, verify_on_device
+from pipeline.errors import CheckpointError, PipelineError
+from pipeline.space import SearchSpace, SubnetConfig
+from pipeline.space.arch import count_flops, count_params
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+#: Seed of the weights of subnets compiled without a supernet (latency work, tests).
+RANDOM_INIT_SEED = 0
+
+
+class VerificationFailed(PipelineError):
+    """A compiled library did not reproduce PyTorch on the device."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an app turns an 8-bit RGB image into the model's input (AttentiveNAS eval transform)."""
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    scale: float = 1 / 255
+    resize: str = "resize the shorter side to round(R / 0.875), then centre-crop R x R"
+
+    def to_manifest(self, resolution: int) -> dict[str, Any]:
+        return {"resolution": resolution, "resize": self.resize, "color": "RGB", "scale": self.scale,
+                "mean": list(self.mean), "std": list(self.std), "layout": "NCHW"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact folder and its manifest."""
+
+    folder: Path
+    manifest: Manifest
+    cache_hit: bool
+
+    @property
+    def library(self) -> Path:
+        return self.folder / LIBRARY
+
+    @property
+    def onnx(self) -> Path:
+        return self.folder / ONNX
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST_NAME
+
+    @property
+    def verified(self) -> bool:
+        return self.manifest.verified
+
+
+def artifact_dirname(config: SubnetConfig, device_name: str, name: str | None = None) -> str:
+    """Folder name of an artifact: `<name or subnet id>-<device>`."""
+    return f"{name or config.id}-{device_name}"
+
+
+# ------------------------------------------------------------------ preparation
+@dataclass
+class _Prepared:
+    """Everything known about one subnet before its (possibly cached) build."""
+
+    config: SubnetConfig
+    name: str | None
+    out_dir: Path
+    key: CacheKey
+    reference: np.ndarray
+    weights_source: str
+    checkpoint: str | None
+    staged: Path | None       # ONNX exported here when the cache missed
+    onnx_diff: float | None   # known now on a miss; read from the cache entry on a hit
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A TVM build for a worker process (plain data: crosses the spawn boundary)."""
+
+    key: CacheKey
+    staged: str
+    profile: Any              # DeviceProfile (a frozen, picklable dataclass)
+    cache_root: str
+    onnx_diff: float
+
+
+def _static_module(space: SearchSpace, config: SubnetConfig, supernet: Any, num_classes: int) -> torch.nn.Module:
+    """The subnet's static module: from the supernet's weights, or seeded random weights.
+
+    Random weights get perturbed BatchNorm statistics and affine terms: a fresh subnet
+    has zero-initialised residual BN gammas, which would make most of the graph dead and
+    the on-device check blind to errors in it.
+    """
+    if supernet is not None:
+        return supernet.extract(config).eval()
+    from pipeline.model import build_static
+
+    with torch.random.fork_rng():
+        torch.manual_seed(RANDOM_INIT_SEED)
+        module = build_static(space, config, num_classes)
+        for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            with torch.no_grad():
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.normal_(0.0, 0.1)
+                bn.running_mean.normal_(0.0, 0.1)
+                bn.running_var.uniform_(0.5, 1.5)
+    return module.eval()
+
+
+def check_supernet_space(space: SearchSpace, supernet: Any, checkpoint: str | None) -> None:
+    """Refuse a supernet built for another space (its weights would not fit the config)."""
+    theirs = supernet.space
+    if _structure(theirs) != _structure(space):
+        what = f"checkpoint {checkpoint}" if checkpoint else "the supernet"
+        raise CheckpointError(f"{what} was built for space {theirs.name!r}, not {space.name!r}; "
+                              f"pass --space {theirs.name} (or the space file it was trained with)")
+
+
+def _structure(space: SearchSpace) -> dict[str, Any]:
+    return {k: v for k, v in asdict(space).items() if k != "name"}
+
+
+def _prepare(space: SearchSpace, config: SubnetConfig, name: str | None, out_dir: Path, profile: Any,
+             supernet: Any, checkpoint: str | None, num_classes: int, cache: CompileCache) -> _Prepared:
+    import tvm
+
+    from pipeline.kernels import kernel_db_hash
+
+    config = space.validate(config)
+    module = _static_module(space, config, supernet, num_classes)
+    key = CacheKey(
+        config=json.dumps(config.to_dict(), sort_keys=True), space=space.name,
+        weights=weights_digest(module), target=str(profile.tvm_target()),
+        cross_compiler=profile.cross_compiler, tvm_version=tvm.__version__,
+        kernel_db_hash=kernel_db_hash(profile.name), pipeline_version=pipeline.__version__,
+        onnx_opset=ONNX_OPSET)
+    reference = torch_reference(module, fixed_input(config.resolution, INPUT_SEED))
+    prepared = _Prepared(config, name, out_dir, key, reference,
+                         "checkpoint" if supernet is not None else "random-init", checkpoint,
+                         staged=None, onnx_diff=None)
+    if cache.lookup(key) is None:
+        prepared.staged = cache.staging()
+        _, comparison = export_onnx_checked(module, config.resolution, prepared.staged / ONNX, ONNX_OPSET)
+        prepared.onnx_diff = comparison.max_abs_diff
+    return prepared
+
+
+# ----------------------------------------------------------------- the build
+def _run_job(job: _Job) -> dict[str, Any]:
+    """Worker: ONNX -> Relax -> lowered, compiled, linked library -> cache entry."""
+    start = time.perf_counter()
+    staged = Path(job.staged)
+    coverage = build_library(onnx_to_relax(staged / ONNX), job.profile, staged / LIBRARY)
+    entry = {"kernel_coverage": coverage, "compile_seconds": round(time.perf_counter() - start, 3),
+             "onnx_max_abs_diff": job.onnx_diff}
+    CompileCache(Path(job.cache_root)).commit(job.key, staged, entry)
+    return entry
+
+
+def _run_jobs(jobs: list[_Job], workers: int) -> None:
+    """Build every job, in worker processes when there is more than one."""
+    if not jobs:
+        return
+    if len(jobs) == 1 or workers <= 1:
+        for job in tqdm(jobs, desc="compile", unit="subnet", disable=len(jobs) == 1):
+            _run_job(job)
+        return
+    context = multiprocessing.get_context("spawn")  # TVM and torch are not fork-safe
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_run_job, job) for job in jobs]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="compile", unit="subnet"):
+            future.result()
+
+
+# --------------------------------------------------------------- emission
+def _manifest_data(item: _Prepared, space: SearchSpace, profile: Any, entry: dict[str, Any],
+                   folder: Path, num_classes: int, preprocessing: Preprocessing) -> dict[str, Any]:
+    import tvm
+
+    cfg = item.config
+    r = cfg.resolution
+    return {
+        "schema_version": 1,
+        "pipeline_version": pipeline.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "subnet": {"id": cfg.id, "name": item.name, "space": space.name, "config": cfg.to_dict(),
+                   "mflops": round(count_flops(space, cfg, num_classes) / 1e6, 3),
+                   "params": int(count_params(space, cfg, num_classes)), "num_classes": num_classes},
+        "weights": {"source": item.weights_source, "checkpoint": item.checkpoint, "digest": item.key.weights},
+        "input": {"name": INPUT_NAME, "shape": [1, 3, r, r], "dtype": "float32", "layout": "NCHW",
+                  "preprocessing": preprocessing.to_manifest(r)},
+        "output": {"name": OUTPUT_NAME, "shape": [1, num_classes], "dtype": "float32",
+                   "meaning": "class logits (apply softmax for probabilities)"},
+        "build": {"device": profile.name, "target": item.key.target, "tvm_version": tvm.__version__,
+                  "kernel_db_hash": item.key.kernel_db_hash, "kernel_coverage": entry["kernel_coverage"],
+                  "cross_compiler": profile.cross_compiler, "cache_key": item.key.digest,
+                  "compile_seconds": entry["compile_seconds"], "onnx_opset": ONNX_OPSET,
+                  "onnx_max_abs_diff": entry["onnx_max_abs_diff"]},
+        "files": {n: file_entry(folder / n) for n in (LIBRARY, ONNX)},
+        "verification": {"verified": False, "device": None, "max_abs_diff": None, "tolerance": None,
+                         "input_seed": INPUT_SEED, "error": "not verified"},
+        "accuracy": None,
+        "latency": {"predicted_ms": None, "measured_ms": None},
+    }
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.rename(src, dst)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Only an artifact folder (or nothing) may be replaced: never a user's own folder."""
+    if out_dir.exists() and (not out_dir.is_dir() or
+                             (any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file())):
+        raise PipelineError(f"{out_dir} exists and is not an artifact folder; choose another --out")
+
+
+def _emit(item: _Prepared, space: SearchSpace, profile: Any, cache: CompileCache, session: Any,
+          num_classes: int, preprocessing: Preprocessing) -> Artifact:
+    entry = cache.lookup(item.key)
+    if entry is None:
+        raise PipelineError(f"compile cache entry {item.key.digest} vanished during the run; run again")
+    staging = item.out_dir.with_name(f".{item.out_dir.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name in (LIBRARY, ONNX):
+        shutil.copy2(cache.path(item.key) / name, staging / name)
+    manifest = Manifest(_manifest_data(item, space, profile, entry, staging, num_classes, preprocessing))
+    if session is not None:
+        x = fixed_input(item.config.resolution, INPUT_SEED)
+        manifest.set_verification(verify_on_device(session, staging / LIBRARY, x, item.reference, profile.name))
+    manifest.write(staging)
+    cache_hit = item.staged is None
+    if session is not None and not manifest.verified:
+        failed = item.out_dir.with_name(f"{item.out_dir.name}.failed")
+        _replace_dir(staging, failed)
+        return Artifact(failed, manifest, cache_hit)
+    _replace_dir(staging, item.out_dir)
+    return Artifact(item.out_dir, manifest, cache_hit)
+
+
+# -------------------------------------------------------------------- API
+def _resolve_profile(profile: Any) -> Any:
+    from pipeline.device import load_profile
+
+    return load_profile(profile) if isinstance(profile, (str, os.PathLike)) else profile
+
+
+def compile_many(space: SearchSpace, configs: Sequence[SubnetConfig], profile: Any, out_root: str | Path,
+                 supernet: Any = None, num_classes: int = 1000, *, names: Sequence[str | None] | None = None,
+                 out_dirs: Sequence[str | Path] | None = None, checkpoint: str | None = None,
+                 workers: int | None = None, verify: bool = True, session: Any = None,
+                 preprocessing: Preprocessing = Preprocessing()) -> list[Artifact]:
+    """Compile `configs` for `profile` (a name or `DeviceProfile`) into `out_root/<id>-<device>/`.
+
+    With a supernet its weights are used (and `num_classes` is taken from it); without,
+    seeded random weights (for latency work). Cache misses are built in `workers` spawned
+    processes (default: CPU count). With `verify`, every library runs on the device
+    (`session`, or one opened from the profile) and a mismatch raises `VerificationFailed`
+    after all subnets are processed (good ones are still emitted; bad ones go to
+    `<folder>.failed/`). Without `verify`, manifests say `verified: false`.
+    """
+    profile = _resolve_profile(profile)
+    check_toolchain(profile)
+    if supernet is not None:
+        check_supernet_space(space, supernet, checkpoint)
+        num_classes = supernet.num_classes
+    names = list(names) if names is not None else [None] * len(configs)
+    if out_dirs is None:
+        out_dirs = [Path(out_root) / artifact_dirname(c, profile.name, n) for c, n in zip(configs, names)]
+    out_dirs = [Path(d) for d in out_dirs]
+    for d in out_dirs:
+        _check_out_dir(d)
+    cache = CompileCache()
+
+    items = [_prepare(space, c, n, d, profile, supernet, checkpoint, num_classes, cache)
+             for c, n, d in tqdm(list(zip(configs, names, out_dirs)), desc="export", unit="subnet",
+                                 disable=len(configs) < 2)]
+    jobs, seen = [], set()
+    for item in items:
+        if item.staged is not None and item.key.digest not in seen:
+            seen.add(item.key.digest)
+            jobs.append(_Job(item.key, str(item.staged), profile, str(cache.root), item.onnx_diff))
+        elif item.staged is not None:
+            shutil.rmtree(item.staged, ignore_errors=True)  # a duplicate config in the batch
+    log.info("%d subnet(s) for %s: %d cached, %d to compile", len(items), profile.name,
+             len(items) - len(jobs), len(jobs))
+    _run_jobs(jobs, workers or os.cpu_count() or 1)
+
+    with ExitStack() as stack:
+        if verify and session is None:
+            from pipeline.device import open_session
+
+            session = stack.enter_context(open_session(profile))
+        artifacts = [_emit(item, space, profile, cache, session if verify else None, num_classes, preprocessing)
+                     for item in items]
+    failed = [a for a in artifacts if verify and not a.verified]
+    if failed:
+        first = failed[0].manifest["verification"]
+        raise VerificationFailed(
+            f"{len(failed)} artifact(s) failed verification on {profile.name} (first: {failed[0].folder}: "
+            f"{first['error']}); they were not emitted — report this with that folder")
+    return artifacts
+
+
+def compile_subnet(space: SearchSpace, config: SubnetConfig, profile: Any, out_dir: str | Path,
+                   supernet: Any = None, num_classes: int = 1000, *, name: str | None = None,
+                   checkpoint: str | None = None, verify: bool = True, session: Any = None,
+                   preprocessing: Preprocessing = Preprocessing()) -> Artifact:
+    """Compile one subnet into the artifact folder `out_dir` (see `compile_many`)."""
+    (artifact,) = compile_many(space, [config], profile, Path(out_dir).parent, supernet, num_classes,
+                               names=[name], out_dirs=[out_dir], checkpoint=checkpoint, workers=1,
+                               verify=verify, session=session, preprocessing=preprocessing)
+    return artifact
