@@ -39,3 +39,7 @@ def main(verbose: bool) -> None:
 from pipeline.cli import info as _info  # noqa: E402
 
 main.add_command(_info.info)
+
+from pipeline.cli import compile as _compile  # noqa: E402
+
+main.add_command(_compile.compile_cmd)
