@@ -1,0 +1,149 @@
+"""Starting and stopping TVM RPC servers and trackers as background processes.
+
+Used for the local RPC server, the emulated device (the same server inside a chroot),
+tracker farms and tests. Each process gets its own session (process group), because
+the launcher runs its listener in a `tvm.exec.popen_worker` child: stopping the group
+stops both. Readiness is read from the "bind to HOST:PORT" log line, which also tells
+the port really taken (`--port/--port-end` silently move to the next free one).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from pipeline.errors import DeviceError
+
+log = logging.getLogger(__name__)
+_BIND = re.compile(r"bind to (\S+):(\d+)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on `host`."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    """A started server: its process-group leader pid, bound address and log file."""
+
+    pid: int
+    host: str
+    port: int
+    log_path: Path
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        stop_group(self.pid, timeout_s)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of group `pgid` exists (zombies excepted)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def stop_group(pgid: int, timeout_s: float = 10.0) -> None:
+    """SIGTERM the whole process group, SIGKILL whatever is left after `timeout_s`; reap if ours."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            _reap(pgid)
+            if not group_alive(pgid):
+                return
+            time.sleep(0.1)
+    _reap(pgid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def start_background(cmd: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
+                     ready_timeout_s: float = 60.0, what: str = "server") -> ServerProcess:
+    """Start `cmd` in its own process group, logging to `log_path`; wait for its "bind to" line."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+    log.debug("started %s (pid %d): %s", what, proc.pid, " ".join(cmd))
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        match = _BIND.search(text)
+        if match:
+            return ServerProcess(proc.pid, match.group(1), int(match.group(2)), log_path)
+        if proc.poll() is not None:
+            tail = " | ".join(text.strip().splitlines()[-3:])
+            raise DeviceError(f"{what} exited with status {proc.returncode} before listening: {tail}; "
+                              f"see {log_path}")
+        time.sleep(0.2)
+    stop_group(proc.pid)
+    raise DeviceError(f"{what} did not start listening within {ready_timeout_s:g} s; see {log_path}")
+
+
+def rpc_server_args(host: str, port: int, tracker: str | None = None, key: str | None = None) -> list[str]:
+    """Arguments of `-m tvm.exec.rpc_server` pinned to exactly `port` (`port-end` is exclusive)."""
+    args = ["-m", "tvm.exec.rpc_server", "--host", host, "--port", str(port), "--port-end", str(port + 1)]
+    if tracker:
+        args += ["--tracker", tracker, "--key", key or ""]
+    return args
+
+
+def start_rpc_server(log_path: Path, host: str = "127.0.0.1", port: int | None = None, *,
+                     tracker: str | None = None, key: str | None = None,
+                     python: Sequence[str] = (sys.executable,), env: dict[str, str] | None = None,
+                     ready_timeout_s: float = 60.0) -> ServerProcess:
+    """A TVM RPC server on this machine (optionally registered with a tracker under `key`)."""
+    port = port or free_port(host)
+    return start_background([*python, *rpc_server_args(host, port, tracker, key)], log_path, env=env,
+                            ready_timeout_s=ready_timeout_s, what=f"RPC server on {host}:{port}")
+
+
+def start_rpc_tracker(log_path: Path, host: str = "127.0.0.1", port: int | None = None,
+                      ready_timeout_s: float = 60.0) -> ServerProcess:
+    """A TVM RPC tracker on this machine."""
+    port = port or free_port(host)
+    cmd = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", host, "--port", str(port),
+           "--port-end", str(port + 1)]
+    return start_background(cmd, log_path, ready_timeout_s=ready_timeout_s, what=f"RPC tracker on {host}:{port}")

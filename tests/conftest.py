@@ -1,0 +1,35 @@
+"""Shared pytest fixtures: temporary cache, live devices (local RPC server, emulated arm64).
+
+Device fixtures start real processes on 127.0.0.1 with ports picked at run time and stop
+them when their scope ends. The emulated arm64 root file system is cached under
+`<repo>/.cache/devices` on purpose (several minutes to build, reused by later runs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.device import load_profile
+from pipeline.device.profile import RPCConnection
+from pipeline.device.rpcserver import start_rpc_server
+from pipeline.paths import REPO_ROOT
+
+
+@pytest.fixture
+def pipeline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points `PIPELINE_CACHE` (generated state) at a fresh temporary folder."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PIPELINE_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def local_rpc_server(tmp_path_factory: pytest.TempPathFactory):
+    """The x86-host profile pointed at a TVM RPC server on 127.0.0.1 (free port), stopped at session end."""
+    server = start_rpc_server(tmp_path_factory.mktemp("rpc") / "server.log")
+    try:
+        yield load_profile("x86-host").with_connection(
+            RPCConnection(host=server.host, port=server.port, timeout_s=30.0))
+    finally:
+        server.stop()

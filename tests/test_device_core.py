@@ -1,0 +1,131 @@
+"""Profiles, local/RPC sessions, measurement and check on this machine (fast tests)."""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.device import (MeasurePolicy, export_library, list_profiles, load_profile, measure,
+                             open_session)
+from pipeline.device.check import build_tiny, check_device, tiny_inputs, tiny_reference
+from pipeline.device.profile import RPCConnection
+from pipeline.device.rpcserver import free_port
+from pipeline.errors import ConfigError, DeviceError
+
+SHIPPED = ["android-arm64", "arm64-emulated", "rpi4", "rpi5", "x86-host"]
+
+
+def test_shipped_profiles_load_and_compile(tmp_path: Path):
+    """Every shipped profile (including boards we cannot reach) gives a target a kernel compiles for."""
+    import tvm
+
+    from pipeline.device.check import tiny_module
+
+    assert set(SHIPPED) <= set(list_profiles())
+    for name in SHIPPED:
+        profile = load_profile(name)
+        target = profile.tvm_target()
+        assert "num-cores" in target.attrs or profile.arch == "x86_64"
+        executable = tvm.compile(tiny_module(), target=target)
+        if profile.arch == "arm64" and profile.target["mtriple"].endswith("gnu"):
+            lib = export_library(executable, tmp_path / f"{name}.so", profile)
+            assert lib.read_bytes()[:4] == b"\x7fELF" and lib.read_bytes()[18] == 0xB7  # EM_AARCH64
+
+
+def test_host_target_filled_from_machine():
+    target = load_profile("x86-host").tvm_target()
+    assert int(target.attrs["num-cores"]) >= 1 and str(target.attrs["mcpu"])
+
+
+def _write(tmp_path: Path, profile: dict) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arch": "mips"}, "`arch` must be one of"),
+    ({"connection": {"kind": "carrier-pigeon"}}, "`kind` must be one of"),
+    ({"connection": {"kind": "rpc", "host": "h"}}, "lacks `port`"),
+    ({"policy": {"repeat": 0}}, "`repeat` must be > 0"),
+    ({"policy": {"repat": 3}}, "unknown key(s) ['repat']"),
+    ({"target": {"kind": "cuda"}}, "`target.kind` must be 'llvm'"),
+    ({"cross_compiler": None, "arch": "arm64"}, "set `cross_compiler`"),
+])
+def test_profile_validation_errors(tmp_path: Path, change: dict, message: str):
+    raw = yaml.safe_load(Path(load_profile("rpi4").source).read_text())
+    raw.update(change)
+    with pytest.raises(ConfigError) as err:
+        load_profile(_write(tmp_path, raw))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_target_key_named(tmp_path: Path):
+    raw = yaml.safe_load(Path(load_profile("rpi4").source).read_text())
+    raw["target"]["mtripel"] = "aarch64-linux-gnu"
+    with pytest.raises(ConfigError, match="TVM refuses target"):
+        load_profile(_write(tmp_path, raw)).tvm_target()
+
+
+def test_unknown_profile_lists_known():
+    with pytest.raises(ConfigError, match="known: .*x86-host"):
+        load_profile("no-such-board")
+
+
+def test_local_session_measures_every_repeat(tmp_path: Path):
+    profile = load_profile("x86-host")
+    lib = build_tiny(profile, tmp_path / "tiny.so")
+    policy = MeasurePolicy(repeat=7, min_repeat_ms=1, max_spread=10.0)
+    with open_session(profile) as session:
+        assert session.info()["arch"] == "x86_64"
+        m = measure(session, lib, tiny_inputs(), policy)
+    assert len(m.repeats_ms) == 7 and not m.remeasured and m.spread_ok
+    assert min(m.repeats_ms) <= m.median_ms <= max(m.repeats_ms) and m.median_ms > 0
+
+
+def test_too_wide_spread_is_remeasured(tmp_path: Path):
+    """A spread limit no real timing meets forces every allowed re-measurement, and is flagged."""
+    profile = load_profile("x86-host")
+    lib = build_tiny(profile, tmp_path / "tiny.so")
+    policy = MeasurePolicy(repeat=5, min_repeat_ms=1, max_spread=1e-12, remeasure=2)
+    with open_session(profile) as session:
+        m = measure(session, lib, tiny_inputs(), policy)
+    assert m.remeasured and m.attempts == 3 and not m.spread_ok
+
+
+def test_rpc_session_runs_and_measures(local_rpc_server, tmp_path: Path):
+    lib = build_tiny(local_rpc_server, tmp_path / "tiny.so")
+    result = check_device(local_rpc_server)
+    assert result.correct and result.connection == "rpc" and result.arch == "x86_64"
+    with open_session(local_rpc_server) as session:
+        assert session.is_remote
+        m = measure(session, lib, tiny_inputs(), MeasurePolicy(repeat=3, min_repeat_ms=1, max_spread=10.0))
+    assert len(m.repeats_ms) == 3
+
+
+def test_unreachable_device_fails_fast_in_one_line():
+    port = free_port()  # nothing listens here
+    profile = load_profile("x86-host").with_connection(RPCConnection("127.0.0.1", port, timeout_s=2.0))
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError) as err:
+        with open_session(profile):
+            pass
+    message = str(err.value)
+    assert f"127.0.0.1:{port}" in message and "\n" not in message and "rpc_server" in message
+    assert time.monotonic() - t0 < 30  # generous: a fast failure, not a hang (not a timing goal)
+
+
+def test_hung_device_times_out():
+    """A listener that accepts but never answers the RPC handshake gives a timeout error."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        profile = load_profile("x86-host").with_connection(RPCConnection("127.0.0.1", port, timeout_s=2.0))
+        with pytest.raises(DeviceError, match="no answer within 2 s"):
+            with open_session(profile):
+                pass
