@@ -1,0 +1,64 @@
+"""The demo supernet: the demo space trained on the synthetic set, kept in the cache.
+
+The default `pipeline build` needs a trained supernet without any download or GPU;
+`ensure_demo_supernet()` returns it, training it first (a few minutes on 2 CPU cores)
+when the cache has none. An interrupted demo training resumes from its last state.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.paths import cache_dir
+from pipeline.train.config import TrainConfig
+from pipeline.train.loop import TrainResult, train
+from pipeline.train.state import STATE_FILE, SUPERNET_FILE, write_atomic
+from pipeline.train.synthetic import SyntheticSpec, generate
+
+log = logging.getLogger(__name__)
+
+#: The demo's data: 10 classes, 200 train + 50 val images each, at the demo space's 64 px.
+DEMO_DATA = SyntheticSpec(num_classes=10, train_per_class=200, val_per_class=50, resolution=64, seed=0)
+
+
+def demo_supernet_path() -> Path:
+    """Where the default build looks for the demo supernet (`<cache>/supernets/demo.pt`)."""
+    return cache_dir() / "supernets" / "demo.pt"
+
+
+def demo_data_dir() -> Path:
+    """The synthetic image folders the demo trains on."""
+    return cache_dir() / "data" / "synthetic-demo"
+
+
+def demo_config(**overrides: Any) -> TrainConfig:
+    """The `demo` recipe pointed at the cached synthetic set and run folder."""
+    overrides.setdefault("data", str(demo_data_dir()))
+    overrides.setdefault("checkpoint__dir", str(cache_dir() / "runs" / "demo"))
+    return TrainConfig.load("demo", **overrides)
+
+
+def train_demo(cfg: TrainConfig | None = None, progress: bool = True) -> TrainResult:
+    """Generate the synthetic set if needed, train (resuming an interrupted run) and
+    publish the supernet at `demo_supernet_path()`."""
+    cfg = cfg or demo_config()
+    generate(cfg.data, DEMO_DATA)
+    resume = (Path(cfg.checkpoint.dir) / STATE_FILE).is_file()
+    if resume:
+        log.info("resuming the demo training in %s", cfg.checkpoint.dir)
+    result = train(cfg, resume=resume, progress=progress)
+    write_atomic(demo_supernet_path(), lambda tmp: shutil.copyfile(result.checkpoint, tmp))
+    for r in result.evaluation:
+        log.info("demo supernet: %.2f MFLOPs subnet top-1 %.1f%%", r.mflops, r.top1)
+    return result
+
+
+def ensure_demo_supernet(progress: bool = True) -> Path:
+    """The demo supernet's checkpoint path, training it first if the cache has none."""
+    path = demo_supernet_path()
+    if not path.is_file():
+        log.info("no demo supernet at %s: training it (a few minutes on 2 CPU cores)", path)
+        train_demo(progress=progress)
+    return path
