@@ -1,0 +1,169 @@
+"""`pipeline profile`: which subnets (and blocks) to measure on a device, and measuring them.
+
+Sampling plan: the smallest and largest subnet, then greedy farthest-point sampling
+over a large seeded random pool, in a space where the subnet's (log) FLOPs counts as
+much as all its choices together. That fills the FLOPs range evenly (what the error of
+a latency model depends on most) while spreading over every choice, and it is a
+sequence: the plan for N is the first N of the plan for N + M, so raising `--subnets`
+only adds subnets and everything already measured is reused.
+
+Measuring: subnets are compiled in batches (in parallel worker processes through
+`pipeline.compile.compile_many`, with the device's tuned kernels when it has them), and
+each batch is measured only after its compilation finished, one subnet at a time, so
+that compiler processes never share the CPU with a timing run. Each measurement is
+committed to the store when it is taken; stored ones are skipped, so a re-run resumes.
+Blocks for the lookup table go through the same loop into their own store file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.paths import cache_dir
+from pipeline.space import SearchSpace, SubnetConfig, encode_many
+from pipeline.space.arch import BlockSpec
+
+log = logging.getLogger(__name__)
+
+#: Random candidates the plan picks from. Fixed (not scaled with n) so that the plan
+#: for n is a prefix of the plan for any larger n.
+POOL_SIZE = 4000
+#: Value stored as `kernel_db_hash` when the device has no tuning database.
+UNTUNED = "untuned"
+
+
+# ----------------------------------------------------------------- the plan
+def sampling_plan(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetConfig]:
+    """`n` distinct subnets: extremes first, then farthest-point over (log FLOPs, choices)."""
+    from pipeline.predict.features import space_tables
+
+    if n <= 0:
+        return []
+    rng = random.Random(seed)
+    extremes = [space.smallest(), space.largest()]
+    pool = list({c.id: c for c in extremes + [space.sample(rng) for _ in range(POOL_SIZE)]}
+                .values())
+    encoded = encode_many(pool)
+    # choices scaled to [0, 1] per column (constant columns drop out)
+    lo, hi = encoded.min(axis=0), encoded.max(axis=0)
+    varying = hi > lo
+    choices = (encoded[:, varying] - lo[varying]) / (hi - lo)[varying]
+    log_flops = np.log(space_tables(space).subnet_features(encoded)[:, 1])
+    flops_axis = (log_flops - log_flops.min()) / max(np.ptp(log_flops), 1e-12)
+    # FLOPs weighs as much as the whole choice vector (whose diameter is sqrt(#columns))
+    points = np.column_stack([choices, flops_axis * np.sqrt(choices.shape[1])])
+    chosen = [0, 1][: min(n, 2)]
+    dist = np.min([np.linalg.norm(points - points[i], axis=1) for i in chosen], axis=0)
+    while len(chosen) < min(n, len(pool)):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(points - points[nxt], axis=1))
+    return [pool[i] for i in chosen]
+
+
+# --------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class ProfileSummary:
+    """What a profile run did: planned, already stored, newly measured, and the store file."""
+
+    device: str
+    planned: int
+    skipped: int
+    measured: int
+    store: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def current_key_fields(profile) -> tuple[str, str, str]:
+    """(target, TVM version, kernel database hash) that measurements taken now are stored under."""
+    import tvm
+
+    from pipeline.kernels import kernel_db_hash
+
+    return str(profile.tvm_target()), tvm.__version__, kernel_db_hash(profile.name) or UNTUNED
+
+
+def block_store_path() -> Path:
+    """Block measurements live apart from subnet measurements: `cache_dir()/block_measurements.sqlite`."""
+    return cache_dir() / "block_measurements.sqlite"
+
+
+def _measure_and_store(session, store, key, config: dict, lib: Path, inputs: dict, policy,
+                       meta: dict) -> None:
+    from pipeline.device import MeasurementRecord, measure
+
+    result = measure(session, lib, inputs, policy)
+    store.add(MeasurementRecord.from_measurement(key, config, result, meta))
+    log.debug("%s: %.3f ms (spread %.1f%%)", key.subnet_id, result.median_ms, 100 * result.spread)
+
+
+def profile_subnets(device: str, space: SearchSpace, configs: Sequence[SubnetConfig],
+                    store_path: str | os.PathLike | None = None, workers: int | None = None,
+                    batch_size: int | None = None) -> ProfileSummary:
+    """Compile and measure every config not yet stored for `device`; store each as it finishes."""
+    from pipeline.compile import compile_many
+    from pipeline.compile import INPUT_NAME, fixed_input
+    from pipeline.device import MeasurementStore, RecordKey, load_profile, open_session
+
+    profile = load_profile(device)
+    fields = current_key_fields(profile)
+    workers = workers or os.cpu_count() or 1
+    batch_size = batch_size or 2 * workers
+    out_root = cache_dir() / "profile" / profile.name
+    with MeasurementStore(store_path) as store:
+        todo = [c for c in configs if not store.has(RecordKey(profile.name, c.id, *fields))]
+        log.info("%s: %d planned, %d stored, %d to compile and measure", device, len(configs),
+                 len(configs) - len(todo), len(todo))
+        if todo:
+            with open_session(profile) as session, tqdm(total=len(todo), desc=f"profile {device}",
+                                                         unit="subnet") as bar:
+                for start in range(0, len(todo), batch_size):
+                    batch = todo[start:start + batch_size]
+                    artifacts = compile_many(space, batch, profile, out_root, workers=workers, verify=False)
+                    for config, artifact in zip(batch, artifacts):
+                        build = artifact.manifest["build"]
+                        _measure_and_store(session, store, RecordKey(profile.name, config.id, *fields),
+                                           config.to_dict(), artifact.library,
+                                           {INPUT_NAME: fixed_input(config.resolution)}, profile.policy,
+                                           {"space": space.name, "source": "profile",
+                                            "kernel_coverage": build.get("kernel_coverage"),
+                                            "compile_seconds": build.get("compile_seconds")})
+                        bar.update()
+        return ProfileSummary(device, len(configs), len(configs) - len(todo), len(todo), str(store.path))
+
+
+def profile_blocks(device: str, blocks: Sequence[BlockSpec], store_path: str | os.PathLike | None = None) -> ProfileSummary:
+    """Build and measure each distinct block not yet stored (the lookup table's entries)."""
+    from pipeline.device import MeasurementStore, RecordKey, load_profile, open_session
+    from pipeline.predict.blocks import block_id, block_inputs, block_record_config, build_block_library
+
+    profile = load_profile(device)
+    fields = current_key_fields(profile)
+    unique = list({b.key: b for b in blocks}.values())
+    with MeasurementStore(store_path or block_store_path()) as store:
+        todo = [b for b in unique if not store.has(RecordKey(profile.name, block_id(b), *fields))]
+        log.info("%s: %d distinct blocks, %d stored, %d to build and measure", device, len(unique),
+                 len(unique) - len(todo), len(todo))
+        if todo:
+            with open_session(profile) as session:
+                for spec in tqdm(todo, desc=f"blocks {device}", unit="block"):
+                    folder = Path(tempfile.mkdtemp(prefix="block-", dir=cache_dir()))
+                    try:
+                        lib = build_block_library(spec, profile, folder)
+                        _measure_and_store(session, store, RecordKey(profile.name, block_id(spec), *fields),
+                                           block_record_config(spec), lib, block_inputs(spec), profile.policy,
+                                           {"source": "blocks"})
+                    finally:
+                        shutil.rmtree(folder, ignore_errors=True)
+        return ProfileSummary(device, len(unique), len(unique) - len(todo), len(todo), str(store.path))
