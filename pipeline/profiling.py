@@ -133,11 +133,13 @@ def profile_subnets(device: str, space: SearchSpace, configs: Sequence[SubnetCon
                     artifacts = compile_many(space, batch, profile, out_root, workers=workers, verify=False)
                     for config, artifact in zip(batch, artifacts):
                         build = artifact.manifest["build"]
+                        coverage = build.get("kernel_coverage") or {}
                         _measure_and_store(session, store, RecordKey(profile.name, config.id, *fields),
                                            config.to_dict(), artifact.library,
                                            {INPUT_NAME: fixed_input(config.resolution)}, profile.policy,
                                            {"space": space.name, "source": "profile",
-                                            "kernel_coverage": build.get("kernel_coverage"),
+                                            "kernels_tuned": coverage.get("tuned"),
+                                            "kernels_total": coverage.get("total"),
                                             "compile_seconds": build.get("compile_seconds")})
                         bar.update()
         return ProfileSummary(device, len(configs), len(configs) - len(todo), len(todo), str(store.path))

@@ -1,0 +1,155 @@
+"""From the measurement store to a saved, tested predictor (`pipeline predictor fit|eval`).
+
+Only measurements of code as it would be built now count: the device's current target,
+TVM version and kernel database hash (a predictor fitted on untuned latencies would
+teach the search the wrong lesson once the kernels are tuned). The held-out split is a
+hash of the subnet id, so a subnet stays on the same side as the store grows and a
+later `fit` never trains on what an earlier one was tested on.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.predict.features import tables_for
+from pipeline.predict.fit import fit_predictor
+from pipeline.predict.lut import BlockLatencyTable
+from pipeline.predict.metrics import error_metrics, plot_predicted_vs_measured
+from pipeline.predict.predictor import LatencyPredictor, load_predictor, predictors_dir, save_predictor
+from pipeline.space import SearchSpace, SubnetConfig, encode_many
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEST_FRACTION = 0.3
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Measured subnets of one device: ids, configs, encoded (N, 31) and median latency (ms)."""
+
+    device: str
+    ids: tuple[str, ...]
+    configs: tuple[SubnetConfig, ...]
+    encoded: np.ndarray
+    latency_ms: np.ndarray
+    key_fields: tuple[str, str, str]
+
+    def subset(self, mask: np.ndarray) -> "Dataset":
+        idx = np.flatnonzero(mask)
+        return Dataset(self.device, tuple(self.ids[i] for i in idx), tuple(self.configs[i] for i in idx),
+                       self.encoded[idx], self.latency_ms[idx], self.key_fields)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | None = None) -> Dataset:
+    """The device's stored subnet measurements of current code whose configs belong to the space."""
+    from pipeline.device import MeasurementStore, load_profile
+    from pipeline.profiling import current_key_fields
+
+    fields = current_key_fields(load_profile(device))
+    space = SearchSpace.load(space_name)
+    ids, configs, latency = [], [], []
+    with MeasurementStore(store_path) as store:
+        for rec in store.records(device):
+            if (rec.target, rec.tvm_version, rec.kernel_db_hash) != fields:
+                continue
+            try:
+                config = space.validate(SubnetConfig.from_dict(rec.config))
+            except ConfigError:
+                continue
+            ids.append(rec.subnet_id)
+            configs.append(config)
+            latency.append(rec.median_ms)
+    log.info("%s: %d measured subnets of space %s with the current target, TVM and kernels",
+             device, len(ids), space_name)
+    return Dataset(device, tuple(ids), tuple(configs), encode_many(configs), np.asarray(latency, dtype=np.float64),
+                   fields)
+
+
+def is_held_out(subnet_id: str, test_fraction: float, seed: int = 0) -> bool:
+    """Stable membership of the test split, by a hash of the id."""
+    h = int(hashlib.sha1(f"{seed}:{subnet_id}".encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < test_fraction
+
+
+def split(data: Dataset, test_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, test) by `is_held_out`."""
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(f"test fraction must be in [0, 1), got {test_fraction}")
+    mask = np.array([is_held_out(i, test_fraction, seed) for i in data.ids], dtype=bool)
+    return data.subset(~mask), data.subset(mask)
+
+
+def load_block_table(device: str, space_name: str, store_path: str | os.PathLike | None = None
+                     ) -> BlockLatencyTable | None:
+    """The device's measured blocks (current code) laid onto the space; None when none are stored."""
+    from pipeline.device import MeasurementStore, load_profile
+    from pipeline.profiling import block_store_path, current_key_fields
+
+    path = Path(store_path) if store_path else block_store_path()
+    if not path.is_file():
+        return None
+    fields = current_key_fields(load_profile(device))
+    with MeasurementStore(path) as store:
+        entries = {tuple(r.config["block_key"]): r.median_ms for r in store.records(device)
+                   if (r.target, r.tvm_version, r.kernel_db_hash) == fields}
+    return BlockLatencyTable.build(tables_for(space_name), entries) if entries else None
+
+
+def report(predictor: LatencyPredictor, test: Dataset, plot_path: Path | None) -> dict[str, Any]:
+    """The error report on held-out measurements, as one JSON-able dict (plus the PNG)."""
+    predicted = predictor.predict(test.encoded)
+    metrics = error_metrics(test.latency_ms, predicted)
+    out = {"device": predictor.device, "space": predictor.space_name, "kind": predictor.kind,
+           "revision": predictor.info.get("revision"), "n_train": predictor.info.get("n_train"),
+           "n_test": metrics.pop("n"), **metrics, "plot": None}
+    if plot_path is not None and len(test):
+        title = f"{predictor.device}: {predictor.kind}, n_train={out['n_train']}, n_test={out['n_test']}"
+        out["plot"] = str(plot_predicted_vs_measured(test.latency_ms, predicted, plot_path, title))
+    if isinstance(predictor.base, BlockLatencyTable) and len(test):
+        out["lut_coverage"] = float(predictor.base.coverage(test.encoded).mean())
+    return out
+
+
+def fit_device(device: str, space_name: str = "demo", test_fraction: float = DEFAULT_TEST_FRACTION,
+               store_path: str | os.PathLike | None = None, block_store: str | os.PathLike | None = None,
+               kinds: Sequence[str] | None = None, max_train: int | None = None, seed: int = 0,
+               save: bool = True, plot: bool = True) -> tuple[LatencyPredictor, dict[str, Any]]:
+    """Fit on the train split (CV-selected kind), test on the held-out split, save with both."""
+    data = load_dataset(device, space_name, store_path)
+    train, test = split(data, test_fraction, seed)
+    if max_train is not None:
+        train = train.subset(np.arange(len(train)) < max_train)
+    lut = load_block_table(device, space_name, block_store)
+    predictor = fit_predictor(device, space_name, train.encoded, train.latency_ms, train.ids, lut=lut,
+                              kinds=kinds, seed=seed)
+    predictor = predictor.with_info(key_fields=list(data.key_fields), test_fraction=test_fraction,
+                                    test_ids=list(test.ids))
+    plot_path = predictors_dir(device) / "fit.png" if plot else None
+    result = report(predictor, test, plot_path)
+    predictor = predictor.with_info(test_metrics={k: result[k] for k in ("n_test", "rmse_ms", "mape", "within_5pct",
+                                                                        "within_10pct", "kendall_tau")})
+    if save:
+        path = save_predictor(predictor)
+        result.update(revision=int(path.stem[1:]), predictor_file=str(path))
+    result["cv"] = predictor.info["cv"]
+    return predictor, result
+
+
+def evaluate_device(device: str, store_path: str | os.PathLike | None = None, plot: bool = True
+                    ) -> dict[str, Any]:
+    """The saved predictor against every stored measurement it was not fitted on."""
+    predictor = load_predictor(device)
+    data = load_dataset(device, predictor.space_name, store_path)
+    used = set(predictor.info.get("measurement_ids", ()))
+    test = data.subset(np.array([i not in used for i in data.ids], dtype=bool))
+    return report(predictor, test, predictors_dir(device) / "eval.png" if plot else None)
