@@ -43,3 +43,19 @@ main.add_command(_info.info)
 from pipeline.cli import compile as _compile  # noqa: E402
 
 main.add_command(_compile.compile_cmd)
+
+from pipeline.cli import train as _train  # noqa: E402
+
+main.add_command(_train.train)
+main.add_command(_train.evaluate)
+
+from pipeline.cli import device as _device  # noqa: E402
+from pipeline.cli import measurements as _measurements  # noqa: E402
+
+main.add_command(_device.device)
+main.add_command(_measurements.measurements)
+
+from pipeline.cli import predictor as _predictor  # noqa: E402
+
+main.add_command(_predictor.profile)
+main.add_command(_predictor.predictor)
