@@ -56,7 +56,7 @@ class Candidate:
     latency: Mapping[str, float]
 
     def to_dict(self) -> dict:
-        return {"id": self.config, "accuracy": round(self.accuracy, 4),
+        return {"id": self.config.id, "accuracy": round(self.accuracy, 4),
                 "latency_ms": {d: round(v, 4) for d, v in self.latency.items()},
                 "config": self.config.to_dict()}
 
