@@ -1,9 +1,11 @@
 """The Relax lowering that makes a model's kernels fast on one device.
 
-Decompose for inference, legalize and fuse exactly as task extraction does (so fused
-PrimFuncs match tuning records structurally), then replace each fused PrimFunc by its
-tuned schedule from the device's database. What found no record is reported, so a
-compile can say that a subnet is (partly) untuned.
+Convert convolutions to channels-last (NHWC activations, HWIO weights: channels are
+contiguous, so every kernel kind vectorises over channels), decompose for inference,
+legalize and fuse exactly as task extraction does (so fused PrimFuncs match tuning
+records structurally), then give each fused PrimFunc its tuned schedule from the
+device's database or, failing that, the hand-written library schedule. What got
+neither is reported, so a compile can say that a subnet is (partly) untuned.
 """
 from __future__ import annotations
 
@@ -15,37 +17,53 @@ import tvm.tirx
 from tvm import relax
 
 from pipeline.kernels.database import device_kernel_dir, has_database, open_database
+from pipeline.kernels.schedules import ScheduleParams, schedule_primfunc
 
 log = logging.getLogger(__name__)
+
+#: Desired layouts: NHWC activations and HWIO weights for every conv2d (depthwise too).
+CHANNELS_LAST = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
 
 
 @dataclass(frozen=True)
 class KernelCoverage:
-    """How many of a module's fused kernels (tuning tasks) found a tuned record."""
+    """How a module's fused kernels (tuning tasks) got their schedules.
+
+    `tuned`: a record of the device's tuning database; `library`: a hand-written
+    schedule of `pipeline.kernels.schedules`; the rest (`untuned_tasks`) run TVM's
+    unscheduled default loops, which are slow.
+    """
 
     device_name: str
     total: int
     tuned: int
+    library: int
     untuned_tasks: tuple[str, ...]
 
     @property
     def complete(self) -> bool:
+        """True when every kernel has a tuned record."""
         return self.tuned == self.total
 
     def summary(self) -> str:
         """One line for logs and manifests."""
-        state = "fully tuned" if self.complete else f"UNTUNED: {', '.join(self.untuned_tasks)}"
-        return f"{self.tuned}/{self.total} kernels tuned for {self.device_name} ({state})"
+        text = f"{self.tuned}/{self.total} kernels tuned for {self.device_name}, {self.library} from the schedule library"
+        if self.untuned_tasks:
+            text += f", {len(self.untuned_tasks)} UNSCHEDULED: {', '.join(self.untuned_tasks)}"
+        return text
 
     def to_dict(self) -> dict:
         return {"device": self.device_name, "total": self.total, "tuned": self.tuned,
-                "untuned_tasks": list(self.untuned_tasks)}
+                "library": self.library, "untuned_tasks": list(self.untuned_tasks)}
 
 
 def fuse_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """Inference decomposition + legalization + fusion: the form tasks are extracted from."""
+    """Channels-last conversion, inference decomposition, legalization and fusion.
+
+    The form tuning tasks are extracted from and records are applied to."""
     with target:
         return tvm.transform.Sequential([
+            relax.transform.ConvertLayout(CHANNELS_LAST),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.LegalizeOps(),
@@ -56,36 +74,43 @@ def fuse_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModul
         ])(mod)
 
 
-def _workload_module(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
+def prim_funcs(mod: tvm.IRModule) -> dict[str, tvm.tirx.PrimFunc]:
+    """The module's PrimFuncs (its kernels) by name."""
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def workload_module(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
     """The module MetaSchedule keys a fused PrimFunc's records by."""
     return tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
 
 
-def _coverage(mod: tvm.IRModule, database, target: tvm.target.Target,
-              device_name: str) -> KernelCoverage:
-    """Which fused PrimFuncs of `mod` have a record in `database`."""
-    names = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
-    untuned = []
-    for name in sorted(names):
-        func = mod[name]
-        found = database is not None and database.query_tuning_record(
-            _workload_module(func), target, "main") is not None
-        if not found:
-            untuned.append(name)
-    return KernelCoverage(device_name, len(names), len(names) - len(untuned), tuple(untuned))
+def has_record(database, func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> bool:
+    return database.query_tuning_record(workload_module(func), target, "main") is not None
 
 
 def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
                      device_name: str) -> tuple[tvm.IRModule, KernelCoverage]:
-    """Fuse `mod` and apply `device_name`'s tuned kernels; build the result with `build`.
+    """Fuse `mod` and schedule every kernel: tuned record first, library schedule next.
 
-    Returns the lowered Relax module and how many of its kernels found a record.
+    Returns the lowered Relax module (build it with `tvm.compile(mod, target)`) and how
+    its kernels were scheduled.
     """
     fused = fuse_for_tuning(mod, target)
     database = open_database(device_kernel_dir(device_name)) if has_database(device_name) else None
-    coverage = _coverage(fused, database, target, device_name)
-    if database is not None:
+    funcs = prim_funcs(fused)
+    recorded = {n for n, f in funcs.items() if database is not None and has_record(database, f, target)}
+    if recorded:
         with target, database:
             fused = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
+    params = ScheduleParams.for_target(target)
+    library, untuned = 0, []
+    for name in sorted(set(funcs) - recorded):
+        scheduled = schedule_primfunc(funcs[name], params)
+        if scheduled is None:
+            untuned.append(name)
+            continue
+        fused[name] = scheduled.with_attr("tirx.is_scheduled", True)
+        library += 1
+    coverage = KernelCoverage(device_name, len(funcs), len(recorded), library, tuple(untuned))
     log.info("%s", coverage.summary())
     return fused, coverage
