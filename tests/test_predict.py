@@ -1,0 +1,170 @@
+"""Latency predictor: features, lookup table, models, selection, saving, transfer (no device needed).
+
+Latencies here come from a stated analytic device model (a per-block cost that is not
+linear in FLOPs, a fixed overhead, 2% multiplicative noise): the tests check that the
+predictor machinery is exact where it must be (features vs the space's own counts, LUT
+sums, vectorised vs one-by-one, JSON round trip) and learns what is learnable. The real
+device path is in test_predict_profile.py.
+"""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from sklearn.ensemble import GradientBoostingRegressor
+
+from pipeline.errors import ConfigError
+from pipeline.predict import (BlockLatencyTable, LatencyPredictor, PredictorNotFound, error_metrics, fit_kind,
+                              fit_predictor, load_predictor, save_predictor)
+from pipeline.predict.features import all_blocks, distinct_blocks, tables_for
+from pipeline.predict.models import fit_trees
+from pipeline.predict.transfer import transfer_study
+from pipeline.profiling import sampling_plan
+from pipeline.space import SearchSpace, encode_many
+from pipeline.space.arch import block_specs, count_flops, count_params
+
+DEMO = "demo"
+
+
+def block_cost(block, dw_factor: float = 1.0) -> float:
+    """Analytic device: ms per block, superlinear in depthwise size, plus per-block overhead."""
+    dw = block.mid_channels * block.kernel_size**2 * block.out_size**2
+    return 0.01 + 1.5e-8 * block.flops() + dw_factor * 4e-8 * dw**1.1 / 10
+
+
+def device_latency(space, configs, rng, dw_factor: float = 1.0, noise: float = 0.02) -> np.ndarray:
+    return np.array([(0.2 + sum(block_cost(b, dw_factor) for b in block_specs(space, c))) * rng.normal(1, noise)
+                     for c in configs])
+
+
+@pytest.fixture(scope="module")
+def demo():
+    space = SearchSpace.load(DEMO)
+    configs = sampling_plan(space, 90)
+    latency = device_latency(space, configs, np.random.default_rng(0))
+    return space, configs, encode_many(configs), latency
+
+
+@pytest.mark.parametrize("name", ["demo", "attentivenas"])
+def test_vectorised_features_equal_the_space_counts(name):
+    space = SearchSpace.load(name)
+    rng = random.Random(1)
+    configs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(50)]
+    feats = tables_for(name).subnet_features(encode_many(configs))
+    names = tables_for(name).feature_names()
+    assert feats.shape == (len(configs), len(names))
+    np.testing.assert_allclose(feats[:, names.index("total_mflops")],
+                               [count_flops(space, c) / 1e6 for c in configs], rtol=1e-12)
+    np.testing.assert_allclose(feats[:, names.index("total_mparams")],
+                               [count_params(space, c) / 1e6 for c in configs], rtol=1e-12)
+    np.testing.assert_array_equal(feats[:, names.index("n_blocks")], [sum(c.depth) for c in configs])
+
+
+def test_encoded_values_outside_the_space_are_refused():
+    bad = SearchSpace.load("attentivenas").largest()
+    with pytest.raises(ConfigError, match="not one of"):
+        tables_for(DEMO).subnet_features(encode_many([bad]))
+
+
+def test_lut_sums_the_measured_blocks_of_each_config(demo):
+    space, configs, encoded, _ = demo
+    entries = {b.key: block_cost(b) for b in all_blocks(space)}
+    lut = BlockLatencyTable.build(tables_for(DEMO), entries)
+    expected = [sum(entries[b.key] for b in block_specs(space, c)) for c in configs]
+    np.testing.assert_allclose(lut.block_sum(encoded), expected, rtol=1e-12)
+    np.testing.assert_allclose(lut.coverage(encoded), 1.0)
+
+
+def test_lut_estimates_unmeasured_blocks_and_says_so(demo):
+    space, configs, encoded, _ = demo
+    measured = distinct_blocks(space, configs[:10])
+    lut = BlockLatencyTable.build(tables_for(DEMO), {b.key: block_cost(b) for b in measured})
+    coverage = lut.coverage(encoded)
+    np.testing.assert_allclose(coverage[:10], 1.0)
+    assert coverage[10:].min() < 1.0
+    truth = np.array([sum(block_cost(b) for b in block_specs(space, c)) for c in configs])
+    rel = np.abs(lut.block_sum(encoded) - truth) / truth
+    assert np.median(rel[10:]) < 0.15  # the fallback is an estimate, not noise
+
+
+def test_exported_trees_predict_like_sklearn(demo):
+    _, _, encoded, latency = demo
+    feats = tables_for(DEMO).subnet_features(encoded)
+    ours = fit_trees(feats, latency, n_trees=50, seed=3)
+    theirs = GradientBoostingRegressor(n_estimators=50, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                       min_samples_leaf=2, random_state=3).fit(feats, latency)
+    np.testing.assert_allclose(ours.predict(feats), theirs.predict(feats), rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["ridge", "trees", "lut", "lut+ridge", "lut+trees"])
+def test_batched_prediction_matches_one_by_one(demo, kind):
+    space, configs, encoded, latency = demo
+    lut = BlockLatencyTable.build(tables_for(DEMO), {b.key: block_cost(b) for b in distinct_blocks(space, configs)})
+    predictor = fit_kind(kind, "dev", DEMO, encoded[:40], latency[:40], lut=lut)
+    batch = predictor.predict(encoded)
+    assert batch.shape == (len(configs),) and batch.dtype == np.float64
+    one_by_one = np.array([predictor.predict([c])[0] for c in configs])
+    np.testing.assert_allclose(batch, one_by_one, rtol=1e-12)
+    np.testing.assert_allclose(predictor.predict(configs), batch, rtol=1e-12)
+
+
+def test_selection_by_cv_learns_the_device(demo):
+    space, configs, encoded, latency = demo
+    lut = BlockLatencyTable.build(tables_for(DEMO), {b.key: block_cost(b) for b in distinct_blocks(space, configs)})
+    predictor = fit_predictor("dev", DEMO, encoded[:50], latency[:50], [c.id for c in configs[:50]], lut=lut)
+    info = predictor.info
+    assert set(info["cv"]) == {"ridge", "trees", "lut", "lut+ridge", "lut+trees"}
+    assert info["selected"] == predictor.kind == min(info["cv"], key=lambda k: info["cv"][k]["mape"])
+    assert info["n_train"] == 50 and info["measurement_ids"] == [c.id for c in configs[:50]]
+    held_out = error_metrics(latency[50:], predictor.predict(encoded[50:]))
+    assert held_out["within_10pct"] >= 0.9 and held_out["kendall_tau"] >= 0.8
+
+
+def test_error_metrics_values():
+    m = error_metrics(np.array([1.0, 2.0, 4.0, 8.0]), np.array([1.04, 2.3, 4.0, 7.0]))
+    assert m["n"] == 4 and m["within_5pct"] == 0.5 and m["within_10pct"] == 0.5
+    assert m["mape"] == pytest.approx((0.04 + 0.15 + 0 + 0.125) / 4)
+    assert m["rmse_ms"] == pytest.approx(np.sqrt((0.04**2 + 0.3**2 + 1.0) / 4))
+    assert m["kendall_tau"] == pytest.approx(1.0)
+
+
+def test_saved_predictors_are_versioned_and_round_trip(demo, pipeline_cache):
+    _, _, encoded, latency = demo
+    with pytest.raises(PredictorNotFound, match="pipeline predictor fit --device dev"):
+        load_predictor("dev")
+    first = fit_kind("ridge", "dev", DEMO, encoded[:30], latency[:30])
+    second = fit_kind("trees", "dev", DEMO, encoded[:30], latency[:30])
+    p1, p2 = save_predictor(first), save_predictor(second)
+    assert (p1.name, p2.name) == ("r0001.json", "r0002.json")
+    assert json.loads(p2.read_text())["format_version"] == 1
+    latest = load_predictor("dev")
+    assert latest.kind == "trees" and latest.info["revision"] == 2
+    np.testing.assert_allclose(latest.predict(encoded), second.predict(encoded), rtol=1e-12)
+    np.testing.assert_allclose(load_predictor(p1).predict(encoded), first.predict(encoded), rtol=1e-12)
+
+
+def test_transfer_study_reports_both_fits_per_k(demo):
+    space, configs, encoded, latency = demo
+    source = fit_predictor("src", DEMO, encoded, latency, kinds=["ridge"])
+    target = device_latency(space, configs, np.random.default_rng(1), dw_factor=3.0)
+    study = transfer_study(source, "dst", encoded, target, ks=(5, 10), draws=2)
+    for k in ("5", "10"):
+        row = study["by_k"][k]
+        assert row["n_test"] == len(configs) - int(k)
+        for name in ("transfer", "scratch"):
+            assert 0 <= row[name]["mape"] < 1 and 0 <= row[name]["within_10pct"] <= 1
+    # a recalibrated source beats 5 points from scratch on a device that differs mostly in scale
+    assert study["by_k"]["5"]["transfer"]["mape"] < study["by_k"]["5"]["scratch"]["mape"]
+
+
+def test_sampling_plan_is_a_prefix_sequence_with_extremes():
+    space = SearchSpace.load(DEMO)
+    plan = sampling_plan(space, 30)
+    assert plan[:2] == [space.smallest(), space.largest()]
+    assert sampling_plan(space, 12) == plan[:12]
+    assert len({c.id for c in plan}) == 30
+    flops = np.sort([count_flops(space, c) for c in plan])
+    # space-filling over FLOPs: no gap wider than a quarter of the range
+    assert np.max(np.diff(np.log(flops))) < 0.25 * np.log(flops[-1] / flops[0])
