@@ -33,3 +33,24 @@ def local_rpc_server(tmp_path_factory: pytest.TempPathFactory):
             RPCConnection(host=server.host, port=server.port, timeout_s=30.0))
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulated_arm64():
+    """The arm64-emulated profile pointed at its own emulated RPC server (free port).
+
+    The root file system is built once into `<repo>/.cache/devices` (minutes) and reused by
+    later runs; the server started here is stopped when the test session ends.
+    """
+    from dataclasses import replace
+
+    from pipeline.device.emulated import EmulatedDevice
+    from pipeline.device.rpcserver import free_port
+
+    profile = load_profile("arm64-emulated")
+    device = EmulatedDevice(profile, base_dir=REPO_ROOT / ".cache" / "devices")
+    state, _ = device.up(port=free_port())
+    try:
+        yield profile.with_connection(replace(profile.connection, port=state.port))
+    finally:
+        device.down(port=state.port)

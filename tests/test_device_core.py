@@ -129,3 +129,16 @@ def test_hung_device_times_out():
         with pytest.raises(DeviceError, match="no answer within 2 s"):
             with open_session(profile):
                 pass
+
+
+def test_stopping_a_server_stops_launcher_and_worker(tmp_path: Path):
+    """The launcher runs its listener in a popen_worker child: stopping must take both."""
+    from pipeline.device.rpcserver import group_members, start_rpc_server
+
+    server = start_rpc_server(tmp_path / "server.log")
+    try:
+        members = group_members(server.pid)
+        assert len(members) >= 2 and server.pid in members
+    finally:
+        server.stop()
+    assert not group_members(server.pid)

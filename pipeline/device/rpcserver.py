@@ -64,16 +64,17 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any process of group `pgid` exists (zombies excepted)."""
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes in group `pgid`."""
+    members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+            members.append(int(stat.parent.name))
+    return members
 
 
 def stop_group(pgid: int, timeout_s: float = 10.0) -> None:
@@ -86,7 +87,7 @@ def stop_group(pgid: int, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             _reap(pgid)
-            if not group_alive(pgid):
+            if not group_members(pgid):
                 return
             time.sleep(0.1)
     _reap(pgid)

@@ -1,0 +1,26 @@
+"""`pipeline measurements export`: the measurement store as CSV or JSON."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.device.store import EXPORT_FORMATS, MeasurementStore
+
+
+@click.group()
+def measurements() -> None:
+    """The SQLite store of device measurements."""
+
+
+@measurements.command()
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--device", default=None, help="Only this device's measurements.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Store file (default: cache_dir()/measurements.sqlite).")
+def export(fmt: str, output: Path, device: str | None, store_path: Path | None) -> None:
+    """Write every stored measurement (one row each, raw repeats included)."""
+    with MeasurementStore(store_path) as store:
+        n = store.export(output, fmt, device=device)
+    click.echo(f"wrote {n} measurement(s) to {output}")
