@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -135,17 +136,24 @@ def _read(path: str | Path) -> dict[str, Any]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err):
+        reason = _unpickler_reason(err)
+        if reason.startswith("Unsupported global"):
             raise CheckpointError(
-                f"{path} holds Python objects besides tensors and plain data; if you trust it, re-save "
-                f"its 'state_dict' alone with torch.save and load that"
+                f"{path} holds Python objects besides tensors and plain data ({reason}); if you trust it, "
+                "re-save its 'state_dict' alone with torch.save and load that"
             ) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (unpickling failed: {reason})") from None
     except Exception as err:  # torch raises many types for foreign or truncated files
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(err).__name__}: {_first_line(err)})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
     return raw
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The first sentence after torch's 'WeightsUnpickler error:' (the rest is generic advice)."""
+    match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
+    return match.group(1).split(". ")[0].strip() if match else _first_line(err)
 
 
 def _first_line(err: Exception) -> str:
