@@ -133,5 +133,6 @@ class Manifest:
         with os.fdopen(fd, "w") as fh:
             json.dump(self._data, fh, indent=2, sort_keys=False)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
         os.replace(tmp, target)
         return target

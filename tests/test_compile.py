@@ -1,0 +1,203 @@
+"""Compile: ONNX export checks, x86 artifacts verified locally and over RPC, cache, manifests, bad input.
+
+Every compile here is real (onnxsim, onnxruntime, TVM, host compiler); devices are the
+in-process host and a real TVM RPC server on 127.0.0.1 (`local_rpc_server`).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from dataclasses import replace
+
+import jsonschema
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.compile import (CompileCache, Manifest, ManifestError, NumericsMismatch, ToolchainError,
+                              VerificationFailed, compile_many, compile_subnet, export_onnx, onnx_to_relax)
+from pipeline.compile.cache import LIBRARY
+from pipeline.compile.manifest import SCHEMA_PATH, file_entry
+from pipeline.device import load_profile
+from pipeline.errors import CheckpointError
+from pipeline.model import Supernet
+from pipeline.space import SearchSpace
+
+
+@pytest.fixture(scope="module")
+def demo() -> SearchSpace:
+    return SearchSpace.load("demo")
+
+
+@pytest.fixture(scope="module")
+def warm_cache(demo, tmp_path_factory) -> Path:
+    """A compile cache holding the demo space's smallest subnet (10 classes, seeded weights) for x86-host.
+
+    Tests copy it rather than share it, so one test's tampering cannot leak into another.
+    """
+    root = tmp_path_factory.mktemp("warm")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(root / "cache"))
+        compile_subnet(demo, demo.smallest(), "x86-host", root / "art", num_classes=10, verify=False)
+    return root / "cache"
+
+
+@pytest.fixture
+def cache_copy(warm_cache, pipeline_cache) -> Path:
+    """A private copy of `warm_cache` as this test's `PIPELINE_CACHE`."""
+    shutil.copytree(warm_cache, pipeline_cache, dirs_exist_ok=True)
+    return pipeline_cache
+
+
+def _schema_errors(folder) -> list[str]:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    data = json.loads((folder / "manifest.json").read_text())
+    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+
+
+def _small_net() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.BatchNorm2d(8), torch.nn.Hardswish(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+
+
+class _CountsCalls(torch.nn.Module):
+    """Output depends on Python state that tracing freezes: ONNX disagrees with PyTorch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x.mean(dim=(2, 3)) * float(self.calls)
+
+
+# --------------------------------------------------------------------------- frontend
+def test_export_onnx_names_shape_and_relax_import(tmp_path):
+    path = export_onnx(_small_net(), 32, tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert model.opset_import[0].version >= 17
+    assert inp.name == "input" and out.name == "logits"
+    assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, 3, 32, 32]
+    mod = onnx_to_relax(path)
+    assert [p.name for p in mod["main"].params] == ["input"]  # weights are bound, not inputs
+
+
+def test_export_onnx_refuses_a_graph_that_differs_from_pytorch(tmp_path):
+    with pytest.raises(NumericsMismatch, match="onnxruntime differs from PyTorch"):
+        export_onnx(_CountsCalls(), 16, tmp_path / "bad.onnx")
+
+
+# ------------------------------------------------------------------------- artifacts
+def test_cli_compiles_verifies_and_second_run_hits_the_cache(demo, pipeline_cache, tmp_path):
+    config_file = tmp_path / "small.json"
+    config_file.write_text(json.dumps(demo.smallest().to_dict()))
+    args = ["compile", str(config_file), "--space", "demo", "--device", "x86-host",
+            "--num-classes", "10", "--out", str(tmp_path / "art")]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    folder = tmp_path / "art" / "small-x86-host"
+    assert first.output.strip().splitlines()[-1] == str(folder)
+    assert _schema_errors(folder) == []
+    manifest = Manifest.read(folder)
+    assert manifest.verified and manifest["verification"]["device"] == "x86-host"
+    assert manifest["verification"]["max_abs_diff"] < 1e-3
+    assert manifest["subnet"]["config"] == demo.smallest().to_dict()
+    assert manifest["input"] == {**manifest["input"], "name": "input", "shape": [1, 3, 32, 32]}
+    assert manifest["output"]["shape"] == [1, 10]
+    for name in ("model.so", "model.onnx"):
+        assert manifest["files"][name] == file_entry(folder / name)
+    cache_entries = list((pipeline_cache / "compile").glob("??/*"))
+    assert len(cache_entries) == 1
+
+    second = CliRunner().invoke(main, args + ["--json"])
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.output.strip().splitlines()[-1])
+    assert summary["cache_hit"] is True and summary["verified"] is True
+    assert summary["manifest"]["build"]["cache_key"] == manifest["build"]["cache_key"]
+    assert list((pipeline_cache / "compile").glob("??/*")) == cache_entries
+
+
+def test_compile_many_in_workers_verified_over_rpc(demo, pipeline_cache, tmp_path, local_rpc_server):
+    small = demo.smallest()
+    configs = [small, replace(small, kernel_size=(3, 5, 5, 5, 5, 5, 5), depth=(2, 1, 1, 1, 1, 1, 1))]
+    supernet = Supernet(demo, num_classes=7)
+    artifacts = compile_many(demo, configs, local_rpc_server, tmp_path / "out", supernet=supernet, workers=2)
+    assert [a.folder.name for a in artifacts] == [f"{c.id}-x86-host" for c in configs]
+    for artifact, config in zip(artifacts, configs):
+        assert artifact.verified and not artifact.cache_hit
+        assert _schema_errors(artifact.folder) == []
+        assert artifact.manifest["weights"]["source"] == "checkpoint"
+        assert artifact.manifest["output"]["shape"] == [1, 7]
+        assert artifact.manifest["subnet"]["id"] == config.id
+
+
+def test_failed_verification_is_never_emitted_as_good(demo, cache_copy, tmp_path):
+    import tvm
+
+    # Corrupt the cache: the subnet's entry now holds another net with the same output shape.
+    impostor = _small_net()
+    impostor[-1] = torch.nn.Linear(8, 10)
+    executable = tvm.compile(onnx_to_relax(export_onnx(impostor, 32, tmp_path / "i.onnx")),
+                             target=load_profile("x86-host").tvm_target())
+    (entry,) = CompileCache().root.glob("??/*")
+    executable.export_library(str(entry / LIBRARY))
+    out = tmp_path / "emitted"
+    with pytest.raises(VerificationFailed, match="failed verification on x86-host"):
+        compile_subnet(demo, demo.smallest(), "x86-host", out, num_classes=10)
+    assert not out.exists()
+    failed = Manifest.read(tmp_path / "emitted.failed")
+    assert failed.verified is False
+    assert failed["verification"]["max_abs_diff"] > failed["verification"]["tolerance"]
+
+
+def test_manifest_updates_are_validated(demo, cache_copy, tmp_path):
+    artifact = compile_subnet(demo, demo.smallest(), "x86-host", tmp_path / "a", num_classes=10, verify=False)
+    assert artifact.cache_hit and not artifact.verified  # unverified artifacts say so
+    manifest = Manifest.read(artifact.folder)
+    manifest.set_accuracy(71.5, source="supernet-eval", dataset="synthetic")
+    manifest.set_latency(predicted_ms=1.25)
+    manifest.set_latency(measured_ms=1.5, measurement={"median_ms": 1.5, "repeats_ms": [1.4, 1.5, 1.6]})
+    manifest.write(artifact.folder)
+    back = Manifest.read(artifact.folder)
+    assert back["latency"]["predicted_ms"] == 1.25 and back["latency"]["measured_ms"] == 1.5
+    assert back["accuracy"]["top1"] == 71.5 and _schema_errors(artifact.folder) == []
+    with pytest.raises(ManifestError, match="accuracy"):
+        manifest.set_accuracy(140.0, source="typo")
+    assert Manifest.read(artifact.folder)["accuracy"]["top1"] == 71.5
+
+
+# ------------------------------------------------------------------------- bad input
+def _one_line_error(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_unknown_device_and_config_outside_space_are_one_line(pipeline_cache, tmp_path):
+    assert "no device profile 'pixel9'" in _one_line_error(["compile", "a0", "--device", "pixel9"])
+    assert "resolution = 192 is not allowed in space 'demo'" in _one_line_error(
+        ["compile", "a0", "--device", "x86-host", "--space", "demo"])
+
+
+def test_missing_cross_compiler_names_the_package(pipeline_cache, tmp_path):
+    profile_file = tmp_path / "riscbox.yaml"
+    source = load_profile("arm64-emulated").source
+    profile_file.write_text(open(source).read().replace("aarch64-linux-gnu-g++", "aarch64-nowhere-linux-gnu-g++"))
+    line = _one_line_error(["compile", "a0", "--device", str(profile_file), "--out", str(tmp_path)])
+    assert "apt-get install g++-aarch64-nowhere-linux-gnu" in line
+    with pytest.raises(ToolchainError):
+        compile_subnet(SearchSpace.load(), SearchSpace.load().smallest(), load_profile(profile_file), tmp_path / "x")
+
+
+def test_supernet_of_another_space_is_refused(demo, pipeline_cache, tmp_path):
+    full = SearchSpace.load("attentivenas")
+    with pytest.raises(CheckpointError, match="built for space 'demo', not 'attentivenas'; pass --space demo"):
+        compile_subnet(full, full.smallest(), "x86-host", tmp_path / "x", supernet=Supernet(demo, 10))
