@@ -170,6 +170,18 @@ def test_training_touches_only_the_active_slices() -> None:
     assert unused.grad is None
 
 
+def test_drop_connect_follows_the_official_schedule() -> None:
+    space = SearchSpace.load("attentivenas")
+    with torch.device("meta"):
+        supernet = Supernet(space, drop_connect=0.2)
+    rates = [block.drop_connect_rate for block in supernet.blocks]
+    last_two = sum(max(s.depths) for s in space.stages[:5])  # mb6 and mb7 only
+    assert all(r == 0 for r in rates[:last_two])
+    assert rates[last_two:] == [0.2 * i / 37 for i in range(last_two, 37)]
+    supernet.set_dropout_rate(0.0, 0.0)
+    assert all(block.drop_connect_rate == 0 for block in supernet.blocks)
+
+
 def test_build_static_has_the_extracted_structure() -> None:
     space = SearchSpace.load("demo")
     config = space.sample(random.Random(8))
@@ -251,6 +263,9 @@ def test_our_checkpoint_round_trip_knows_its_space(tmp_path: Path) -> None:
     for (k, a), (_, b) in zip(supernet.state_dict().items(), loaded.supernet.state_dict().items()):
         assert torch.equal(a, b), k
     assert [p.name for p in path.parent.iterdir()] == ["demo.pt"]  # no temporary file left
+    # Loaded for evaluation / BN recalibration (training mode): no dropout, no drop-connect.
+    assert loaded.supernet.classifier.dropout_rate == 0
+    assert all(block.drop_connect_rate == 0 for block in loaded.supernet.blocks)
 
 
 def test_refused_save_keeps_previous_checkpoint(tmp_path: Path) -> None:

@@ -105,16 +105,25 @@ def load_checkpoint(path: str | Path, space: SearchSpace | None = None) -> Loade
                 f"{path} is a supernet of space {saved_space.name!r}, not of space {space.name!r}; "
                 f"load it with space {saved_space.name!r} (--space {saved_space.name}) or without a space"
             )
-        supernet = Supernet(space or saved_space, num_classes=int(raw["num_classes"]))
+        supernet = _new_supernet(space or saved_space, int(raw["num_classes"]))
         _load_checked(supernet, raw["state_dict"], str(path))
         return LoadedCheckpoint(supernet, dict(raw.get("extra") or {}))
     state = _official_state(raw, path)
     classifier = state.get("classifier.linear.linear.weight")
     if not isinstance(classifier, torch.Tensor) or classifier.dim() != 2:
         raise CheckpointError(f"{path} lacks tensor 'classifier.linear.linear.weight'; it is not an AttentiveNAS supernet")
-    supernet = Supernet(space or SearchSpace.load(OFFICIAL_SPACE), num_classes=classifier.size(0))
+    supernet = _new_supernet(space or SearchSpace.load(OFFICIAL_SPACE), classifier.size(0))
     _load_checked(supernet, state, str(path))
     return LoadedCheckpoint(supernet)
+
+
+def _new_supernet(space: SearchSpace, num_classes: int) -> Supernet:
+    """A supernet to load weights into, with dropout and drop-connect off.
+
+    A loaded supernet is mostly evaluated, and BN recalibration runs it in training mode,
+    where drop-connect would distort the statistics; a trainer sets its rates per step.
+    """
+    return Supernet(space, num_classes=num_classes, dropout=0.0, drop_connect=0.0)
 
 
 def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet:

@@ -58,7 +58,10 @@ def drop_connect(x: torch.Tensor, rate: float) -> torch.Tensor:
 
 
 def init_weights(module: nn.Module) -> None:
-    """AttentiveNAS' `he_fout` init; every residual block's last BN starts at zero (called by the owner)."""
+    """AttentiveNAS' `he_fout` init (normal, std sqrt(2 / (k*k*out))), BN at 1/0, Linear uniform.
+
+    The owners then zero each residual block's last BN gamma (`zero_last_gamma`).
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
