@@ -98,7 +98,9 @@ def load_checkpoint(path: str | Path, space: SearchSpace | None = None) -> Loade
     if raw.get("format") == FORMAT:
         lacking = [k for k in ("space", "num_classes", "state_dict") if k not in raw]
         if lacking or not isinstance(raw["state_dict"], dict):
-            raise CheckpointError(f"{path} is a truncated {FORMAT} checkpoint (lacks {lacking or ['state_dict']}); re-save it")
+            raise CheckpointError(
+                f"{path} is an incomplete {FORMAT} checkpoint (lacks {lacking or ['state_dict']}); re-save it"
+            )
         saved_space = _space_from_data(raw.get("space"), path)
         if space is not None and _structure(space) != _structure(saved_space):
             raise CheckpointError(
@@ -111,7 +113,9 @@ def load_checkpoint(path: str | Path, space: SearchSpace | None = None) -> Loade
     state = _official_state(raw, path)
     classifier = state.get("classifier.linear.linear.weight")
     if not isinstance(classifier, torch.Tensor) or classifier.dim() != 2:
-        raise CheckpointError(f"{path} lacks tensor 'classifier.linear.linear.weight'; it is not an AttentiveNAS supernet")
+        raise CheckpointError(
+            f"{path} lacks tensor 'classifier.linear.linear.weight'; it is not an AttentiveNAS supernet"
+        )
     supernet = _new_supernet(space or SearchSpace.load(OFFICIAL_SPACE), classifier.size(0))
     _load_checked(supernet, state, str(path))
     return LoadedCheckpoint(supernet)
@@ -153,7 +157,8 @@ def _read(path: str | Path) -> dict[str, Any]:
             ) from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (unpickling failed: {reason})") from None
     except Exception as err:  # torch raises many types for foreign or truncated files
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(err).__name__}: {_first_line(err)})") from None
+        reason = f"{type(err).__name__}: {_first_line(err)}"
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({reason})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
     return raw
@@ -247,4 +252,6 @@ def _space_from_data(data: Any, path: str | Path) -> SearchSpace:
         stages = tuple(StageSpec(**tuples(stage)) for stage in data["stages"])
         return SearchSpace(**fields, stages=stages)
     except (AttributeError, KeyError, TypeError, ConfigError) as err:
-        raise CheckpointError(f"{path} has malformed space data ({_first_line(err)}); re-save it with save_checkpoint") from None
+        raise CheckpointError(
+            f"{path} has malformed space data ({_first_line(err)}); re-save it with save_checkpoint"
+        ) from None

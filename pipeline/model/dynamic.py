@@ -3,9 +3,9 @@
 A dynamic layer owns the largest tensor and runs a slice of it: a smaller width takes
 the first channels, a smaller kernel the centre k x k. The input width is read from the
 input tensor; the output width and kernel are passed in by the caller (the supernet,
-from `pipeline.space.arch` specs), so no layer keeps hidden per-subnet state. Every dynamic layer has a `copy_to(twin)` that
-copies the active slices into the matching `pipeline.model.static` layer, whose shapes
-(built from the same specs) decide the slices.
+from `pipeline.space.arch` specs), so no layer keeps hidden per-subnet state. Every
+dynamic layer has a `copy_to(twin)` that copies the active slices into the matching
+`pipeline.model.static` layer, whose shapes (built from the same specs) pick the slices.
 Attribute names follow the official AttentiveNAS modules so that `state_dict()` keys
 are the official ones (e.g. `blocks.3.mobile_inverted_conv.depth_conv.conv.conv.weight`).
 """
@@ -100,8 +100,8 @@ class DynamicSE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.size(1)
-        reduce_w, reduce_b, expand_w, expand_b = self._weights(channels, make_divisible(channels // SE_REDUCTION))
-        return x * se_gate(x, lambda y: F.conv2d(y, reduce_w, reduce_b), lambda y: F.conv2d(y, expand_w, expand_b))
+        rw, rb, ew, eb = self._weights(channels, make_divisible(channels // SE_REDUCTION))
+        return x * se_gate(x, lambda y: F.conv2d(y, rw, rb), lambda y: F.conv2d(y, ew, eb))
 
     def copy_to(self, se: static.SqueezeExcite) -> None:
         targets = (se.reduce.weight, se.reduce.bias, se.expand.weight, se.expand.bias)
