@@ -23,7 +23,7 @@ from pipeline.compile.cache import LIBRARY
 from pipeline.compile.manifest import SCHEMA_PATH, file_entry
 from pipeline.device import load_profile
 from pipeline.errors import CheckpointError
-from pipeline.model import Supernet
+from pipeline.model import Supernet, save_checkpoint
 from pipeline.space import SearchSpace
 
 
@@ -198,6 +198,23 @@ def test_missing_cross_compiler_names_the_package(pipeline_cache, tmp_path):
 
 
 def test_supernet_of_another_space_is_refused(demo, pipeline_cache, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "demo.pt", Supernet(demo, 10))
+    line = _one_line_error(["compile", "a0", "--device", "x86-host", "--space", "attentivenas",
+                            "--supernet", str(checkpoint), "--out", str(tmp_path)])
+    assert "supernet of space 'demo'" in line and "--space demo" in line
     full = SearchSpace.load("attentivenas")
     with pytest.raises(CheckpointError, match="built for space 'demo', not 'attentivenas'; pass --space demo"):
         compile_subnet(full, full.smallest(), "x86-host", tmp_path / "x", supernet=Supernet(demo, 10))
+
+
+# --------------------------------------------------------------------------- arm64
+@pytest.mark.slow
+def test_demo_subnet_cross_compiled_and_verified_on_emulated_arm64(demo, pipeline_cache, tmp_path, emulated_arm64):
+    config = replace(demo.smallest(), resolution=48)
+    artifact = compile_subnet(demo, config, emulated_arm64, tmp_path / "arm", num_classes=10)
+    assert artifact.verified, artifact.manifest["verification"]
+    assert artifact.manifest["verification"]["device"] == "arm64-emulated"
+    assert artifact.manifest["build"]["cross_compiler"] == "aarch64-linux-gnu-g++"
+    assert '"mtriple":"aarch64-linux-gnu"' in artifact.manifest["build"]["target"]
+    assert artifact.library.read_bytes()[:4] == b"\x7fELF" and artifact.library.read_bytes()[18] == 183  # EM_AARCH64
+    assert _schema_errors(artifact.folder) == []

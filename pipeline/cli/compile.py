@@ -31,12 +31,14 @@ def compile_cmd(arch: str, device: str, space_name: str | None, checkpoint: str 
     from pipeline.device import load_profile
 
     profile = load_profile(device)
+    space = SearchSpace.load(space_name) if space_name else None
     supernet = None
     if checkpoint is not None:
         from pipeline.model import load_supernet
 
-        supernet = load_supernet(checkpoint)
-    space = SearchSpace.load(space_name) if space_name else (supernet.space if supernet else SearchSpace.load())
+        supernet = load_supernet(checkpoint, space)  # refuses a checkpoint of another space
+        space = supernet.space
+    space = space or SearchSpace.load()
     config = space.validate(resolve_arch(arch))
     name = Path(arch).stem if Path(arch).suffix else arch
     folder = Path(out) / artifact_dirname(config, profile.name, name)
