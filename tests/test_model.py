@@ -23,8 +23,8 @@ from pipeline.model import (
 from pipeline.space import SearchSpace, SubnetConfig, named_configs
 from pipeline.space.arch import block_specs, count_flops, count_params
 
-#: Copied from the AttentiveNAS reference (../shared/attentivenas/official_state_dict_shapes.json).
-OFFICIAL_SHAPES = Path(__file__).parent / "data" / "attentivenas_official_state_dict_shapes.json"
+#: The AttentiveNAS reference beside the repo (CI clones with shared/ beside it); not copied in.
+OFFICIAL_SHAPES = Path(__file__).resolve().parents[2] / "shared" / "attentivenas" / "official_state_dict_shapes.json"
 SPACES = ("demo", "attentivenas")
 
 
