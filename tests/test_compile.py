@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from dataclasses import replace
 
 import jsonschema
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -218,3 +220,33 @@ def test_demo_subnet_cross_compiled_and_verified_on_emulated_arm64(demo, pipelin
     assert '"mtriple":"aarch64-linux-gnu"' in artifact.manifest["build"]["target"]
     assert artifact.library.read_bytes()[:4] == b"\x7fELF" and artifact.library.read_bytes()[18] == 183  # EM_AARCH64
     assert _schema_errors(artifact.folder) == []
+
+
+# ----------------------------------------------------------------------- app side
+def test_cpp_app_built_against_the_wheel_runs_the_artifact(demo, cache_copy, tmp_path):
+    """The C++ snippet of the README compiles against the wheels' headers and reproduces Python."""
+    import sysconfig
+
+    import tvm
+    from tvm import relax
+
+    from pipeline.compile import fixed_input
+    from pipeline.compile.artifact import EXAMPLES_DIR
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    binary = tmp_path / "run_model"
+    subprocess.run(
+        ["g++", "-std=c++17", str(EXAMPLES_DIR / "run_model.cc"), "-o", str(binary),
+         f"-I{site}/tvm_ffi/include", f"-I{site}/tvm_ffi/3rdparty/dlpack/include",
+         f"-L{site}/tvm/lib", f"-L{site}/tvm_ffi/lib", "-ltvm_runtime", "-ltvm_ffi",
+         f"-Wl,-rpath,{site}/tvm/lib", f"-Wl,-rpath,{site}/tvm_ffi/lib"], check=True)
+    artifact = compile_subnet(demo, demo.smallest(), "x86-host", tmp_path / "a", num_classes=10, verify=False)
+    x = fixed_input(32)
+    x.tofile(tmp_path / "input.f32")
+    run = subprocess.run([str(binary), str(artifact.library), "32", "10", str(tmp_path / "input.f32")],
+                         check=True, capture_output=True, text=True)
+    logits = np.array([float(v) for v in run.stdout.splitlines()[0].split()], dtype=np.float32)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), tvm.cpu())
+    expected = vm["main"](tvm.runtime.tensor(x)).numpy()[0]
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    assert run.stdout.splitlines()[1] == f"class {int(np.argmax(expected))}"

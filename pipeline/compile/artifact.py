@@ -39,6 +39,8 @@ from pipeline.space.arch import count_flops, count_params
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+#: C++ app example (README) that loads an artifact with the TVM runtime.
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: Seed of the weights of subnets compiled without a supernet (latency work, tests).
 RANDOM_INIT_SEED = 0
 
