@@ -1,0 +1,75 @@
+"""The build's accuracy sources: a cheap one the search ranks with, an exact one for the report.
+
+With a supernet (the demo's or the user's): a set of seeded subnets is evaluated with BN
+recalibration (memoised on disk, so re-runs and resumed builds are free), a random
+forest is fitted on them and ranks the search's candidates, and every emitted subnet
+gets its own supernet evaluation in the manifest. With `--accuracy-trees`: the official
+AttentiveNAS predictor serves both roles.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.paths import cache_dir
+from pipeline.search import AccuracySource, FittedAccuracyPredictor, OfficialAccuracyPredictor, SupernetAccuracy
+from pipeline.space import SearchSpace, SubnetConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AccuracySetup:
+    """`rank` scores search candidates; `exact` scores the subnets that are emitted."""
+
+    rank: AccuracySource
+    exact: AccuracySource
+    source: str  # what the manifest's accuracy.source says
+    dataset: str | None
+    info: dict[str, Any]
+
+
+def official_setup(trees: Path) -> AccuracySetup:
+    predictor = OfficialAccuracyPredictor.load(trees)
+    return AccuracySetup(predictor, predictor, "official AttentiveNAS predictor", "ImageNet (predicted)",
+                         {"kind": "official-trees", "trees": str(trees)})
+
+
+def supernet_setup(space: SearchSpace, supernet: Any, checkpoint: Path, data_root: Path, n_subnets: int,
+                   recalib_batches: int, batch_size: int, seed: int = 0) -> AccuracySetup:
+    """Evaluate `n_subnets` seeded subnets (smallest and largest included), fit the ranker."""
+    from pipeline.train import EvalData, evaluate
+
+    data = EvalData.from_root(data_root, image_size=max(space.resolutions), recalib_batches=recalib_batches,
+                              batch_size=batch_size, seed=seed)
+
+    def run(configs: list[SubnetConfig]) -> list[float]:
+        return [r.top1 for r in evaluate(supernet, configs, data, space, progress=False)]
+
+    exact = SupernetAccuracy(run, _memo_path(checkpoint, data_root, recalib_batches, batch_size, seed))
+    rng = random.Random(seed)
+    plan = list(dict.fromkeys([space.smallest(), space.largest()] +
+                              [space.sample(rng) for _ in range(n_subnets - 2)]))
+    before = len(exact.evaluated)
+    top1 = exact.predict(plan)
+    ranker = FittedAccuracyPredictor(seed=seed).fit(plan, top1)
+    info = {"kind": "supernet-evaluated + random forest", "evaluated": len(plan),
+            "newly_evaluated": len(exact.evaluated) - before, "top1_min": float(top1.min()),
+            "top1_max": float(top1.max()), "recalib_batches": recalib_batches, "data": str(data_root)}
+    log.info("accuracy: %d subnets evaluated (%d new), top-1 %.1f..%.1f %%", len(plan), info["newly_evaluated"],
+             top1.min(), top1.max())
+    return AccuracySetup(ranker, exact, "supernet (BN recalibrated)", str(data_root), info)
+
+
+def _memo_path(checkpoint: Path, data_root: Path, recalib_batches: int, batch_size: int, seed: int) -> Path:
+    """One memo file per (checkpoint contents, data, evaluation settings)."""
+    digest = hashlib.sha1()
+    with open(checkpoint, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    digest.update(f"{Path(data_root).resolve()}|{recalib_batches}|{batch_size}|{seed}".encode())
+    return cache_dir() / "accuracy" / f"{digest.hexdigest()[:16]}.jsonl"

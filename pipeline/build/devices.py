@@ -1,0 +1,74 @@
+"""Per-device preparation: pick the profiles, bring the device up, profile it, fit its predictor.
+
+Each step reuses what the caches hold: a running emulated device is not restarted,
+stored measurements are not retaken (the profiling loop skips them), so a second build
+or a resumed one goes straight to the search.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from pipeline.build.config import LOCAL_KINDS, BuildConfig
+from pipeline.errors import ConfigError
+from pipeline.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+def select_profiles(cfg: BuildConfig) -> list[Any]:
+    """`--device` names (checked against `--target`), else the target's profiles reachable here."""
+    from pipeline.device import list_profiles, load_profile
+
+    if cfg.devices:
+        profiles = [load_profile(name) for name in cfg.devices]
+        wrong = [p.name for p in profiles if p.arch != cfg.arch]
+        if wrong:
+            raise ConfigError(f"device(s) {wrong} are not {cfg.arch}; drop --target or pick a matching --device")
+        return profiles
+    profiles = [p for p in map(load_profile, list_profiles())
+                if p.arch == cfg.arch and p.connection.kind in LOCAL_KINDS]
+    if not profiles:
+        raise ConfigError(f"no {cfg.arch} device is reachable on this machine without set-up; "
+                          "name one with --device (see `pipeline device list`)")
+    return profiles
+
+
+def bring_up(profile: Any) -> tuple[Any, dict[str, Any]]:
+    """Start the emulated device if the profile is one; the profile points at its server."""
+    if profile.connection.kind != "emulated":
+        return profile, {"connection": profile.connection.kind}
+    from pipeline.device.emulated import EmulatedDevice
+
+    state, started = EmulatedDevice(profile).up()
+    profile = replace(profile, connection=replace(profile.connection, host=state.host, port=state.port))
+    return profile, {"connection": "emulated", "started": started, "port": state.port}
+
+
+def kernels_status(profile: Any) -> dict[str, Any]:
+    """Whether compiled subnets get tuned kernels on this device (the database's hash)."""
+    from pipeline.kernels import kernel_db_hash
+
+    digest = kernel_db_hash(profile.name)
+    if not digest:
+        log.warning("%s has no tuned kernel database: subnets compile with the built-in schedules; "
+                    "`pipeline kernels tune --device %s` makes them faster", profile.name, profile.name)
+    return {"kernel_db_hash": digest, "tuned": bool(digest)}
+
+
+def profile_device(profile: Any, space: SearchSpace, n_subnets: int, workers: int | None) -> dict[str, Any]:
+    """Measure the sampling plan's first `n_subnets` subnets (stored ones are skipped)."""
+    from pipeline.profiling import profile_subnets, sampling_plan
+
+    summary = profile_subnets(profile.name, space, sampling_plan(space, n_subnets), workers=workers)
+    return summary.to_dict()
+
+
+def fit_latency(profile: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]]:
+    """Fit (CV-selected kind) and save the device's predictor on everything stored now."""
+    from pipeline.predict.workflow import fit_device
+
+    predictor, report = fit_device(profile.name, space.name, plot=False)
+    keep = ("kind", "revision", "n_train", "n_test", "mape", "within_10pct", "kendall_tau", "rmse_ms")
+    return predictor.with_info(revision=report.get("revision")), {k: report.get(k) for k in keep}

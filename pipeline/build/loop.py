@@ -1,0 +1,180 @@
+"""The closed loop on one device: search, compile, verify, measure, and tighten on a miss.
+
+For each budget the search picks the most accurate subnet whose predicted latency fits.
+It is compiled (verified on the device against PyTorch) and measured; the measurement
+goes to the store at once. A subnet measured over its budget is not emitted: the
+budget the search works with is tightened by the observed relative error
+(`effective *= predicted / measured`), the predictor is refitted with the new
+measurements, and the search runs again, for at most `max_rounds` rounds.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pipeline.build.accuracy import AccuracySetup
+from pipeline.search import Budget, Candidate, EvolutionConfig, SearchResult, evolve
+from pipeline.space import SearchSpace, SubnetConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BudgetOutcome:
+    """What happened to one budget on one device."""
+
+    device: str
+    budget_ms: float
+    effective_ms: float
+    folder: Path | None = None
+    candidate: Candidate | None = None
+    measured_ms: float | None = None
+    accuracy: float | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    reason: str | None = None  # why nothing was emitted
+
+    @property
+    def emitted(self) -> bool:
+        return self.folder is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.candidate
+        return {"device": self.device, "budget_ms": self.budget_ms, "effective_budget_ms": round(self.effective_ms, 4),
+                "emitted": self.emitted, "folder": str(self.folder) if self.folder else None,
+                "subnet_id": c.config.id if c else None, "config": c.config.to_dict() if c else None,
+                "predicted_accuracy": round(c.accuracy, 3) if c else None, "accuracy": self.accuracy,
+                "predicted_ms": round(c.latency[self.device], 4) if c else None, "measured_ms": self.measured_ms,
+                "rounds": self.rounds, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class LoopContext:
+    """What the loop needs besides the device: space, weights, accuracy, where to write."""
+
+    space: SearchSpace
+    supernet: Any
+    checkpoint: str | None
+    accuracy: AccuracySetup
+    evolution: EvolutionConfig
+    out: Path
+    max_rounds: int
+    workers: int | None
+
+
+def artifact_folder(out: Path, device: str, budget_ms: float) -> Path:
+    return out / f"{device}-{budget_ms:g}ms"
+
+
+def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predictor: Any,
+             refit: Callable[[], Any], store: Any, session: Any, timings: dict[str, float]
+             ) -> tuple[list[BudgetOutcome], list[SearchResult]]:
+    """Emit one verified artifact per budget whose measured latency meets it (see module doc).
+    `timings` accumulates seconds spent in search, compile+verify and measure."""
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+    outcomes = {b: BudgetOutcome(profile.name, b, b) for b in budgets_ms}
+    pending = list(budgets_ms)
+    searches: list[SearchResult] = []
+    for round_no in range(1, ctx.max_rounds + 1):
+        budgets = [Budget.single(profile.name, outcomes[b].effective_ms) for b in pending]
+        result = timed("search", lambda: evolve(ctx.space, ctx.accuracy.rank, {profile.name: predictor},
+                                                budgets, ctx.evolution))
+        searches.append(result)
+        chosen = []
+        for b, cand in zip(pending, result.best):
+            if cand is None:
+                outcomes[b].reason = (f"no subnet is predicted within {outcomes[b].effective_ms:.3g} ms "
+                                      f"on {profile.name}")
+                outcomes[b].rounds.append({"round": round_no, "effective_ms": outcomes[b].effective_ms,
+                                           "found": None})
+            else:
+                chosen.append((b, cand))
+        missed = []
+        artifacts = timed("compile+verify",
+                          lambda: _compile(ctx, profile, [(b, c.config) for b, c in chosen], session))
+        for (b, cand), artifact in zip(chosen, artifacts):
+            outcome = outcomes[b]
+            measured = timed("measure", lambda: _measure(profile, store, session, cand.config, artifact.library,
+                                                         ctx.space.name))
+            predicted = cand.latency[profile.name]
+            outcome.rounds.append({"round": round_no, "effective_ms": round(outcome.effective_ms, 4),
+                                   "subnet_id": cand.config.id, "predicted_ms": round(predicted, 4),
+                                   "measured_ms": round(measured, 4)})
+            if measured <= b:
+                outcome.folder, outcome.candidate, outcome.measured_ms = artifact.folder, cand, measured
+                outcome.reason = None
+            else:
+                log.warning("%s, %g ms budget: %s measured %.3f ms (predicted %.3f): tightening", profile.name, b,
+                            cand.config.id, measured, predicted)
+                shutil.rmtree(artifact.folder, ignore_errors=True)
+                outcome.effective_ms *= predicted / measured
+                outcome.reason = f"measured {measured:.3f} ms > {b:g} ms after {round_no} round(s)"
+                missed.append(b)
+        pending = missed
+        if not pending:
+            break
+        if round_no < ctx.max_rounds:
+            predictor = refit()
+    for outcome in outcomes.values():
+        if outcome.emitted:
+            _finish_manifest(ctx, profile, outcome, predictor)
+    return [outcomes[b] for b in budgets_ms], searches
+
+
+def _compile(ctx: LoopContext, profile: Any, jobs: list[tuple[float, SubnetConfig]], session: Any) -> list[Any]:
+    """Compile and verify on the device into each budget's artifact folder."""
+    from pipeline.compile import compile_many
+
+    if not jobs:
+        return []
+    return compile_many(ctx.space, [c for _, c in jobs], profile, ctx.out, ctx.supernet,
+                        out_dirs=[artifact_folder(ctx.out, profile.name, b) for b, _ in jobs],
+                        checkpoint=ctx.checkpoint, workers=ctx.workers, session=session)
+
+
+def _measure(profile: Any, store: Any, session: Any, config: SubnetConfig, library: Path, space_name: str) -> float:
+    """Median latency (ms) on the device: from the store if taken before, else measured and stored."""
+    from pipeline.compile import INPUT_NAME, fixed_input
+    from pipeline.device import MeasurementRecord, RecordKey, measure
+    from pipeline.profiling import current_key_fields
+
+    key = RecordKey(profile.name, config.id, *current_key_fields(profile))
+    stored = store.get(*key)
+    if stored is not None:
+        return stored.median_ms
+    # a remote session must not be handed a second `model.so` while one is loaded
+    with tempfile.TemporaryDirectory() as tmp:
+        unique = Path(tmp) / f"{uuid.uuid4().hex}.so"
+        shutil.copyfile(library, unique)
+        result = measure(session, unique, {INPUT_NAME: fixed_input(config.resolution)}, profile.policy)
+    store.add(MeasurementRecord.from_measurement(key, config.to_dict(), result,
+                                                 {"space": space_name, "source": "build"}))
+    return result.median_ms
+
+
+def _finish_manifest(ctx: LoopContext, profile: Any, outcome: BudgetOutcome, predictor: Any) -> None:
+    """Fill accuracy and predicted/measured latency into the emitted artifact's manifest."""
+    from pipeline.compile import Manifest
+
+    cand = outcome.candidate
+    assert cand is not None and outcome.folder is not None
+    outcome.accuracy = round(float(ctx.accuracy.exact.predict([cand.config])[0]), 3)
+    manifest = Manifest.read(outcome.folder)
+    manifest.set_accuracy(outcome.accuracy, ctx.accuracy.source, ctx.accuracy.dataset)
+    revision = getattr(predictor, "info", {}).get("revision")
+    manifest.set_latency(predicted_ms=round(cand.latency[profile.name], 4), measured_ms=round(outcome.measured_ms, 4),
+                         predictor=f"{profile.name} {getattr(predictor, 'kind', type(predictor).__name__)}"
+                                   + (f" r{revision}" if revision else ""))
+    manifest.write(outcome.folder)

@@ -1,0 +1,71 @@
+"""What a person reads after a build: `report.md` and the Pareto plot `pareto.png`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from pipeline.build.loop import BudgetOutcome
+from pipeline.search import SearchResult
+
+
+def plot_pareto(path: Path, device_results: dict[str, tuple[SearchResult, list[BudgetOutcome]]]) -> Path:
+    """Per device: the search's predicted front, the budgets, and each emitted subnet's
+    predicted -> measured latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(device_results), figsize=(6 * len(device_results), 4.5), squeeze=False)
+    for ax, (device, (search, outcomes)) in zip(axes[0], device_results.items()):
+        front = sorted(search.front, key=lambda c: c.latency[device])
+        ax.plot([c.latency[device] for c in front], [c.accuracy for c in front], ".-", color="0.6",
+                label="Pareto front (predicted)")
+        for i, o in enumerate(outcomes):
+            ax.axvline(o.budget_ms, color=f"C{i}", ls=":", lw=1)
+            if o.emitted and o.candidate is not None:
+                pred = o.candidate.latency[device]
+                ax.annotate("", xy=(o.measured_ms, o.accuracy), xytext=(pred, o.accuracy),
+                            arrowprops={"arrowstyle": "->", "color": f"C{i}"})
+                ax.plot([o.measured_ms], [o.accuracy], "o", color=f"C{i}",
+                        label=f"{o.budget_ms:g} ms: {o.candidate.config.id} (measured)")
+        ax.set_xlabel(f"latency on {device} (ms)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(device)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(path: Path, summary: dict[str, Any], outcomes: Sequence[BudgetOutcome]) -> Path:
+    """Markdown: the chosen subnets (predicted vs measured), per-stage times, accuracy and predictor info."""
+    lines = [f"# Build report ({summary.get('status')})", "",
+             f"Target `{summary['target']}`, devices {', '.join(summary['devices'])}, space `{summary['space']}`, "
+             f"supernet `{summary['supernet']}`. Accuracy: {summary['accuracy'].get('kind')}.", "",
+             "## Chosen subnets", "",
+             "| device | budget ms | subnet | top-1 % | predicted ms | measured ms | within | MFLOPs | rounds | artifact |",
+             "| --- | ---: | --- | ---: | ---: | ---: | :---: | ---: | ---: | --- |"]
+    for o in outcomes:
+        if o.emitted and o.candidate is not None:
+            mflops = summary.get("mflops", {}).get(o.candidate.config.id, "")
+            lines.append(f"| {o.device} | {o.budget_ms:g} | `{o.candidate.config.id}` | {o.accuracy:.2f} | "
+                         f"{o.candidate.latency[o.device]:.3f} | {o.measured_ms:.3f} | yes | {mflops} | "
+                         f"{len(o.rounds)} | `{o.folder.name}/` |")
+        else:
+            lines.append(f"| {o.device} | {o.budget_ms:g} | none | | | | no | | {len(o.rounds)} | {o.reason} |")
+    lines += ["", "Every round (a miss tightens the budget the search uses by the relative error):", ""]
+    for o in outcomes:
+        for r in o.rounds:
+            lines.append(f"- {o.device} {o.budget_ms:g} ms, round {r['round']}: search budget {r['effective_ms']:.3f} ms"
+                         + (f", `{r['subnet_id']}` predicted {r['predicted_ms']:.3f} ms, measured "
+                            f"{r['measured_ms']:.3f} ms" if r.get("subnet_id") else ", nothing predicted within"))
+    lines += ["", "## Stages", "", "| stage | device | seconds | details |", "| --- | --- | ---: | --- |"]
+    for s in summary["stages"]:
+        details = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("name", "device", "seconds"))
+        lines.append(f"| {s['name']} | {s.get('device') or ''} | {s['seconds']:.1f} | {details} |")
+    lines += ["", f"Total: {summary.get('total_seconds', 0):.1f} s.", "", "![Pareto front](pareto.png)", ""]
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,162 @@
+"""`run_build`: supernet -> per device (up, kernels, profile, predictor, closed loop) -> report.
+
+Everything costly is cached where it is produced (accuracy evaluations, measurements in
+the store, compiled libraries, the predictor files), so re-running the same command
+after Ctrl-C or a lost device resumes instead of starting over; `build.json` is written
+after every stage and says how far the build got.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.build.accuracy import AccuracySetup, official_setup, supernet_setup
+from pipeline.build.config import BuildConfig
+from pipeline.build.devices import bring_up, fit_latency, kernels_status, profile_device, select_profiles
+from pipeline.build.journal import Journal
+from pipeline.build.loop import BudgetOutcome, LoopContext, run_loop
+from pipeline.build.report import plot_pareto, write_report
+from pipeline.errors import DeviceError, PipelineError
+from pipeline.search import SearchResult
+from pipeline.search.budgets import spread_budgets
+from pipeline.space import SearchSpace
+from pipeline.space.arch import count_flops
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The artifact folders per (device, budget), and the summary written to build.json."""
+
+    out: Path
+    outcomes: tuple[BudgetOutcome, ...]
+    summary: dict[str, Any]
+
+    @property
+    def complete(self) -> bool:
+        """Every budget on every device got an artifact within it."""
+        return all(o.emitted for o in self.outcomes)
+
+
+def _load_supernet(cfg: BuildConfig) -> tuple[Any, Path, SearchSpace]:
+    from pipeline.model import load_supernet
+    from pipeline.train import ensure_demo_supernet
+
+    checkpoint = Path(cfg.supernet) if cfg.supernet else ensure_demo_supernet()
+    space = SearchSpace.load(cfg.space) if cfg.space else None
+    supernet = load_supernet(checkpoint, space)
+    return supernet.eval(), checkpoint, supernet.space
+
+
+def _accuracy(cfg: BuildConfig, space: SearchSpace, supernet: Any, checkpoint: Path) -> AccuracySetup:
+    if cfg.accuracy_trees is not None:
+        return official_setup(cfg.accuracy_trees)
+    if cfg.data is not None:
+        data = cfg.data
+    else:
+        from pipeline.train.demo import DEMO_DATA, demo_data_dir
+        from pipeline.train.synthetic import generate
+
+        data = demo_data_dir()
+        generate(data, DEMO_DATA)  # no-op when the set is complete
+    return supernet_setup(space, supernet, checkpoint, data, cfg.accuracy_subnets, cfg.recalib_batches,
+                          cfg.eval_batch_size, cfg.evolution.seed)
+
+
+def _budgets(cfg: BuildConfig, device: str, space: SearchSpace) -> list[float]:
+    """The user's budgets, else spread from the fastest to the median measured subnet."""
+    if cfg.budgets_ms:
+        return sorted(cfg.budgets_ms)
+    import numpy as np
+
+    from pipeline.predict.workflow import load_dataset
+
+    measured = load_dataset(device, space.name).latency_ms
+    return spread_budgets(float(measured.min()), float(np.median(measured)), cfg.n_budgets)
+
+
+def run_build(cfg: BuildConfig, progress: bool = True) -> BuildResult:
+    """The whole flow; see the module docstring. Raises after writing build.json on failure."""
+    from pipeline.device import MeasurementStore, open_session
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out / "build.json", {"target": cfg.target, "out": str(out)})
+    outcomes: list[BudgetOutcome] = []
+    plots: dict[str, tuple[SearchResult, list[BudgetOutcome]]] = {}
+    try:
+        with journal.stage("supernet") as st:
+            supernet, checkpoint, space = _load_supernet(cfg)
+            st.update(checkpoint=str(checkpoint), space=space.name, num_classes=supernet.num_classes)
+        journal.data.update(supernet=str(checkpoint), space=space.name)
+        with journal.stage("accuracy") as st:
+            accuracy = _accuracy(cfg, space, supernet, checkpoint)
+            st.update(accuracy.info)
+        journal.data["accuracy"] = accuracy.info
+        profiles = select_profiles(cfg)
+        journal.data["devices"] = [p.name for p in profiles]
+        ctx = LoopContext(space, supernet, str(checkpoint), accuracy, cfg.evolution, out, cfg.max_rounds, cfg.workers)
+        for profile in profiles:
+            with journal.stage("device up", profile.name) as st:
+                profile, info = bring_up(profile)
+                st.update(info)
+            with journal.stage("kernels", profile.name) as st:
+                st.update(kernels_status(profile))
+            with journal.stage("profile", profile.name) as st:
+                st.update(profile_device(profile, space, cfg.profile_subnets, cfg.workers))
+            with journal.stage("fit predictor", profile.name) as st:
+                predictor, report = fit_latency(profile, space)
+                st.update(report)
+            budgets = _budgets(cfg, profile.name, space)
+            journal.data.setdefault("budgets_ms", {})[profile.name] = budgets
+            timings: dict[str, float] = {}
+
+            def refit(profile=profile, timings=timings) -> Any:
+                start = time.perf_counter()
+                fitted = fit_latency(profile, space)[0]
+                timings["refit"] = timings.get("refit", 0.0) + time.perf_counter() - start
+                return fitted
+
+            with MeasurementStore() as store, open_session(profile) as session:
+                device_outcomes, searches = run_loop(ctx, profile, budgets, predictor, refit, store, session, timings)
+            for name in ("search", "compile+verify", "measure", "refit"):
+                if name in timings:
+                    journal.record(name, profile.name, timings[name],
+                                   **({"rounds": len(searches), "candidates": sum(s.n_evaluated for s in searches)}
+                                      if name == "search" else {}))
+            outcomes += device_outcomes
+            plots[profile.name] = (searches[0], device_outcomes)
+            journal.data.setdefault("chosen", []).extend(o.to_dict() for o in device_outcomes)
+            journal.write()
+        with journal.stage("emit") as st:
+            journal.data["mflops"] = {o.candidate.config.id: round(count_flops(space, o.candidate.config,
+                                                                               supernet.num_classes) / 1e6, 3)
+                                      for o in outcomes if o.candidate is not None}
+            plot_pareto(out / "pareto.png", plots)
+            st.update(artifacts=sum(o.emitted for o in outcomes), budgets=len(outcomes))
+        status = "ok" if all(o.emitted for o in outcomes) else "incomplete"
+        journal.finish(status)
+        write_report(out / "report.md", journal.data, outcomes)
+    except KeyboardInterrupt:
+        journal.finish("interrupted (Ctrl-C): measurements so far are in the store; run the same command to resume")
+        raise
+    except PipelineError as err:
+        journal.finish(f"failed: {err}")
+        raise
+    except Exception as err:  # a device lost mid-run surfaces as a TVM/RPC/socket error
+        journal.finish(f"failed: {type(err).__name__}: {err}".splitlines()[0])
+        if _looks_like_lost_device(err):
+            raise DeviceError(f"lost the device during the build ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                              "everything measured so far is in the store — bring the device back and run "
+                              "the same command to resume") from err
+        raise
+    return BuildResult(out, tuple(outcomes), journal.data)
+
+
+def _looks_like_lost_device(err: Exception) -> bool:
+    text = f"{type(err).__name__} {err}".lower()
+    return any(w in text for w in ("rpc", "socket", "connection", "broken pipe", "timed out", "timeout"))

@@ -1,0 +1,51 @@
+"""`pipeline build`: the main job (see `pipeline.build`)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.build import BuildConfig, run_build
+from pipeline.search.budgets import parse_budgets
+
+
+@click.command()
+@click.option("--target", default="arm64", show_default=True, help="Architecture: arm64 or x86_64.")
+@click.option("--device", "devices", multiple=True, help="Device profile (repeatable); default: the "
+              "target's devices reachable here (arm64: arm64-emulated).")
+@click.option("--budgets-ms", default=None, help="Latency budgets, e.g. 5,10,20; default: 3 spread over "
+              "the device's measured range.")
+@click.option("--supernet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Supernet checkpoint; default: the demo supernet (trained on first use).")
+@click.option("--space", default=None, help="Space of the checkpoint (built-in name or YAML) if it does not say.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Image folders (train/, val/) to evaluate subnets of --supernet on.")
+@click.option("--accuracy-trees", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Use the official AttentiveNAS predictor arrays (acc_predictor_trees.npz) for accuracy.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
+              show_default=True, help="Output folder.")
+@click.option("--profile-subnets", default=16, show_default=True, help="Subnets measured to fit the predictor.")
+@click.option("--max-rounds", default=3, show_default=True, help="Search-measure rounds per budget.")
+@click.option("--json", "as_json", is_flag=True, help="Print build.json at the end.")
+def build(target: str, devices: tuple[str, ...], budgets_ms: str | None, supernet: Path | None, space: str | None,
+          data: Path | None, accuracy_trees: Path | None, out: Path, profile_subnets: int, max_rounds: int,
+          as_json: bool) -> None:
+    """Search, compile, verify and emit the best subnet per device and latency budget."""
+    cfg = BuildConfig(target=target, devices=devices, budgets_ms=tuple(parse_budgets(budgets_ms)) if budgets_ms else (),
+                      supernet=supernet, space=space, data=data, accuracy_trees=accuracy_trees, out=out,
+                      profile_subnets=profile_subnets, max_rounds=max_rounds)
+    result = run_build(cfg)
+    if as_json:
+        click.echo(json.dumps(result.summary, default=str))
+        return
+    for s in result.summary["stages"]:
+        click.echo(f"  {s['name']:<16} {s.get('device') or '':<16} {s['seconds']:>7.1f} s")
+    for o in result.outcomes:
+        if o.emitted:
+            click.echo(f"{o.device} <= {o.budget_ms:g} ms: {o.candidate.config.id} top-1 {o.accuracy:.2f} %, "
+                       f"predicted {o.candidate.latency[o.device]:.3f} ms, measured {o.measured_ms:.3f} ms -> {o.folder}")
+        else:
+            click.echo(f"{o.device} <= {o.budget_ms:g} ms: nothing emitted ({o.reason})")
+    click.echo(f"report: {result.out / 'report.md'}  ({result.summary['status']}, "
+               f"{result.summary['total_seconds']:.0f} s)")
