@@ -59,3 +59,11 @@ from pipeline.cli import predictor as _predictor  # noqa: E402
 
 main.add_command(_predictor.profile)
 main.add_command(_predictor.predictor)
+
+from pipeline.cli import build as _build  # noqa: E402
+
+main.add_command(_build.build)
+
+from pipeline.cli import kernels as _kernels  # noqa: E402
+
+main.add_command(_kernels.kernels)
