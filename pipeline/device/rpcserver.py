@@ -100,27 +100,46 @@ def _reap(pid: int) -> None:
         pass
 
 
-def start_background(cmd: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
-                     ready_timeout_s: float = 60.0, what: str = "server") -> ServerProcess:
-    """Start `cmd` in its own process group, logging to `log_path`; wait for its "bind to" line."""
+@dataclass
+class Launch:
+    """A process started in the background that has not yet said where it listens."""
+
+    proc: subprocess.Popen
+    log_path: Path
+    what: str
+
+    def wait_ready(self, timeout_s: float = 60.0) -> ServerProcess:
+        """Wait for the "bind to" line; on failure stop the group and raise naming the log."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            match = _BIND.search(text)
+            if match:
+                return ServerProcess(self.proc.pid, match.group(1), int(match.group(2)), self.log_path)
+            if self.proc.poll() is not None:
+                tail = " | ".join(text.strip().splitlines()[-3:])
+                raise DeviceError(f"{self.what} exited with status {self.proc.returncode} before listening: "
+                                  f"{tail}; see {self.log_path}")
+            time.sleep(0.2)
+        stop_group(self.proc.pid)
+        raise DeviceError(f"{self.what} did not start listening within {timeout_s:g} s; see {self.log_path}")
+
+
+def launch(cmd: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
+           what: str = "server") -> Launch:
+    """Start `cmd` in its own process group, logging to `log_path`; does not wait."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as out:
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})}, start_new_session=True)
     log.debug("started %s (pid %d): %s", what, proc.pid, " ".join(cmd))
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        text = log_path.read_text(errors="replace")
-        match = _BIND.search(text)
-        if match:
-            return ServerProcess(proc.pid, match.group(1), int(match.group(2)), log_path)
-        if proc.poll() is not None:
-            tail = " | ".join(text.strip().splitlines()[-3:])
-            raise DeviceError(f"{what} exited with status {proc.returncode} before listening: {tail}; "
-                              f"see {log_path}")
-        time.sleep(0.2)
-    stop_group(proc.pid)
-    raise DeviceError(f"{what} did not start listening within {ready_timeout_s:g} s; see {log_path}")
+    return Launch(proc, log_path, what)
+
+
+def start_background(cmd: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
+                     ready_timeout_s: float = 60.0, what: str = "server") -> ServerProcess:
+    """Start `cmd` in its own process group and wait until it listens."""
+    return launch(cmd, log_path, env=env, what=what).wait_ready(ready_timeout_s)
 
 
 def rpc_server_args(host: str, port: int, tracker: str | None = None, key: str | None = None) -> list[str]:
@@ -131,14 +150,36 @@ def rpc_server_args(host: str, port: int, tracker: str | None = None, key: str |
     return args
 
 
-def start_rpc_server(log_path: Path, host: str = "127.0.0.1", port: int | None = None, *,
-                     tracker: str | None = None, key: str | None = None,
-                     python: Sequence[str] = (sys.executable,), env: dict[str, str] | None = None,
-                     ready_timeout_s: float = 60.0) -> ServerProcess:
-    """A TVM RPC server on this machine (optionally registered with a tracker under `key`)."""
+def launch_rpc_server(log_path: Path, host: str = "127.0.0.1", port: int | None = None, *,
+                      tracker: str | None = None, key: str | None = None) -> Launch:
+    """Launch a TVM RPC server on this machine (optionally registered with a tracker under `key`)."""
     port = port or free_port(host)
-    return start_background([*python, *rpc_server_args(host, port, tracker, key)], log_path, env=env,
-                            ready_timeout_s=ready_timeout_s, what=f"RPC server on {host}:{port}")
+    return launch([sys.executable, *rpc_server_args(host, port, tracker, key)], log_path,
+                  what=f"RPC server on {host}:{port}")
+
+
+def start_rpc_server(log_path: Path, host: str = "127.0.0.1", port: int | None = None, *,
+                     tracker: str | None = None, key: str | None = None, ready_timeout_s: float = 60.0) -> ServerProcess:
+    """A TVM RPC server on this machine, once it listens."""
+    return launch_rpc_server(log_path, host, port, tracker=tracker, key=key).wait_ready(ready_timeout_s)
+
+
+def start_rpc_farm(log_dir: Path, key: str, servers: int = 2, host: str = "127.0.0.1",
+                   ready_timeout_s: float = 90.0) -> tuple[ServerProcess, list[ServerProcess]]:
+    """A tracker and `servers` RPC servers registered under `key`, launched side by side."""
+    tracker = start_rpc_tracker(log_dir / "tracker.log", host, ready_timeout_s=ready_timeout_s)
+    launches = [launch_rpc_server(log_dir / f"server-{i}.log", host, tracker=f"{host}:{tracker.port}", key=key)
+                for i in range(servers)]
+    started: list[ServerProcess] = []
+    try:
+        for item in launches:
+            started.append(item.wait_ready(ready_timeout_s))
+    except DeviceError:
+        for item in launches:
+            stop_group(item.proc.pid)
+        tracker.stop()
+        raise
+    return tracker, started
 
 
 def start_rpc_tracker(log_path: Path, host: str = "127.0.0.1", port: int | None = None,

@@ -97,17 +97,28 @@ class RemoteSession(DeviceSession):
         super().__init__(profile)
         self.rpc = rpc_session
         self.where = where
+        self._loaded: dict[tuple[str, int, int], Any] = {}
 
     @property
     def device(self):
         return self.rpc.cpu(0)
 
     def load(self, lib_path):
+        """Upload under a name unique in this session and load; the same unchanged file loads once.
+
+        Re-uploading over a library the server has already dlopen'ed rewrites a mapped file
+        and crashes the server on the next symbol lookup, hence unique names and the cache.
+        """
         path = Path(lib_path)
         if not path.is_file():
             raise DeviceError(f"library {path} does not exist; compile and export it first")
-        self.rpc.upload(str(path), target=path.name)
-        return self.rpc.load_module(path.name)
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key not in self._loaded:
+            remote_name = f"{len(self._loaded)}-{path.name}"
+            self.rpc.upload(str(path), target=remote_name)
+            self._loaded[key] = self.rpc.load_module(remote_name)
+        return self._loaded[key]
 
     def get_function(self, name: str):
         return self.rpc.get_function(name)
@@ -116,6 +127,7 @@ class RemoteSession(DeviceSession):
         # The remote session (a forked server child that serves nobody else meanwhile) ends
         # when its last reference goes; devices, modules and VMs keep it alive through
         # reference cycles, so collect them now rather than at some later GC.
+        self._loaded.clear()
         self.rpc = None
         gc.collect()
 

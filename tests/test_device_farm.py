@@ -1,0 +1,110 @@
+"""Batches of measurements: a tracker with two servers in parallel, resumable runs into the store."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.device import MeasurePolicy, load_profile
+from pipeline.device.check import build_tiny, tiny_inputs
+from pipeline.device.farm import MeasureJob, measure_on_tracker, tracker_servers
+from pipeline.device.profile import TrackerConnection
+from pipeline.device.rpcserver import start_rpc_farm
+from pipeline.device.runner import run_measurements
+from pipeline.device.store import MeasurementStore, RecordKey
+from pipeline.errors import DeviceError
+
+
+def _jobs(profile, lib: Path, n: int) -> list[MeasureJob]:
+    return [MeasureJob(RecordKey(profile.name, f"subnet{i}", str(profile.tvm_target()), "0.27", "none"),
+                       {"resolution": 160 + 32 * i}, lib, tiny_inputs(i)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory):
+    """A tracker and two RPC servers registered under key `farm`; yields (profile, server logs)."""
+    tracker, servers = start_rpc_farm(tmp_path_factory.mktemp("farm"), key="farm", servers=2)
+    try:
+        conn = TrackerConnection("127.0.0.1", tracker.port, "farm", timeout_s=30.0)
+        deadline = time.monotonic() + 30
+        while tracker_servers(conn) < 2 and time.monotonic() < deadline:  # registration follows "bind to"
+            time.sleep(0.2)
+        yield load_profile("x86-host").with_connection(conn), [s.log_path for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+        tracker.stop()
+
+
+def test_tracker_spreads_jobs_over_both_servers(farm, tmp_path: Path):
+    profile, logs = farm
+    profile = replace(profile, policy=MeasurePolicy(repeat=3, min_repeat_ms=100, max_spread=10.0))
+    lib = build_tiny(profile, tmp_path / "tiny.so")
+    jobs = _jobs(profile, lib, 6)
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        records = list(run_measurements(profile, jobs, store, progress=False))
+        assert sorted(r.subnet_id for r in records) == sorted(j.key.subnet_id for j in jobs)
+        assert len({r.meta["worker"] for r in records}) == 2
+        assert list(run_measurements(profile, jobs, store, progress=False)) == []  # all stored: skipped
+        assert len(store) == 6
+    for log in logs:  # each real server loaded and ran modules
+        assert "load_module" in log.read_text()
+
+
+def test_tracker_without_servers_under_key_says_so(farm, tmp_path: Path):
+    profile, _ = farm
+    lonely = profile.with_connection(TrackerConnection(profile.connection.host, profile.connection.port, "nobody"))
+    with pytest.raises(DeviceError, match="no RPC server is registered under key 'nobody'"):
+        list(measure_on_tracker(lonely, _jobs(lonely, tmp_path / "x.so", 1)))
+
+
+_RUN = """
+import sys
+from pathlib import Path
+from dataclasses import replace
+from pipeline.device import MeasurePolicy, load_profile
+from pipeline.device.check import build_tiny, tiny_inputs
+from pipeline.device.farm import MeasureJob
+from pipeline.device.runner import run_measurements
+from pipeline.device.store import MeasurementStore, RecordKey
+tmp = Path(sys.argv[1])
+profile = replace(load_profile("x86-host"), policy=MeasurePolicy(repeat=2, min_repeat_ms=150, max_spread=10.0))
+lib = build_tiny(profile, tmp / "tiny.so")
+jobs = [MeasureJob(RecordKey("x86-host", f"s{i}", "t", "v", "k"), {}, lib, tiny_inputs(i)) for i in range(8)]
+with MeasurementStore(tmp / "m.sqlite") as store:
+    for _ in run_measurements(profile, jobs, store, progress=False):
+        pass
+"""
+
+
+def test_kill_9_mid_run_keeps_finished_rows_and_rerun_completes(tmp_path: Path):
+    store_path = tmp_path / "m.sqlite"
+    cmd = [sys.executable, "-c", _RUN, str(tmp_path)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if store_path.exists():
+                with MeasurementStore(store_path) as store:
+                    if len(store) >= 2:
+                        break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with MeasurementStore(store_path) as store:
+        survived = len(store)
+        assert 2 <= survived < 8, survived
+        assert all(len(r.repeats_ms) == 2 for r in store.records())
+    subprocess.run(cmd, check=True, env={**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")})
+    with MeasurementStore(store_path) as store:
+        assert sorted(r.subnet_id for r in store.records()) == [f"s{i}" for i in range(8)]
