@@ -36,11 +36,19 @@ def select_profiles(cfg: BuildConfig) -> list[Any]:
 
 
 def bring_up(profile: Any) -> tuple[Any, dict[str, Any]]:
-    """Start the emulated device if the profile is one; the profile points at its server."""
+    """Start the emulated device if the profile is one and nothing serves its port yet."""
     if profile.connection.kind != "emulated":
         return profile, {"connection": profile.connection.kind}
     from pipeline.device.emulated import EmulatedDevice
+    from pipeline.device.session import probe
+    from pipeline.errors import DeviceError
 
+    c = profile.connection
+    try:
+        probe(c.host, c.port, 2.0, f"emulated device {profile.name}", "")
+        return profile, {"connection": "emulated", "started": False, "port": c.port}
+    except DeviceError:
+        pass  # not running: provision (cached) and start it
     state, started = EmulatedDevice(profile).up()
     profile = replace(profile, connection=replace(profile.connection, host=state.host, port=state.port))
     return profile, {"connection": "emulated", "started": started, "port": state.port}

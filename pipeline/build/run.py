@@ -79,7 +79,7 @@ def _budgets(cfg: BuildConfig, device: str, space: SearchSpace) -> list[float]:
     return spread_budgets(float(measured.min()), float(np.median(measured)), cfg.n_budgets)
 
 
-def run_build(cfg: BuildConfig, progress: bool = True) -> BuildResult:
+def run_build(cfg: BuildConfig) -> BuildResult:
     """The whole flow; see the module docstring. Raises after writing build.json on failure."""
     from pipeline.device import MeasurementStore, open_session
 
