@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.build.config import BuildConfig
 from pipeline.paths import cache_dir
 from pipeline.search import AccuracySource, FittedAccuracyPredictor, OfficialAccuracyPredictor, SupernetAccuracy
 from pipeline.space import SearchSpace, SubnetConfig
@@ -63,6 +64,33 @@ def supernet_setup(space: SearchSpace, supernet: Any, checkpoint: Path, data_roo
     log.info("accuracy: %d subnets evaluated (%d new), top-1 %.1f..%.1f %%", len(plan), info["newly_evaluated"],
              top1.min(), top1.max())
     return AccuracySetup(ranker, exact, "supernet (BN recalibrated)", str(data_root), info)
+
+
+def load_supernet_for(cfg: BuildConfig) -> tuple[Any, Path, SearchSpace]:
+    """The configured checkpoint (default: the demo supernet, trained on first use), in eval mode."""
+    from pipeline.model import load_supernet
+    from pipeline.train import ensure_demo_supernet
+
+    checkpoint = Path(cfg.supernet) if cfg.supernet else ensure_demo_supernet()
+    space = SearchSpace.load(cfg.space) if cfg.space else None
+    supernet = load_supernet(checkpoint, space)
+    return supernet.eval(), checkpoint, supernet.space
+
+
+def accuracy_for(cfg: BuildConfig, space: SearchSpace, supernet: Any, checkpoint: Path | None) -> AccuracySetup:
+    """Official trees if configured, else the supernet on `cfg.data` (default: the demo's synthetic set)."""
+    if cfg.accuracy_trees is not None:
+        return official_setup(cfg.accuracy_trees)
+    if cfg.data is not None:
+        data = cfg.data
+    else:
+        from pipeline.train.demo import DEMO_DATA, demo_data_dir
+        from pipeline.train.synthetic import generate
+
+        data = demo_data_dir()
+        generate(data, DEMO_DATA)  # no-op when the set is complete
+    return supernet_setup(space, supernet, checkpoint, data, cfg.accuracy_subnets, cfg.recalib_batches,
+                          cfg.eval_batch_size, cfg.evolution.seed)
 
 
 def _memo_path(checkpoint: Path, data_root: Path, recalib_batches: int, batch_size: int, seed: int) -> Path:

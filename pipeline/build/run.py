@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.build.accuracy import AccuracySetup, official_setup, supernet_setup
+from pipeline.build.accuracy import accuracy_for, load_supernet_for
 from pipeline.build.config import BuildConfig
 from pipeline.build.devices import bring_up, fit_latency, kernels_status, profile_device, select_profiles
 from pipeline.build.journal import Journal
@@ -42,31 +42,6 @@ class BuildResult:
         return all(o.emitted for o in self.outcomes)
 
 
-def _load_supernet(cfg: BuildConfig) -> tuple[Any, Path, SearchSpace]:
-    from pipeline.model import load_supernet
-    from pipeline.train import ensure_demo_supernet
-
-    checkpoint = Path(cfg.supernet) if cfg.supernet else ensure_demo_supernet()
-    space = SearchSpace.load(cfg.space) if cfg.space else None
-    supernet = load_supernet(checkpoint, space)
-    return supernet.eval(), checkpoint, supernet.space
-
-
-def _accuracy(cfg: BuildConfig, space: SearchSpace, supernet: Any, checkpoint: Path) -> AccuracySetup:
-    if cfg.accuracy_trees is not None:
-        return official_setup(cfg.accuracy_trees)
-    if cfg.data is not None:
-        data = cfg.data
-    else:
-        from pipeline.train.demo import DEMO_DATA, demo_data_dir
-        from pipeline.train.synthetic import generate
-
-        data = demo_data_dir()
-        generate(data, DEMO_DATA)  # no-op when the set is complete
-    return supernet_setup(space, supernet, checkpoint, data, cfg.accuracy_subnets, cfg.recalib_batches,
-                          cfg.eval_batch_size, cfg.evolution.seed)
-
-
 def _budgets(cfg: BuildConfig, device: str, space: SearchSpace) -> list[float]:
     """The user's budgets, else spread from the fastest to the median measured subnet."""
     if cfg.budgets_ms:
@@ -90,11 +65,11 @@ def run_build(cfg: BuildConfig) -> BuildResult:
     plots: dict[str, tuple[SearchResult, list[BudgetOutcome]]] = {}
     try:
         with journal.stage("supernet") as st:
-            supernet, checkpoint, space = _load_supernet(cfg)
+            supernet, checkpoint, space = load_supernet_for(cfg)
             st.update(checkpoint=str(checkpoint), space=space.name, num_classes=supernet.num_classes)
         journal.data.update(supernet=str(checkpoint), space=space.name)
         with journal.stage("accuracy") as st:
-            accuracy = _accuracy(cfg, space, supernet, checkpoint)
+            accuracy = accuracy_for(cfg, space, supernet, checkpoint)
             st.update(accuracy.info)
         journal.data["accuracy"] = accuracy.info
         profiles = select_profiles(cfg)
