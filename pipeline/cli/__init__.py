@@ -67,3 +67,7 @@ main.add_command(_build.build)
 from pipeline.cli import kernels as _kernels  # noqa: E402
 
 main.add_command(_kernels.kernels)
+
+from pipeline.cli import search as _search  # noqa: E402
+
+main.add_command(_search.search)
