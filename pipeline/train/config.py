@@ -119,6 +119,7 @@ class TrainConfig:
     epochs: float = 360.0
     batch_size: int = 32
     workers: int = 4
+    threads: int = 0  # torch threads per process; 0 = torch's default (1 is best on a busy small CPU)
     seed: int = 0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     sandwich: SandwichConfig = field(default_factory=SandwichConfig)
@@ -127,8 +128,8 @@ class TrainConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        _require(self.epochs > 0 and self.batch_size >= 1 and self.workers >= 0 and self.image_size >= 0,
-                 "epochs > 0, batch_size >= 1, workers >= 0 and image_size >= 0 are required")
+        _require(self.epochs > 0 and self.batch_size >= 1 and min(self.workers, self.image_size, self.threads) >= 0,
+                 "epochs > 0, batch_size >= 1 and workers, image_size, threads >= 0 are required")
 
     @classmethod
     def load(cls, path_or_name: str | Path, **overrides: Any) -> "TrainConfig":

@@ -32,7 +32,7 @@ from pipeline.train.distributed import DistContext, barrier, gather_objects, ini
 from pipeline.train.evaluate import EvalData, EvalResult, evaluate, to_resolution
 from pipeline.train.optim import build_optimizer, build_scheduler
 from pipeline.train.sampler import ArchSampler
-from pipeline.train.state import STATE_FILE, SUPERNET_FILE, load_state, save_state, write_atomic
+from pipeline.train.state import STATE_FILE, SUPERNET_FILE, load_state, save_state
 
 log = logging.getLogger(__name__)
 LOG_FILE = "log.jsonl"
@@ -152,20 +152,19 @@ def _restore(run: _Run, path: Path) -> int:
     return int(state["step"])
 
 
-def save_supernet(path: Path, supernet: Supernet, extra: dict[str, Any]) -> Path:
-    """The model package's checkpoint format, written atomically."""
-    return write_atomic(path, lambda tmp: save_checkpoint(tmp, supernet, extra))
-
-
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluate_at_end: bool = True
-          ) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluate_at_end: bool = True,
+          max_steps: int | None = None) -> TrainResult:
     """Train a supernet by `cfg`; the result's checkpoint loads with `load_supernet`.
 
     Under torchrun every process calls this; process 0 writes files and evaluates.
+    `max_steps` stops early (state saved, schedule unchanged) for time-boxed jobs; a later
+    `resume=True` call continues as if never stopped.
     """
     if not cfg.data:
         raise ConfigError("no training data: pass --data DIR (image folders root/train/<class>/, root/val/<class>/)")
     ctx = init_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     space = SearchSpace.load(cfg.space)
     train_folder, val_folder = load_splits(cfg.data)
     num_classes = len(train_folder.classes)
@@ -201,11 +200,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     dataset = FolderDataset(train_folder, image_size, train=True, seed=cfg.seed)
     epochs = -(-total // spe)
     supernet.train()
+    stop = total if max_steps is None else min(total, max_steps)
     try:
-        while step < total:
+        while step < stop:
             epoch, start = divmod(step, spe)
             batches = EpochBatches(len(train_folder), cfg.batch_size, epoch, cfg.seed, rank=ctx.rank,
-                                   world=ctx.world, start=start).batches[:total - step]
+                                   world=ctx.world, start=start).batches[:stop - step]
             bar = tqdm(total=min(spe, total - epoch * spe), initial=start, desc=f"epoch {epoch + 1}/{epochs}",
                        unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
             tick = time.perf_counter()
@@ -219,11 +219,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
                 bar.set_postfix(loss=f"{stats['loss_largest']:.3f}", img_s=f"{throughput:.0f}", lr=f"{lr:.4f}")
                 bar.update()
                 jlog.write(event="step", step=step, epoch=epoch, lr=lr, images_per_s=round(throughput, 1), **stats)
-                if step % cfg.checkpoint.every_steps == 0 or step == total:
+                if step % cfg.checkpoint.every_steps == 0 or step == stop:
                     state = _state(run, step)  # collective: every process takes part
                     if ctx.is_main:
                         save_state(state_path, state)
             bar.close()
+        if step < total:
+            log.info("stopped at step %d of %d; continue with resume", step, total)
+            return TrainResult(state_path, step, ())
         results = _finish(run, run_dir, step, num_classes, train_folder.classes, image_size, jlog,
                           evaluate_at_end, progress)
     finally:
@@ -246,7 +249,7 @@ def _finish(run: _Run, run_dir: Path, step: int, num_classes: int, classes: Sequ
                 jlog.write(event="eval", step=step, **r.to_dict())
         extra = {"train": {"step": step, "config": cfg.to_dict(), "classes": list(classes),
                            "image_size": image_size, "evaluation": [r.to_dict() for r in results]}}
-        save_supernet(run_dir / SUPERNET_FILE, run.supernet, extra)
+        save_checkpoint(run_dir / SUPERNET_FILE, run.supernet, extra)  # atomic
         jlog.write(event="end", step=step, checkpoint=str(run_dir / SUPERNET_FILE))
     barrier(run.ctx)
     return results
