@@ -71,8 +71,3 @@ main.add_command(_kernels.kernels)
 from pipeline.cli import search as _search  # noqa: E402
 
 main.add_command(_search.search)
-
-from pipeline.cli import train as _train  # noqa: E402
-
-main.add_command(_train.train)
-main.add_command(_train.evaluate)
