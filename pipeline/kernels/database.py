@@ -14,6 +14,7 @@ from pipeline.paths import kernels_dir
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+_LOWERING_SOURCES = ("lower.py", "schedules.py")
 
 
 def device_kernel_dir(device_name: str) -> Path:
@@ -39,13 +40,25 @@ def open_database(folder: Path):
     return JSONDatabase(str(folder / WORKLOAD_FILE), str(folder / RECORD_FILE), allow_missing=True)
 
 
-def kernel_db_hash(device_name: str) -> str | None:
-    """SHA-256 over the device's workload and record tables, or None if it has none."""
-    if not has_database(device_name):
-        return None
-    folder = device_kernel_dir(device_name)
+def lowering_fingerprint() -> str:
+    """SHA-256 of the lowering and schedule-library source: what kernels come out of a
+    compile depends on it as much as on the database."""
     digest = hashlib.sha256()
-    for name in (WORKLOAD_FILE, RECORD_FILE):
-        digest.update(name.encode())
-        digest.update((folder / name).read_bytes())
+    for name in _LOWERING_SOURCES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()
+
+
+def kernel_db_hash(device_name: str) -> str | None:
+    """SHA-256 over the lowering code and the device's workload and record tables.
+
+    Changes whenever retuning or a schedule-library change can change compiled kernels
+    (compile cache key, manifest). Never None: a device without a database still gets
+    library schedules, whose version this hash carries."""
+    digest = hashlib.sha256(lowering_fingerprint().encode())
+    if has_database(device_name):
+        folder = device_kernel_dir(device_name)
+        for name in (WORKLOAD_FILE, RECORD_FILE):
+            digest.update(name.encode())
+            digest.update((folder / name).read_bytes())
     return digest.hexdigest()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import tvm
 import tvm.tirx
 from tvm import relax
@@ -33,6 +34,41 @@ def _fast_sigmoid(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return te.compute(x.shape, lambda *i: 1.0 / (1.0 + exp_neg(*i)), name="sigmoid")
 
     return bb.call_te(sigmoid, call.args[0], primfunc_name_hint="fast_sigmoid")
+
+
+@relax.expr_functor.mutator
+class _ConstantReshaper(relax.PyExprMutator):
+    """Folds `permute_dims` / `reshape` of constants with numpy.
+
+    Channels-last conversion transposes every weight and bias; relax's FoldConstant
+    would compile one LLVM kernel per such constant (30 s for a demo subnet on this
+    machine), numpy does it in milliseconds."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        source = call.args[0] if call.args else None
+        if isinstance(source, relax.Var):  # dataflow form: the constant is bound to a var
+            source = self.lookup_binding(source)
+        if not (isinstance(call.op, tvm.ir.Op) and isinstance(source, tvm.ir.expr.Constant)):
+            return call
+        data = source.value.numpy()
+        if call.op.name == "relax.permute_dims":
+            axes = None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
+            return relax.const(np.ascontiguousarray(np.transpose(data, axes)), str(data.dtype))
+        if call.op.name == "relax.reshape" and isinstance(call.args[1], relax.ShapeExpr):
+            shape = [int(v) for v in call.args[1].values]
+            return relax.const(data.reshape(shape), str(data.dtype))
+        return call
+
+
+@tvm.transform.module_pass(opt_level=0, name="FoldConstantLayouts")
+def fold_constant_layouts(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """Apply `_ConstantReshaper` to every Relax function of `mod`."""
+    reshaper = _ConstantReshaper(mod)
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            reshaper.builder_.update_func(gv, reshaper.visit_expr(func))
+    return reshaper.builder_.get()
 
 
 #: Desired layouts: NHWC activations and HWIO weights for every conv2d (depthwise too).
@@ -78,6 +114,8 @@ def fuse_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModul
     with target:
         return tvm.transform.Sequential([
             relax.transform.ConvertLayout(CHANNELS_LAST),
+            fold_constant_layouts,
+            relax.transform.DeadCodeElimination(),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.LegalizeOps({"relax.sigmoid": _fast_sigmoid}),

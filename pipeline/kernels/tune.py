@@ -1,0 +1,191 @@
+"""MetaSchedule tuning of a plan's tasks, measured on the device, into its database.
+
+Order of work: tasks by FLOPs weight (calls x FLOPs over the plan's subnets), so a cut
+budget is spent where subnets spend their time. Per task: first the hand-written library
+schedule is measured and committed as a record (the floor tuning must beat, and a seed:
+MetaSchedule's evolutionary search starts from the database's best records), then
+MetaSchedule runs the remaining trials. Records are appended to the JSON database as
+measurements come back, so a killed run loses at most the batch in flight, and a rerun
+skips tasks that already have their trials and continues the rest.
+
+Measurement: in-process workers for `local` devices, TVM RPC through the profile's
+connection (server, tracker, SSH tunnel, emulated device) otherwise; candidates for a
+remote device are linked into `.so` files with its cross compiler.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tqdm import tqdm
+
+from pipeline.kernels.database import device_kernel_dir, open_database
+from pipeline.kernels.plan import Plan, PlannedTask
+from pipeline.kernels.schedules import ScheduleParams, schedule_trace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TuneBudget:
+    """Trials per task and over the whole run (None: per-task x number of tasks)."""
+
+    trials_per_task: int
+    total_trials: int | None = None
+    trials_per_iter: int = 16
+    max_tasks: int | None = None
+
+    def __post_init__(self) -> None:
+        from pipeline.errors import ConfigError
+
+        if self.trials_per_task < 0:
+            raise ConfigError(f"--trials must be >= 0, got {self.trials_per_task}")
+        if self.total_trials is not None and self.total_trials < 0:
+            raise ConfigError(f"--total-trials must be >= 0, got {self.total_trials}")
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    name: str
+    trials_before: int
+    trials_after: int
+    library_us: float | None  # measured time of the library schedule (None: no fit)
+    best_us: float | None  # best record in the database after tuning
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "trials_before": self.trials_before, "trials_after": self.trials_after,
+                "library_us": self.library_us, "best_us": self.best_us}
+
+
+def _builder_runner(profile, timeout_s: float):
+    """MetaSchedule builder and runner that measure on the profile's device."""
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
+    if profile.connection.kind == "local":
+        builder = ms.builder.LocalBuilder(timeout_sec=timeout_s)
+        return builder, ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
+    builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_CrossExport(profile.cross_compiler))
+    rpc_config = ms.runner.RPCConfig(tracker_host="unused", tracker_port=0, tracker_key="unused",
+                                     session_timeout_sec=int(timeout_s * 4))
+    runner = ms.runner.RPCRunner(rpc_config, evaluator_config=evaluator, max_workers=1,
+                                 f_create_session=_ProfileSession(profile))
+    return builder, runner
+
+
+class _CrossExport:
+    """Links a candidate into a `.so` with the device's compiler (picklable for the builder pool)."""
+
+    def __init__(self, compiler: str | None) -> None:
+        self.compiler = compiler
+
+    def __call__(self, mod) -> str:
+        from tvm.support import cc
+
+        path = Path(tempfile.mkdtemp(prefix="pipeline-tune-")) / "candidate.so"
+        fcompile = cc.cross_compiler(self.compiler) if self.compiler else None
+        mod.export_library(str(path), fcompile=fcompile) if fcompile else mod.export_library(str(path))
+        return str(path)
+
+
+class _ProfileSession:
+    """Opens an RPC session on the profile's device for MetaSchedule's runner."""
+
+    def __init__(self, profile) -> None:
+        self.profile = profile
+
+    def __call__(self, _rpc_config):
+        from pipeline.device import open_session
+
+        # The runner drops the session when the candidate is done; the context manager's
+        # cleanup (closing the connection) then happens through garbage collection.
+        manager = open_session(self.profile)
+        return manager.__enter__().rpc
+
+
+def _records(database, task: PlannedTask) -> list:
+    if not database.has_workload(task.mod):
+        return []
+    return list(database.get_top_k(database.commit_workload(task.mod), 1 << 30))
+
+
+def _best_us(records: list) -> float | None:
+    times = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in records if r.run_secs]
+    return min(times) * 1e6 if times else None
+
+
+def _seed_library(database, task: PlannedTask, target, builder, runner, params: ScheduleParams) -> float | None:
+    """Measure the library schedule of `task` on the device and commit it as a record."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+
+    trace = schedule_trace(task.mod["main"], params)
+    if trace is None:
+        return None
+    sch = tvm.s_tir.Schedule(task.mod)
+    trace.apply_to_schedule(sch, remove_postproc=False)
+    args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+    (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+    if built.error_msg:
+        log.warning("%s: library schedule does not build: %s", task.name, built.error_msg.splitlines()[0])
+        return None
+    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, str(target.kind.name), args_info)])
+    result = future.result()
+    if result.error_msg:
+        log.warning("%s: library schedule failed on the device: %s", task.name, result.error_msg.splitlines()[0])
+        return None
+    run_secs = [float(s) for s in result.run_secs]
+    database.commit_tuning_record(TuningRecord(trace, database.commit_workload(task.mod), run_secs,
+                                               target, args_info))
+    return sum(run_secs) / len(run_secs) * 1e6
+
+
+def _tune_one(database, task: PlannedTask, target, trials: int, budget: TuneBudget, builder, runner,
+              work_dir: Path) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    ctx = ms.TuneContext(mod=task.mod, target=target, space_generator="post-order-apply",
+                         search_strategy="evolutionary", task_name=task.name)
+    ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=trials,
+                  max_trials_per_task=trials, num_trials_per_iter=min(budget.trials_per_iter, trials),
+                  builder=builder, runner=runner, database=database, cost_model="xgb",
+                  task_scheduler="round-robin")
+
+
+def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = None,
+         timeout_s: float = 60.0, progress: bool = True) -> list[TaskOutcome]:
+    """Tune `plan`'s tasks on `profile`'s device into its database (resumable)."""
+    target = profile.tvm_target()
+    folder = database_dir or device_kernel_dir(profile.name)
+    database = open_database(folder)
+    builder, runner = _builder_runner(profile, timeout_s)
+    params = ScheduleParams.for_target(target)
+    tasks = sorted(plan.tasks, key=lambda t: -t.weighted_flops)[: budget.max_tasks]
+    left = budget.total_trials if budget.total_trials is not None else budget.trials_per_task * len(tasks)
+    outcomes = []
+    work_dir = folder / "logs"
+    bar = tqdm(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
+    for task in bar:
+        before = _records(database, task)
+        library_us = None
+        if not before:
+            library_us = _seed_library(database, task, target, builder, runner, params)
+        done = max(0, len(before) - 1)  # the library seed is not a MetaSchedule trial
+        trials = min(max(0, budget.trials_per_task - done), left)
+        if trials > 0:
+            _tune_one(database, task, target, trials, budget, builder, runner, work_dir)
+            left -= trials
+        after = _records(database, task)
+        outcome = TaskOutcome(task.name, len(before), len(after), library_us, _best_us(after))
+        outcomes.append(outcome)
+        bar.set_postfix(best_us=outcome.best_us, trials_left=left)
+        log.info("%s: %d -> %d records, library %s us, best %s us", task.name, len(before), len(after),
+                 _fmt(library_us), _fmt(outcome.best_us))
+    return outcomes
+
+
+def _fmt(us: float | None) -> str:
+    return "-" if us is None else f"{us:.1f}"
