@@ -25,6 +25,7 @@ from pipeline.compile.cache import LIBRARY
 from pipeline.compile.manifest import SCHEMA_PATH, file_entry
 from pipeline.device import load_profile
 from pipeline.errors import CheckpointError
+from pipeline.kernels import kernel_db_hash
 from pipeline.model import Supernet, save_checkpoint
 from pipeline.space import SearchSpace
 
@@ -96,33 +97,39 @@ def test_export_onnx_refuses_a_graph_that_differs_from_pytorch(tmp_path):
 
 
 # ------------------------------------------------------------------------- artifacts
-def test_cli_compiles_verifies_and_second_run_hits_the_cache(demo, pipeline_cache, tmp_path):
+def test_cli_compile_hits_the_cache_and_verifies(demo, cache_copy, tmp_path):
+    """`warm_cache` compiled this subnet through the library: the CLI reuses it and verifies."""
     config_file = tmp_path / "small.json"
     config_file.write_text(json.dumps(demo.smallest().to_dict()))
+    entries = sorted((cache_copy / "compile").glob("??/*"))
+    assert len(entries) == 1
     args = ["compile", str(config_file), "--space", "demo", "--device", "x86-host",
             "--num-classes", "10", "--out", str(tmp_path / "art")]
-    first = CliRunner().invoke(main, args)
-    assert first.exit_code == 0, first.output
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
     folder = tmp_path / "art" / "small-x86-host"
-    assert first.output.strip().splitlines()[-1] == str(folder)
+    assert result.output.strip().splitlines()[-1] == str(folder)
+    assert "from the compile cache" in result.output
+    assert sorted((cache_copy / "compile").glob("??/*")) == entries
     assert _schema_errors(folder) == []
     manifest = Manifest.read(folder)
     assert manifest.verified and manifest["verification"]["device"] == "x86-host"
     assert manifest["verification"]["max_abs_diff"] < 1e-3
-    assert manifest["subnet"]["config"] == demo.smallest().to_dict()
-    assert manifest["input"] == {**manifest["input"], "name": "input", "shape": [1, 3, 32, 32]}
+    assert manifest["subnet"]["config"] == demo.smallest().to_dict() and manifest["subnet"]["name"] == "small"
+    assert manifest["input"]["name"] == "input" and manifest["input"]["shape"] == [1, 3, 32, 32]
     assert manifest["output"]["shape"] == [1, 10]
+    assert manifest["build"]["kernel_db_hash"] == kernel_db_hash("x86-host")  # None while untuned
+    coverage = manifest["build"]["kernel_coverage"]
+    assert coverage["total"] > 0
+    assert coverage["tuned"] + coverage["library"] + len(coverage["untuned_tasks"]) == coverage["total"]
     for name in ("model.so", "model.onnx"):
         assert manifest["files"][name] == file_entry(folder / name)
-    cache_entries = list((pipeline_cache / "compile").glob("??/*"))
-    assert len(cache_entries) == 1
 
-    second = CliRunner().invoke(main, args + ["--json"])
-    assert second.exit_code == 0, second.output
-    summary = json.loads(second.output.strip().splitlines()[-1])
+    again = CliRunner().invoke(main, args + ["--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.output.strip().splitlines()[-1])
     assert summary["cache_hit"] is True and summary["verified"] is True
     assert summary["manifest"]["build"]["cache_key"] == manifest["build"]["cache_key"]
-    assert list((pipeline_cache / "compile").glob("??/*")) == cache_entries
 
 
 def test_compile_many_in_workers_verified_over_rpc(demo, pipeline_cache, tmp_path, local_rpc_server):

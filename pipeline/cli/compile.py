@@ -53,6 +53,7 @@ def compile_cmd(arch: str, device: str, space_name: str | None, checkpoint: str 
              if artifact.verified else "NOT verified (--no-verify)")
     coverage = artifact.manifest["build"]["kernel_coverage"]
     click.echo(f"{arch} ({config.id}) for {profile.name}: {state}; "
-               f"{coverage['tuned']}/{coverage['total']} kernels tuned"
+               f"kernels: {coverage['tuned']} tuned, {coverage['library']} library-scheduled, "
+               f"{len(coverage['untuned_tasks'])} unscheduled of {coverage['total']}"
                f"{'; from the compile cache' if artifact.cache_hit else ''}")
     click.echo(str(artifact.folder))

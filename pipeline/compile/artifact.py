@@ -193,6 +193,17 @@ def _run_job(job: _Job) -> dict[str, Any]:
     return entry
 
 
+def _jobs(items: list[_Prepared], profile: Any, cache: CompileCache) -> list[_Job]:
+    """One build per distinct cache key among the misses."""
+    jobs: dict[str, _Job] = {}
+    for item in items:
+        if item.staged is not None and item.key.digest not in jobs:
+            jobs[item.key.digest] = _Job(item.key, str(item.staged), profile, str(cache.root), item.onnx_diff)
+    log.info("%d subnet(s) for %s: %d cached, %d to compile", len(items), profile.name,
+             sum(item.staged is None for item in items), len(jobs))
+    return list(jobs.values())
+
+
 def _run_jobs(jobs: list[_Job], workers: int) -> None:
     """Build every job, in worker processes when there is more than one."""
     if not jobs:
@@ -262,19 +273,24 @@ def _emit(item: _Prepared, space: SearchSpace, profile: Any, cache: CompileCache
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    for name in (LIBRARY, ONNX):
-        shutil.copy2(cache.path(item.key) / name, staging / name)
-    manifest = Manifest(_manifest_data(item, space, profile, entry, staging, num_classes, preprocessing))
-    if session is not None:
-        x = fixed_input(item.config.resolution, INPUT_SEED)
-        manifest.set_verification(verify_on_device(session, staging / LIBRARY, x, item.reference, profile.name))
-    manifest.write(staging)
+    try:
+        for name in (LIBRARY, ONNX):
+            shutil.copy2(cache.path(item.key) / name, staging / name)
+        manifest = Manifest(_manifest_data(item, space, profile, entry, staging, num_classes, preprocessing))
+        if session is not None:
+            x = fixed_input(item.config.resolution, INPUT_SEED)
+            manifest.set_verification(verify_on_device(session, staging / LIBRARY, x, item.reference, profile.name))
+        manifest.write(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     cache_hit = item.staged is None
     if session is not None and not manifest.verified:
         failed = item.out_dir.with_name(f"{item.out_dir.name}.failed")
         _replace_dir(staging, failed)
         return Artifact(failed, manifest, cache_hit)
     _replace_dir(staging, item.out_dir)
+    shutil.rmtree(item.out_dir.with_name(f"{item.out_dir.name}.failed"), ignore_errors=True)  # now stale
     return Artifact(item.out_dir, manifest, cache_hit)
 
 
@@ -312,25 +328,22 @@ def compile_many(space: SearchSpace, configs: Sequence[SubnetConfig], profile: A
         _check_out_dir(d)
     cache = CompileCache()
 
-    items = [_prepare(space, c, n, d, profile, supernet, checkpoint, num_classes, cache)
-             for c, n, d in tqdm(list(zip(configs, names, out_dirs)), desc="export", unit="subnet",
-                                 disable=len(configs) < 2)]
-    jobs, seen = [], set()
-    for item in items:
-        if item.staged is not None and item.key.digest not in seen:
-            seen.add(item.key.digest)
-            jobs.append(_Job(item.key, str(item.staged), profile, str(cache.root), item.onnx_diff))
-        elif item.staged is not None:
-            shutil.rmtree(item.staged, ignore_errors=True)  # a duplicate config in the batch
-    log.info("%d subnet(s) for %s: %d cached, %d to compile", len(items), profile.name,
-             len(items) - len(jobs), len(jobs))
-    _run_jobs(jobs, workers or os.cpu_count() or 1)
-
     with ExitStack() as stack:
         if verify and session is None:
+            # Opened first so that an unreachable device fails in seconds, not after the build.
             from pipeline.device import open_session
 
             session = stack.enter_context(open_session(profile))
+        items: list[_Prepared] = []
+        try:
+            for c, n, d in tqdm(list(zip(configs, names, out_dirs)), desc="export", unit="subnet",
+                                disable=len(configs) < 2):
+                items.append(_prepare(space, c, n, d, profile, supernet, checkpoint, num_classes, cache))
+            _run_jobs(_jobs(items, profile, cache), workers or os.cpu_count() or 1)
+        finally:  # builds that did not reach the cache leave no temporary folders behind
+            for item in items:
+                if item.staged is not None and item.staged.exists():
+                    shutil.rmtree(item.staged, ignore_errors=True)
         artifacts = [_emit(item, space, profile, cache, session if verify else None, num_classes, preprocessing)
                      for item in items]
     failed = [a for a in artifacts if verify and not a.verified]

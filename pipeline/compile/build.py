@@ -53,8 +53,10 @@ def build_library(mod: Any, profile: Any, lib_path: Path) -> dict[str, Any]:
     check_toolchain(profile)
     target = profile.tvm_target()
     lowered, coverage = lower_for_target(mod, target, profile.name)
-    if not coverage.complete:
-        log.warning("%s: %d of %d kernels have no tuned record; compiling them untuned (slow)",
-                    profile.name, coverage.total - coverage.tuned, coverage.total)
+    if coverage.untuned_tasks:
+        log.warning("%s: %d of %d kernels have neither a tuned record nor a library schedule; they run "
+                    "TVM's default loops (slow)", profile.name, len(coverage.untuned_tasks), coverage.total)
+    elif not coverage.complete:
+        log.info("%s: %s", profile.name, coverage.summary())
     export_library(tvm.compile(lowered, target=target), lib_path, profile)
     return coverage.to_dict()
