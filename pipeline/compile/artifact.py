@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import pipeline
 from pipeline.compile.build import build_library, check_toolchain
-from pipeline.compile.cache import LIBRARY, ONNX, CacheKey, CompileCache, weights_digest
+from pipeline.compile.cache import LIBRARY, ONNX, CacheKey, CompileCache, code_digest, weights_digest
 from pipeline.compile.frontend import INPUT_NAME, OUTPUT_NAME, export_onnx_checked, onnx_to_relax, torch_reference
 from pipeline.compile.manifest import MANIFEST_NAME, Manifest, file_entry
 from pipeline.compile.numerics import fixed_input
@@ -94,7 +94,7 @@ def artifact_dirname(config: SubnetConfig, device_name: str, name: str | None = 
 
 
 # ------------------------------------------------------------------ preparation
-@dataclass
+@dataclass(frozen=True)
 class _Prepared:
     """Everything known about one subnet before its (possibly cached) build."""
 
@@ -169,16 +169,18 @@ def _prepare(space: SearchSpace, config: SubnetConfig, name: str | None, out_dir
         weights=weights_digest(module), target=str(profile.tvm_target()),
         cross_compiler=profile.cross_compiler, tvm_version=tvm.__version__,
         kernel_db_hash=kernel_db_hash(profile.name), pipeline_version=pipeline.__version__,
-        onnx_opset=ONNX_OPSET)
+        code=code_digest(), onnx_opset=ONNX_OPSET)
     reference = torch_reference(module, fixed_input(config.resolution, INPUT_SEED))
-    prepared = _Prepared(config, name, out_dir, key, reference,
-                         "checkpoint" if supernet is not None else "random-init", checkpoint,
-                         staged=None, onnx_diff=None)
+    staged, onnx_diff = None, None
     if cache.lookup(key) is None:
-        prepared.staged = cache.staging()
-        _, comparison = export_onnx_checked(module, config.resolution, prepared.staged / ONNX, ONNX_OPSET)
-        prepared.onnx_diff = comparison.max_abs_diff
-    return prepared
+        staged = cache.staging()
+        try:
+            onnx_diff = export_onnx_checked(module, config.resolution, staged / ONNX, ONNX_OPSET)[1].max_abs_diff
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+    return _Prepared(config, name, out_dir, key, reference,
+                     "checkpoint" if supernet is not None else "random-init", checkpoint, staged, onnx_diff)
 
 
 # ----------------------------------------------------------------- the build

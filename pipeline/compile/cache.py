@@ -2,13 +2,16 @@
 
 A compiled library depends on the subnet (config, space, and the weights, which are
 bound into the code), on the target, on the TVM version, on the device's tuning
-database and on this package's version. The SHA-256 of exactly those is the key, so
-any change misses and nothing stale is ever reused. Entries are built in a temporary
+database, on this package's version and on the code that turns a config into a
+library (model structure, export, lowering and schedules: a fix there must not be
+masked by an old entry while the version number stays put). The SHA-256 of exactly
+those is the key, so any change misses and nothing stale is ever reused. Entries are built in a temporary
 folder and renamed into place: a crash or two concurrent writers never leave half an
 entry.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,9 +23,11 @@ from typing import Any
 
 import torch
 
-from pipeline.paths import cache_dir
+from pipeline.paths import PACKAGE_DIR, cache_dir
 
 ENTRY_FILE = "entry.json"
+#: Packages whose code shapes a compiled library (beyond config, weights and target).
+CODE_PACKAGES = ("space", "model", "compile", "kernels")
 LIBRARY = "model.so"
 ONNX = "model.onnx"
 
@@ -34,6 +39,17 @@ def weights_digest(module: torch.nn.Module) -> str:
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 over the sources of `CODE_PACKAGES` (what turns a config into a library)."""
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((PACKAGE_DIR / package).rglob("*.py")):
+            digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -49,6 +65,7 @@ class CacheKey:
     tvm_version: str
     kernel_db_hash: str | None
     pipeline_version: str
+    code: str             # `code_digest()`
     onnx_opset: int
 
     @property
