@@ -168,3 +168,48 @@ def test_sampling_plan_is_a_prefix_sequence_with_extremes():
     flops = np.sort([count_flops(space, c) for c in plan])
     # space-filling over FLOPs: no gap wider than a quarter of the range
     assert np.max(np.diff(np.log(flops))) < 0.25 * np.log(flops[-1] / flops[0])
+
+
+def _fill_store(path, device: str, configs, latency) -> None:
+    """A real measurement store holding the analytic device's latencies under the current key."""
+    from pipeline.device import MeasurementRecord, MeasurementStore, RecordKey, load_profile
+    from pipeline.device.measure import Measurement
+    from pipeline.profiling import current_key_fields
+
+    fields = current_key_fields(load_profile(device))
+    with MeasurementStore(path) as store:
+        for config, ms in zip(configs, latency):
+            m = Measurement.from_repeats([ms] * 5, number=1, attempts=1, max_spread=0.1)
+            store.add(MeasurementRecord.from_measurement(RecordKey(device, config.id, *fields),
+                                                         config.to_dict(), m, {"source": "analytic"}))
+
+
+def test_cli_fit_and_eval_print_the_error_report(demo, pipeline_cache, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    space, configs, _, latency = demo
+    store = tmp_path / "measurements.sqlite"
+    _fill_store(store, "x86-host", configs[:60], latency[:60])
+    runner = CliRunner()
+    fitted = runner.invoke(main, ["predictor", "fit", "--device", "x86-host", "--space", DEMO, "--store", str(store),
+                                  "--kind", "ridge", "--kind", "trees", "--json"])
+    assert fitted.exit_code == 0, fitted.output
+    report = json.loads(fitted.stdout.strip().splitlines()[-1])
+    assert report["n_train"] + report["n_test"] == 60 and report["n_test"] >= 5
+    assert report["kind"] in ("ridge", "trees") and report["revision"] == 1
+    assert 0 < report["rmse_ms"] < 0.2 * latency.mean() and 0 < report["mape"] < 0.2
+    assert 0 <= report["within_10pct"] <= 1 and 0 <= report["within_5pct"] <= report["within_10pct"]
+    assert report["kendall_tau"] > 0.5
+    assert (pipeline_cache / "predictors" / "x86-host" / "fit.png").stat().st_size > 1000
+
+    _fill_store(store, "x86-host", configs[60:], latency[60:])  # new measurements arrive
+    evaluated = runner.invoke(main, ["predictor", "eval", "--device", "x86-host", "--store", str(store), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    ev = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert ev["n_train"] == report["n_train"] and ev["n_test"] == len(configs) - report["n_train"]
+    assert ev["mape"] < 0.2 and ev["plot"].endswith("eval.png")
+
+    missing = runner.invoke(main, ["predictor", "eval", "--device", "rpi4", "--store", str(store)])
+    assert missing.exit_code == 2 and "pipeline predictor fit --device rpi4" in missing.output

@@ -1,0 +1,210 @@
+"""Benchmark of the latency predictor (not a test): accuracy, speed, noise, transfer.
+
+1. Accuracy on x86-host (demo space) at 25 / 50 / 100 training subnets (the first N of
+   the sampling plan's training side), tested on the hash-held-out measured subnets:
+   the CV-selected predictor and every candidate kind.
+2. Batched prediction throughput of each kind on 1e5 random encoded configs.
+3. Measurement noise on this shared machine: the same compiled subnets measured again
+   and again with the profile's policy, and the spread recorded in the store.
+4. Few-shot transfer to a second device: this machine restricted to one thread
+   (`x86-host-1t`, a profile made here from x86-host with `threads: 1`), measured on
+   the first subnets of the plan; the x86-host predictor plus K = 5, 10, 20 of them vs
+   a from-scratch fit on the same K.
+
+Needs `pipeline profile --device x86-host --subnets N [--blocks]` first. Prints a table
+and writes bench/results/predictor.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pipeline.paths import REPO_ROOT, cache_dir, profiles_dir
+from pipeline.predict import error_metrics, fit_kind, fit_predictor
+from pipeline.predict.fit import default_kinds
+from pipeline.predict.transfer import transfer_study
+from pipeline.predict.workflow import load_block_table, load_dataset, split
+from pipeline.space import SearchSpace, encode_many
+
+RESULTS = REPO_ROOT / "bench" / "results" / "predictor.json"
+log = logging.getLogger("bench.predictor")
+
+
+def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: float) -> dict:
+    data = load_dataset(device, space_name)
+    train, test = split(data, test_fraction)
+    lut = load_block_table(device, space_name)
+    out = {"n_measured": len(data), "n_test": len(test), "n_train_available": len(train),
+           "lut_entries": len(lut.entries) if lut else 0, "by_size": {}}
+    if lut is not None and len(test):
+        out["lut_coverage_test"] = float(lut.coverage(test.encoded).mean())
+    for n in sizes:
+        used = min(n, len(train))
+        sub = train.subset(np.arange(len(train)) < used)
+        chosen = fit_predictor(device, space_name, sub.encoded, sub.latency_ms, sub.ids, lut=lut)
+        row = {"n_train": used, "requested": n, "selected": chosen.kind,
+               "selected_metrics": error_metrics(test.latency_ms, chosen.predict(test.encoded)),
+               "cv": chosen.info["cv"], "kinds": {}}
+        for kind in default_kinds(lut):
+            model = fit_kind(kind, device, space_name, sub.encoded, sub.latency_ms, lut=lut)
+            row["kinds"][kind] = error_metrics(test.latency_ms, model.predict(test.encoded))
+        out["by_size"][str(n)] = row
+    return out
+
+
+def throughput(device: str, space_name: str, n: int = 100_000) -> dict:
+    data = load_dataset(device, space_name)
+    lut = load_block_table(device, space_name)
+    space = SearchSpace.load(space_name)
+    rng = random.Random(0)
+    encoded = encode_many([space.sample(rng) for _ in range(n)])
+    rates = {}
+    for kind in default_kinds(lut):
+        model = fit_kind(kind, device, space_name, data.encoded, data.latency_ms, lut=lut)
+        model.predict(encoded[:100])  # warm the table caches
+        best = min(_timed(lambda: model.predict(encoded)) for _ in range(3))
+        rates[kind] = n / best
+    return {"n_configs": n, "predictions_per_s": rates}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def noise(device: str, space_name: str, repeats: int) -> dict:
+    """Repeat whole measurements of a few already compiled subnets; spread of their medians."""
+    from pipeline.device import MeasurementStore, load_profile, measure, open_session
+    from pipeline.compile import INPUT_NAME, fixed_input
+
+    profile = load_profile(device)
+    data = load_dataset(device, space_name)
+    order = np.argsort(data.latency_ms)
+    picks = [order[0], order[len(order) // 2], order[-1]]
+    subnets = []
+    with open_session(profile) as session:
+        for i in picks:
+            config = data.configs[i]
+            lib = cache_dir() / "profile" / device / f"{config.id}-{device}" / "model.so"
+            if not lib.is_file():
+                continue
+            medians = [measure(session, lib, {INPUT_NAME: fixed_input(config.resolution)}, profile.policy).median_ms
+                       for _ in range(repeats)]
+            arr = np.asarray(medians)
+            subnets.append({"subnet_id": config.id, "stored_ms": float(data.latency_ms[i]), "medians_ms": medians,
+                            "cv": float(arr.std() / arr.mean()), "range_over_median": float(np.ptp(arr) / np.median(arr)),
+                            "share_within_10pct_of_median": float(np.mean(np.abs(arr / np.median(arr) - 1) <= 0.10))})
+    with MeasurementStore() as store:
+        spreads = np.array([r.iqr_ms / r.median_ms for r in store.records(device)])
+        ok = np.array([r.spread_ok for r in store.records(device)])
+    return {"repeats": repeats, "subnets": subnets, "load_avg_1min": os.getloadavg()[0],
+            "store_iqr_over_median": {"median": float(np.median(spreads)), "p90": float(np.percentile(spreads, 90))},
+            "store_spread_ok_share": float(ok.mean())}
+
+
+def transfer(device: str, space_name: str, n_target: int, n_source_train: int) -> dict:
+    """x86-host predictor -> x86-host-1t from K measurements (profiles copied to a temp folder)."""
+    from pipeline.profiling import profile_subnets, sampling_plan
+
+    target = f"{device}-1t"
+    folder = Path(tempfile.mkdtemp(prefix="profiles-"))
+    try:
+        for p in profiles_dir().glob("*.yaml"):
+            shutil.copy(p, folder / p.name)
+        raw = yaml.safe_load((profiles_dir() / f"{device}.yaml").read_text())
+        raw["name"], raw["description"] = target, f"{device} restricted to one thread (bench)"
+        raw.setdefault("policy", {})["threads"] = 1
+        (folder / f"{target}.yaml").write_text(yaml.safe_dump(raw))
+        os.environ["PIPELINE_PROFILES"] = str(folder)
+        source_data = load_dataset(device, space_name)
+        train, _ = split(source_data, 0.3)
+        train = train.subset(np.arange(len(train)) < n_source_train)
+        source = fit_predictor(device, space_name, train.encoded, train.latency_ms, train.ids,
+                               lut=load_block_table(device, space_name))
+        space = SearchSpace.load(space_name)
+        profile_subnets(target, space, sampling_plan(space, n_target))
+        data = load_dataset(target, space_name)
+        study = transfer_study(source, target, data.encoded, data.latency_ms)
+        study["source_kind"] = source.kind
+        return study
+    finally:
+        os.environ.pop("PIPELINE_PROFILES", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def print_table(results: dict) -> None:
+    acc = results.get("accuracy")
+    if acc:
+        print(f"\naccuracy on {results['device']} ({acc['n_test']} held-out subnets, LUT entries {acc['lut_entries']})")
+        print(f"{'n_train':>7} {'kind':<10} {'RMSE ms':>8} {'MAPE %':>7} {'±5% %':>6} {'±10% %':>7} {'tau':>6}")
+        for row in acc["by_size"].values():
+            for kind, m in [("*" + row["selected"], row["selected_metrics"])] + list(row["kinds"].items()):
+                print(f"{row['n_train']:>7} {kind:<10} {m['rmse_ms']:>8.3f} {100 * m['mape']:>7.2f} "
+                      f"{100 * m['within_5pct']:>6.0f} {100 * m['within_10pct']:>7.0f} {m['kendall_tau']:>6.3f}")
+    thr = results.get("throughput")
+    if thr:
+        print("\npredictions per second (batch of 1e5): " +
+              ", ".join(f"{k} {v:,.0f}" for k, v in thr["predictions_per_s"].items()))
+    nz = results.get("noise")
+    if nz:
+        print(f"\nmeasurement noise (load average {nz['load_avg_1min']:.1f}):")
+        for s in nz["subnets"]:
+            print(f"  {s['subnet_id']} ~{np.median(s['medians_ms']):.3f} ms: CV {100 * s['cv']:.1f}%, "
+                  f"range {100 * s['range_over_median']:.1f}% of median, within ±10% of median "
+                  f"{100 * s['share_within_10pct_of_median']:.0f}% of {nz['repeats']} repeats")
+        print(f"  store: IQR/median median {100 * nz['store_iqr_over_median']['median']:.1f}%, "
+              f"p90 {100 * nz['store_iqr_over_median']['p90']:.1f}%")
+    tr = results.get("transfer")
+    if tr:
+        print(f"\ntransfer {tr['source_device']} ({tr['source_kind']}) -> {tr['target_device']} "
+              f"({tr['n_measured']} measured):")
+        for k, row in tr["by_k"].items():
+            if "skipped" in row:
+                continue
+            for name in ("transfer", "scratch"):
+                m = row[name]
+                print(f"  K={k:>3} {name:<8} MAPE {100 * m['mape']:6.2f}%  ±10% {100 * m['within_10pct']:5.1f}%  "
+                      f"tau {m['kendall_tau']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="x86-host")
+    parser.add_argument("--space", default="demo")
+    parser.add_argument("--sizes", default="25,50,100")
+    parser.add_argument("--test-fraction", type=float, default=0.3)
+    parser.add_argument("--noise-repeats", type=int, default=10)
+    parser.add_argument("--transfer-subnets", type=int, default=30, help="0 skips the transfer study")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy,throughput,noise")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    skip = set(filter(None, args.skip.split(",")))
+    results: dict = {"device": args.device, "space": args.space, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if "accuracy" not in skip:
+        results["accuracy"] = accuracy(args.device, args.space, [int(s) for s in args.sizes.split(",")],
+                                       args.test_fraction)
+    if "throughput" not in skip:
+        results["throughput"] = throughput(args.device, args.space)
+    if "noise" not in skip:
+        results["noise"] = noise(args.device, args.space, args.noise_repeats)
+    if args.transfer_subnets:  # last: the one-thread device leaves TVM's pool at one thread
+        results["transfer"] = transfer(args.device, args.space, args.transfer_subnets, 50)
+    print_table(results)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""`pipeline profile` for real: demo subnets and single blocks compiled by TVM, measured on
+this machine (x86-host), stored in a temporary SQLite store, skipped on a re-run, and a
+predictor fitted from what was stored."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.device import MeasurementStore, load_profile
+from pipeline.predict import fit_predictor
+from pipeline.predict.features import distinct_blocks
+from pipeline.predict.workflow import load_block_table, load_dataset
+from pipeline.profiling import profile_blocks, sampling_plan
+from pipeline.space import SearchSpace
+from pipeline.space.arch import block_specs
+
+N_SUBNETS = 2
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    """One real profile run through the CLI (the smallest and largest demo subnet), in a private cache."""
+    root = tmp_path_factory.mktemp("profile")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(root / "cache"))
+        store = root / "measurements.sqlite"
+        args = ["profile", "--device", "x86-host", "--subnets", str(N_SUBNETS), "--space", "demo",
+                "--store", str(store), "--workers", "2", "--json"]
+        first = CliRunner().invoke(main, args)
+        second = CliRunner().invoke(main, args)
+        yield {"store": store, "root": root, "first": first, "second": second}
+
+
+def test_profile_measures_the_plan_and_a_rerun_skips_it(profiled):
+    assert profiled["first"].exit_code == 0, profiled["first"].output
+    first = json.loads(profiled["first"].stdout.strip().splitlines()[-1])["subnets"]
+    second = json.loads(profiled["second"].stdout.strip().splitlines()[-1])["subnets"]
+    assert (first["planned"], first["skipped"], first["measured"]) == (N_SUBNETS, 0, N_SUBNETS)
+    assert (second["planned"], second["skipped"], second["measured"]) == (N_SUBNETS, N_SUBNETS, 0)
+
+    space = SearchSpace.load("demo")
+    plan = sampling_plan(space, N_SUBNETS)
+    policy = load_profile("x86-host").policy
+    with MeasurementStore(profiled["store"]) as store:
+        records = {r.subnet_id: r for r in store.records("x86-host")}
+    assert set(records) == {c.id for c in plan}
+    for r in records.values():
+        assert r.median_ms > 0 and len(r.repeats_ms) == policy.repeat and r.meta["space"] == "demo"
+    smallest, largest = plan[0], plan[1]
+    assert (smallest, largest) == (space.smallest(), space.largest())
+    # 13x the FLOPs: the largest demo subnet is measurably slower than the smallest
+    assert records[largest.id].median_ms > 1.5 * records[smallest.id].median_ms
+
+
+def test_predictor_from_the_real_store(profiled):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(profiled["root"] / "cache"))
+        data = load_dataset("x86-host", "demo", profiled["store"])
+    assert len(data) == N_SUBNETS
+    predictor = fit_predictor("x86-host", "demo", data.encoded, data.latency_ms, data.ids, kinds=["ridge"])
+    predicted = predictor.predict(data.encoded)
+    assert predicted.shape == (N_SUBNETS,) and np.all(np.isfinite(predicted))
+    assert predictor.info["measurement_ids"] == list(data.ids)
+
+
+def test_blocks_are_measured_once_and_feed_the_lookup_table(profiled, tmp_path):
+    space = SearchSpace.load("demo")
+    smallest = space.smallest()
+    blocks = distinct_blocks(space, [smallest])[:2]
+    block_store = tmp_path / "blocks.sqlite"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(profiled["root"] / "cache"))
+        first = profile_blocks("x86-host", blocks + blocks[:1], block_store)
+        again = profile_blocks("x86-host", blocks, block_store)
+        lut = load_block_table("x86-host", "demo", block_store)
+    assert (first.planned, first.measured) == (2, 2) and (again.skipped, again.measured) == (2, 0)
+    assert lut is not None and set(lut.entries) == {b.key for b in blocks}
+    assert all(ms > 0 for ms in lut.entries.values())
+    # the smallest subnet's sum: its measured blocks at their measured times, the rest estimated
+    encoded = smallest.encode()[None, :]
+    measured_part = sum(lut.entries.get(b.key, 0.0) for b in block_specs(space, smallest))
+    assert lut.block_sum(encoded)[0] >= measured_part > 0
+    assert 0 < lut.coverage(encoded)[0] <= 1
