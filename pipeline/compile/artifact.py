@@ -56,7 +56,7 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     scale: float = 1 / 255
-    resize: str = "resize the shorter side to round(R / 0.875), then centre-crop R x R"
+    resize: str = "bilinear resize of the shorter side to round(R / 0.875), then centre-crop R x R"
 
     def to_manifest(self, resolution: int) -> dict[str, Any]:
         return {"resolution": resolution, "resize": self.resize, "color": "RGB", "scale": self.scale,
