@@ -33,17 +33,19 @@ from pipeline.paths import REPO_ROOT, cache_dir, profiles_dir
 from pipeline.predict import error_metrics, fit_kind, fit_predictor
 from pipeline.predict.fit import default_kinds
 from pipeline.predict.transfer import transfer_study
-from pipeline.predict.workflow import load_block_table, load_dataset, split
+from pipeline.device import load_profile
+from pipeline.predict.workflow import load_block_table, load_dataset, split, stored_key_fields
+from pipeline.profiling import current_key_fields
 from pipeline.space import SearchSpace, encode_many
 
 RESULTS = REPO_ROOT / "bench" / "results" / "predictor.json"
 log = logging.getLogger("bench.predictor")
 
 
-def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: float) -> dict:
-    data = load_dataset(device, space_name)
+def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: float, fields) -> dict:
+    data = load_dataset(device, space_name, key_fields=fields)
     train, test = split(data, test_fraction)
-    lut = load_block_table(device, space_name)
+    lut = load_block_table(device, space_name, key_fields=fields)
     out = {"n_measured": len(data), "n_test": len(test), "n_train_available": len(train),
            "lut_entries": len(lut.entries) if lut else 0, "by_size": {}}
     if lut is not None and len(test):
@@ -62,34 +64,37 @@ def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: floa
     return out
 
 
-def throughput(device: str, space_name: str, n: int = 100_000) -> dict:
-    data = load_dataset(device, space_name)
-    lut = load_block_table(device, space_name)
+def throughput(device: str, space_name: str, fields, n: int = 100_000) -> dict:
+    data = load_dataset(device, space_name, key_fields=fields)
+    lut = load_block_table(device, space_name, key_fields=fields)
     space = SearchSpace.load(space_name)
     rng = random.Random(0)
     encoded = encode_many([space.sample(rng) for _ in range(n)])
-    rates = {}
+    rates, cpu_rates = {}, {}
     for kind in default_kinds(lut):
         model = fit_kind(kind, device, space_name, data.encoded, data.latency_ms, lut=lut)
         model.predict(encoded[:100])  # warm the table caches
-        best = min(_timed(lambda: model.predict(encoded)) for _ in range(3))
-        rates[kind] = n / best
-    return {"n_configs": n, "predictions_per_s": rates}
+        wall, cpu = zip(*(_timed(lambda: model.predict(encoded)) for _ in range(5)))
+        rates[kind] = n / min(wall)
+        cpu_rates[kind] = n / min(cpu)
+    return {"n_configs": n, "predictions_per_s": rates, "predictions_per_cpu_s": cpu_rates,
+            "load_avg_1min": os.getloadavg()[0]}
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
+def _timed(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call: on a shared machine the CPU time is the fairer number."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def noise(device: str, space_name: str, repeats: int) -> dict:
+def noise(device: str, space_name: str, repeats: int, fields) -> dict:
     """Repeat whole measurements of a few already compiled subnets; spread of their medians."""
     from pipeline.device import MeasurementStore, load_profile, measure, open_session
     from pipeline.compile import INPUT_NAME, fixed_input
 
     profile = load_profile(device)
-    data = load_dataset(device, space_name)
+    data = load_dataset(device, space_name, key_fields=fields)
     order = np.argsort(data.latency_ms)
     picks = [order[0], order[len(order) // 2], order[-1]]
     subnets = []
@@ -113,7 +118,7 @@ def noise(device: str, space_name: str, repeats: int) -> dict:
             "store_spread_ok_share": float(ok.mean())}
 
 
-def transfer(device: str, space_name: str, n_target: int, n_source_train: int) -> dict:
+def transfer(device: str, space_name: str, n_target: int, n_source_train: int, fields) -> dict:
     """x86-host predictor -> x86-host-1t from K measurements (profiles copied to a temp folder)."""
     from pipeline.profiling import profile_subnets, sampling_plan
 
@@ -127,11 +132,11 @@ def transfer(device: str, space_name: str, n_target: int, n_source_train: int) -
         raw.setdefault("policy", {})["threads"] = 1
         (folder / f"{target}.yaml").write_text(yaml.safe_dump(raw))
         os.environ["PIPELINE_PROFILES"] = str(folder)
-        source_data = load_dataset(device, space_name)
+        source_data = load_dataset(device, space_name, key_fields=fields)
         train, _ = split(source_data, 0.3)
         train = train.subset(np.arange(len(train)) < n_source_train)
         source = fit_predictor(device, space_name, train.encoded, train.latency_ms, train.ids,
-                               lut=load_block_table(device, space_name))
+                               lut=load_block_table(device, space_name, key_fields=fields))
         space = SearchSpace.load(space_name)
         profile_subnets(target, space, sampling_plan(space, n_target))
         data = load_dataset(target, space_name)
@@ -154,8 +159,9 @@ def print_table(results: dict) -> None:
                       f"{100 * m['within_5pct']:>6.0f} {100 * m['within_10pct']:>7.0f} {m['kendall_tau']:>6.3f}")
     thr = results.get("throughput")
     if thr:
-        print("\npredictions per second (batch of 1e5): " +
-              ", ".join(f"{k} {v:,.0f}" for k, v in thr["predictions_per_s"].items()))
+        print(f"\npredictions per second, batch of 1e5, best of 5 (load average {thr['load_avg_1min']:.1f}):")
+        for k, v in thr["predictions_per_s"].items():
+            print(f"  {k:<10} {v:>12,.0f} /s wall  {thr['predictions_per_cpu_s'][k]:>12,.0f} /s CPU")
     nz = results.get("noise")
     if nz:
         print(f"\nmeasurement noise (load average {nz['load_avg_1min']:.1f}):")
@@ -187,19 +193,24 @@ def main() -> None:
     parser.add_argument("--noise-repeats", type=int, default=10)
     parser.add_argument("--transfer-subnets", type=int, default=30, help="0 skips the transfer study")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy,throughput,noise")
+    parser.add_argument("--kernels", choices=["current", "stored"], default="current",
+                        help="fit on measurements of the current kernel code, or on the largest stored group")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     skip = set(filter(None, args.skip.split(",")))
-    results: dict = {"device": args.device, "space": args.space, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    fields = stored_key_fields(args.device)[0][0] if args.kernels == "stored" else None
+    results: dict = {"device": args.device, "space": args.space, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "kernel_db_hash": (fields or current_key_fields(load_profile(args.device)))[2],
+                     "kernels": args.kernels}
     if "accuracy" not in skip:
         results["accuracy"] = accuracy(args.device, args.space, [int(s) for s in args.sizes.split(",")],
-                                       args.test_fraction)
+                                       args.test_fraction, fields)
     if "throughput" not in skip:
-        results["throughput"] = throughput(args.device, args.space)
+        results["throughput"] = throughput(args.device, args.space, fields)
     if "noise" not in skip:
-        results["noise"] = noise(args.device, args.space, args.noise_repeats)
+        results["noise"] = noise(args.device, args.space, args.noise_repeats, fields)
     if args.transfer_subnets:  # last: the one-thread device leaves TVM's pool at one thread
-        results["transfer"] = transfer(args.device, args.space, args.transfer_subnets, 50)
+        results["transfer"] = transfer(args.device, args.space, args.transfer_subnets, 50, fields)
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))

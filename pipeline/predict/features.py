@@ -47,28 +47,29 @@ class Component:
     blocks: tuple[BlockSpec, ...] | None
     depth_col: int | None
 
-    def combination_index(self, encoded: np.ndarray) -> np.ndarray:
-        """Row of `stats` for each encoded config (vectorised mixed radix)."""
-        idx = np.zeros(len(encoded), dtype=np.int64)
+    def combination_index(self, batch: "Batch") -> np.ndarray:
+        """Row of `stats` for each config of the batch (vectorised mixed radix)."""
+        idx = np.zeros(len(batch), dtype=np.int64)
         for col, options in zip(self.columns, self.choices):
-            values = encoded[:, col]
-            opts = np.asarray(options, dtype=np.float64)
-            pos = np.searchsorted(opts, values)
-            pos = np.clip(pos, 0, len(opts) - 1)
-            if not np.array_equal(opts[pos], values):
-                bad = values[opts[pos] != values][0]
-                raise ConfigError(
-                    f"encoded column {col} holds {bad:g}, not one of {list(options)}: "
-                    "validate configs against the space the predictor was fitted for"
-                )
-            idx = idx * len(opts) + pos
+            idx = idx * len(options) + batch.positions[:, col]
         return idx
 
-    def active(self, encoded: np.ndarray) -> np.ndarray:
+    def active(self, batch: "Batch") -> np.ndarray:
         """Whether this component exists in each config (blocks beyond depth do not)."""
         if self.depth_col is None:
-            return np.ones(len(encoded), dtype=bool)
-        return encoded[:, self.depth_col] > self.index
+            return np.ones(len(batch), dtype=bool)
+        return batch.encoded[:, self.depth_col] > self.index
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Encoded configs plus, per column, the position of each value among the sorted choices."""
+
+    encoded: np.ndarray  # (N, 31) float
+    positions: np.ndarray  # (N, 31) int
+
+    def __len__(self) -> int:
+        return len(self.encoded)
 
 
 def _block_stats(block: BlockSpec) -> tuple[int, int, int]:
@@ -141,6 +142,25 @@ class SpaceTables:
 
     space: SearchSpace
     components: tuple[Component, ...]
+    #: (31, max value + 1): position of a value among its column's sorted choices, -1 if not allowed.
+    position_table: np.ndarray
+
+    def index(self, configs) -> Batch:
+        """Validate and index a batch (configs, an encoded array, or an existing Batch) in one gather."""
+        if isinstance(configs, Batch):
+            return configs
+        encoded = as_encoded(configs)
+        values = encoded.astype(np.int64)
+        top = self.position_table.shape[1] - 1
+        inside = (values == encoded) & (values >= 0) & (values <= top)
+        positions = self.position_table[np.arange(ENCODING_SIZE), np.clip(values, 0, top)]
+        bad = ~inside | (positions < 0)
+        if bad.any():
+            row, col = map(int, np.argwhere(bad)[0])
+            allowed = list(np.flatnonzero(self.position_table[col] >= 0))
+            raise ConfigError(f"encoded column {col} holds {encoded[row, col]:g}, not one of {allowed}: "
+                              "validate configs against the space the predictor was fitted for")
+        return Batch(encoded, positions)
 
     @property
     def blocks(self) -> tuple[Component, ...]:
@@ -154,24 +174,25 @@ class SpaceTables:
             names += [f"mb{s + 1}_mflops", f"mb{s + 1}_mparams", f"mb{s + 1}_act_mb", f"mb{s + 1}_depth"]
         return names
 
-    def subnet_features(self, encoded: np.ndarray) -> np.ndarray:
+    def subnet_features(self, configs) -> np.ndarray:
         """(N, F) features: resolution, totals, stem/head FLOPs, per-stage FLOPs/params/activations/depth.
 
         FLOPs in MFLOPs, params in M, activations in MB so columns have similar scales.
         """
-        encoded = as_encoded(encoded)
+        batch = self.index(configs)
+        encoded = batch.encoded
         scale = np.array([1e-6, 1e-6, 1e-6])
         n = len(encoded)
         per_stage = np.zeros((n, NUM_STAGES, 3))
         stem = head = np.zeros((n, 3))
         for comp in self.components:
-            vals = comp.stats[comp.combination_index(encoded)] * scale
+            vals = comp.stats[comp.combination_index(batch)] * scale
             if comp.stage < 0:
                 stem = vals
             elif comp.stage >= NUM_STAGES:
                 head = vals
             else:
-                per_stage[:, comp.stage] += vals * comp.active(encoded)[:, None]
+                per_stage[:, comp.stage] += vals * comp.active(batch)[:, None]
         depth = encoded[:, COL_DEPTH:COL_DEPTH + NUM_STAGES]
         totals = per_stage.sum(axis=1) + stem + head
         stage_cols = np.concatenate([per_stage, depth[:, :, None]], axis=2).reshape(n, -1)
@@ -186,7 +207,12 @@ def space_tables(space: SearchSpace) -> SpaceTables:
     for s, stage in enumerate(space.stages):
         comps += [_block_component(space, s, i) for i in range(max(stage.depths))]
     comps.append(_head_component(space, stem=False))
-    return SpaceTables(space, tuple(comps))
+    choice_of = _column_choices(space)
+    table = np.full((ENCODING_SIZE, max(max(v) for v in choice_of.values()) + 1), -1, dtype=np.int64)
+    for col, options in choice_of.items():
+        for pos, value in enumerate(_sorted(options)):
+            table[col, value] = pos
+    return SpaceTables(space, tuple(comps), table)
 
 
 @lru_cache(maxsize=8)

@@ -72,20 +72,22 @@ class BlockLatencyTable:
             measured.append(known)
         return cls(entries, tables, fallback, tuple(ms), tuple(measured))
 
-    def block_sum(self, encoded: np.ndarray) -> np.ndarray:
+    def block_sum(self, configs) -> np.ndarray:
         """Sum of the table's latencies over each config's active blocks (ms)."""
-        total = np.zeros(len(encoded))
+        batch = self.tables.index(configs)
+        total = np.zeros(len(batch))
         for comp, ms in zip(self.tables.blocks, self.per_position_ms):
-            total += ms[comp.combination_index(encoded)] * comp.active(encoded)
+            total += ms[comp.combination_index(batch)] * comp.active(batch)
         return total
 
-    def coverage(self, encoded: np.ndarray) -> np.ndarray:
+    def coverage(self, configs) -> np.ndarray:
         """Share of each config's block-latency sum that comes from measured entries."""
-        measured_sum = np.zeros(len(encoded))
+        batch = self.tables.index(configs)
+        measured_sum = np.zeros(len(batch))
         for comp, ms, known in zip(self.tables.blocks, self.per_position_ms, self.per_position_measured):
-            idx = comp.combination_index(encoded)
-            measured_sum += ms[idx] * known[idx] * comp.active(encoded)
-        return measured_sum / np.maximum(self.block_sum(encoded), 1e-12)
+            idx = comp.combination_index(batch)
+            measured_sum += ms[idx] * known[idx] * comp.active(batch)
+        return measured_sum / np.maximum(self.block_sum(batch), 1e-12)
 
     def to_dict(self) -> dict[str, Any]:
         return {"entries": [[list(k), v] for k, v in self.entries.items()]}

@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import cache_dir
-from pipeline.predict.features import SpaceTables, as_encoded, tables_for
+from pipeline.predict.features import SpaceTables, tables_for
 from pipeline.predict.lut import BlockLatencyTable
 from pipeline.predict.models import LinearModel, TreeEnsemble, model_from_dict
 
@@ -61,21 +61,22 @@ class LatencyPredictor:
 
     def predict(self, configs) -> np.ndarray:
         """Latency in ms of each config (a list of SubnetConfig or an (N, 31) `encode_many` array)."""
-        encoded = as_encoded(configs)
-        out = np.full(len(encoded), self.offset)
+        batch = self.tables.index(configs)  # validated and indexed once for every part
+        out = np.full(len(batch), self.offset)
         if self.base is not None:
-            out += self.scale * self.base_predict(encoded)
+            out += self.scale * self.base_predict(batch)
         if self.model is not None:
-            out += self.model.predict(self.tables.subnet_features(encoded))
+            out += self.model.predict(self.tables.subnet_features(batch))
         return out
 
-    def base_predict(self, encoded: np.ndarray) -> np.ndarray:
+    def base_predict(self, configs) -> np.ndarray:
         """The base term before scaling: the block table's sum or the source predictor's ms."""
+        batch = self.tables.index(configs)
         if isinstance(self.base, BlockLatencyTable):
-            return self.base.block_sum(encoded)
+            return self.base.block_sum(batch)
         if isinstance(self.base, LatencyPredictor):
-            return self.base.predict(encoded)
-        return np.zeros(len(encoded))
+            return self.base.predict(batch)
+        return np.zeros(len(batch))
 
     def with_info(self, **info: Any) -> "LatencyPredictor":
         return replace(self, info={**self.info, **info})

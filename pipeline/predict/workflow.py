@@ -50,12 +50,41 @@ class Dataset:
         return len(self.ids)
 
 
-def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | None = None) -> Dataset:
-    """The device's stored subnet measurements of current code whose configs belong to the space."""
-    from pipeline.device import MeasurementStore, load_profile
+KeyFields = tuple[str, str, str]
+
+
+def _fields(device: str, key_fields: KeyFields | None) -> KeyFields:
+    from pipeline.device import load_profile
     from pipeline.profiling import current_key_fields
 
-    fields = current_key_fields(load_profile(device))
+    return tuple(key_fields) if key_fields else current_key_fields(load_profile(device))
+
+
+def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) -> list[tuple[KeyFields, int]]:
+    """(target, TVM version, kernel hash) groups of the device's stored measurements, largest first.
+
+    For looking at (or deliberately fitting on) measurements of code that is no longer
+    current, e.g. while the kernel library is still changing.
+    """
+    from collections import Counter
+
+    from pipeline.device import MeasurementStore
+
+    with MeasurementStore(store_path) as store:
+        counts = Counter((r.target, r.tvm_version, r.kernel_db_hash) for r in store.records(device))
+    return counts.most_common()
+
+
+def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | None = None,
+                 key_fields: KeyFields | None = None) -> Dataset:
+    """The device's stored subnet measurements whose configs belong to the space.
+
+    Only measurements under `key_fields` (default: the current target, TVM version and
+    kernel hash) count.
+    """
+    from pipeline.device import MeasurementStore
+
+    fields = _fields(device, key_fields)
     space = SearchSpace.load(space_name)
     ids, configs, latency = [], [], []
     with MeasurementStore(store_path) as store:
@@ -69,8 +98,8 @@ def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | N
             ids.append(rec.subnet_id)
             configs.append(config)
             latency.append(rec.median_ms)
-    log.info("%s: %d measured subnets of space %s with the current target, TVM and kernels",
-             device, len(ids), space_name)
+    log.info("%s: %d measured subnets of space %s under kernel hash %s", device, len(ids), space_name,
+             fields[2][:12])
     return Dataset(device, tuple(ids), tuple(configs), encode_many(configs), np.asarray(latency, dtype=np.float64),
                    fields)
 
@@ -89,16 +118,16 @@ def split(data: Dataset, test_fraction: float, seed: int = 0) -> tuple[Dataset, 
     return data.subset(~mask), data.subset(mask)
 
 
-def load_block_table(device: str, space_name: str, store_path: str | os.PathLike | None = None
-                     ) -> BlockLatencyTable | None:
-    """The device's measured blocks (current code) laid onto the space; None when none are stored."""
-    from pipeline.device import MeasurementStore, load_profile
-    from pipeline.profiling import block_store_path, current_key_fields
+def load_block_table(device: str, space_name: str, store_path: str | os.PathLike | None = None,
+                     key_fields: KeyFields | None = None) -> BlockLatencyTable | None:
+    """The device's measured blocks (under `key_fields`, default current) laid onto the space, or None."""
+    from pipeline.device import MeasurementStore
+    from pipeline.profiling import block_store_path
 
     path = Path(store_path) if store_path else block_store_path()
     if not path.is_file():
         return None
-    fields = current_key_fields(load_profile(device))
+    fields = _fields(device, key_fields)
     with MeasurementStore(path) as store:
         entries = {tuple(r.config["block_key"]): r.median_ms for r in store.records(device)
                    if (r.target, r.tvm_version, r.kernel_db_hash) == fields}
