@@ -54,10 +54,11 @@ def fit_kind(kind: str, device: str, space_name: str, configs, latency_ms: np.nd
     base_name, _, model_name = kind.partition("+")
     if base_name in FEATURE_KINDS:
         base_name, model_name = "", base_name
-    base = {"": None, "lut": lut, "transfer": source}.get(base_name, "unknown")
-    if base == "unknown" or model_name not in ("", *FEATURE_KINDS):
+    bases = {"": None, "lut": lut, "transfer": source}
+    if base_name not in bases or model_name not in ("", *FEATURE_KINDS):
         raise ConfigError(f"unknown predictor kind {kind!r}; one of "
                           f"{', '.join(FEATURE_KINDS + LUT_KINDS + TRANSFER_KINDS)}")
+    base = bases[base_name]
     if base_name and base is None:
         raise ConfigError(f"predictor kind {kind!r} needs a {'block table' if base_name == 'lut' else 'source predictor'}")
     predictor = LatencyPredictor(device, space_name, kind, 0.0, 0.0, base, None)
