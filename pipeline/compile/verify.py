@@ -8,9 +8,6 @@ seeded tensor of `numerics.fixed_input`, so a verification is reproducible.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +21,11 @@ INPUT_SEED = 0
 
 
 def run_on_device(session: Any, lib_path: Path, x: np.ndarray) -> np.ndarray:
-    """Load `lib_path` through `session` (`.load(path)`, `.device`) and run `main` on `x`.
-
-    The library is loaded under a fresh unique name: every artifact's library is called
-    `model.so`, and a remote session that is handed a second `model.so` overwrites the
-    first while it is still mapped, which kills the RPC server.
-    """
+    """Load `lib_path` through `session` (`.load(path)`, `.device`) and run `main` on `x`."""
     import tvm
     from tvm import relax
 
-    with tempfile.TemporaryDirectory() as tmp:
-        unique = Path(tmp) / f"{uuid.uuid4().hex}.so"
-        shutil.copyfile(lib_path, unique)
-        lib = session.load(unique)
+    lib = session.load(lib_path)
     vm = relax.VirtualMachine(lib, session.device)
     out = vm["main"](tvm.runtime.tensor(x, session.device))
     if not hasattr(out, "numpy"):  # a tuple of outputs; the models here have one
