@@ -25,13 +25,51 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AccuracySetup:
-    """`rank` scores search candidates; `exact` scores the subnets that are emitted."""
+    """`rank` scores search candidates; `exact` scores the subnets that are emitted;
+    `eval_data` (when there is data) recalibrates BN of each subnet that is compiled."""
 
     rank: AccuracySource
     exact: AccuracySource
     source: str  # what the manifest's accuracy.source says
     dataset: str | None
     info: dict[str, Any]
+    eval_data: Any = None  # pipeline.train.EvalData
+
+
+class RecalibratedSubnets:
+    """Static subnets, each extracted right after BN recalibration for its own config.
+
+    BN statistics in a supernet are per subnet (AttentiveNAS recalibrates before every
+    evaluation), so the weights an app gets must be extracted after recalibrating for
+    that subnet. Offers what compilation takes from a supernet: `space`,
+    `num_classes`, `extract(config)`.
+    """
+
+    def __init__(self, supernet: Any, modules: dict[SubnetConfig, Any]) -> None:
+        self.space, self.num_classes = supernet.space, supernet.num_classes
+        self._modules = modules
+
+    def extract(self, config: SubnetConfig) -> Any:
+        return self._modules[config]
+
+
+def deployable(supernet: Any, space: SearchSpace, configs: list[SubnetConfig], setup: AccuracySetup
+               ) -> tuple[RecalibratedSubnets, dict[SubnetConfig, float]]:
+    """Recalibrate, validate and extract each config; returns the modules and their top-1.
+
+    Without evaluation data (official-predictor builds) the checkpoint's BN statistics
+    are used as stored and the top-1 is the accuracy source's.
+    """
+    if setup.eval_data is None:
+        top1 = setup.exact.predict(configs)
+        return RecalibratedSubnets(supernet, {c: supernet.extract(c) for c in configs}), dict(zip(configs, top1))
+    from pipeline.train import evaluate
+
+    modules, accuracy = {}, {}
+    for config in dict.fromkeys(configs):
+        (result,) = evaluate(supernet, [config], setup.eval_data, space, progress=False)
+        modules[config], accuracy[config] = supernet.extract(config), result.top1
+    return RecalibratedSubnets(supernet, modules), accuracy
 
 
 def official_setup(trees: Path) -> AccuracySetup:
@@ -63,7 +101,7 @@ def supernet_setup(space: SearchSpace, supernet: Any, checkpoint: Path, data_roo
             "top1_max": float(top1.max()), "recalib_batches": recalib_batches, "data": str(data_root)}
     log.info("accuracy: %d subnets evaluated (%d new), top-1 %.1f..%.1f %%", len(plan), info["newly_evaluated"],
              top1.min(), top1.max())
-    return AccuracySetup(ranker, exact, "supernet (BN recalibrated)", str(data_root), info)
+    return AccuracySetup(ranker, exact, "supernet (BN recalibrated)", str(data_root), info, data)
 
 
 def load_supernet_for(cfg: BuildConfig) -> tuple[Any, Path, SearchSpace]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeline.build.accuracy import AccuracySetup
+from pipeline.build.accuracy import AccuracySetup, deployable
 from pipeline.search import Budget, Candidate, EvolutionConfig, SearchResult, evolve
 from pipeline.space import SearchSpace, SubnetConfig
 
@@ -83,6 +83,7 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
     outcomes = {b: BudgetOutcome(profile.name, b, b) for b in budgets_ms}
+    accuracy: dict[SubnetConfig, float] = {}
     pending = list(budgets_ms)
     searches: list[SearchResult] = []
     for round_no in range(1, ctx.max_rounds + 1):
@@ -101,7 +102,7 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
                 chosen.append((b, cand))
         missed = []
         artifacts = timed("compile+verify",
-                          lambda: _compile(ctx, profile, [(b, c.config) for b, c in chosen], session))
+                          lambda: _compile(ctx, profile, [(b, c.config) for b, c in chosen], session, accuracy))
         for (b, cand), artifact in zip(chosen, artifacts):
             outcome = outcomes[b]
             measured = timed("measure", lambda: _measure(profile, store, session, cand.config, artifact.library,
@@ -112,6 +113,7 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
                                    "measured_ms": round(measured, 4)})
             if measured <= b:
                 outcome.folder, outcome.candidate, outcome.measured_ms = artifact.folder, cand, measured
+                outcome.accuracy = round(float(accuracy[cand.config]), 3)
                 outcome.reason = None
             else:
                 log.warning("%s, %g ms budget: %s measured %.3f ms (predicted %.3f): tightening", profile.name, b,
@@ -131,13 +133,17 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
     return [outcomes[b] for b in budgets_ms], searches
 
 
-def _compile(ctx: LoopContext, profile: Any, jobs: list[tuple[float, SubnetConfig]], session: Any) -> list[Any]:
-    """Compile and verify on the device into each budget's artifact folder."""
+def _compile(ctx: LoopContext, profile: Any, jobs: list[tuple[float, SubnetConfig]], session: Any,
+             accuracy: dict[SubnetConfig, float]) -> list[Any]:
+    """Compile (each subnet with its own recalibrated BN statistics) and verify on the
+    device into each budget's artifact folder; `accuracy` receives each subnet's top-1."""
     from pipeline.compile import compile_many
 
     if not jobs:
         return []
-    return compile_many(ctx.space, [c for _, c in jobs], profile, ctx.out, ctx.supernet,
+    subnets, top1 = deployable(ctx.supernet, ctx.space, [c for _, c in jobs], ctx.accuracy)
+    accuracy.update(top1)
+    return compile_many(ctx.space, [c for _, c in jobs], profile, ctx.out, subnets,
                         out_dirs=[artifact_folder(ctx.out, profile.name, b) for b, _ in jobs],
                         checkpoint=ctx.checkpoint, workers=ctx.workers, session=session)
 
@@ -159,12 +165,11 @@ def _measure(profile: Any, store: Any, session: Any, config: SubnetConfig, libra
 
 
 def _finish_manifest(ctx: LoopContext, profile: Any, outcome: BudgetOutcome, predictor: Any) -> None:
-    """Fill accuracy and predicted/measured latency into the emitted artifact's manifest."""
+    """Fill accuracy (of the compiled weights) and predicted/measured latency into the manifest."""
     from pipeline.compile import Manifest
 
     cand = outcome.candidate
-    assert cand is not None and outcome.folder is not None
-    outcome.accuracy = round(float(ctx.accuracy.exact.predict([cand.config])[0]), 3)
+    assert cand is not None and outcome.folder is not None and outcome.accuracy is not None
     manifest = Manifest.read(outcome.folder)
     manifest.set_accuracy(outcome.accuracy, ctx.accuracy.source, ctx.accuracy.dataset)
     revision = getattr(predictor, "info", {}).get("revision")
