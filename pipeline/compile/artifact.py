@@ -2,7 +2,7 @@
 
 The work is split by cost. In this process: extract the static subnet, export and check
 ONNX (seconds), compute the PyTorch reference, and look up the compile cache. In worker
-processes: the TVM build (tens of seconds to minutes per subnet). Back here: one device
+processes (`workers`): the TVM build (tens of seconds per subnet). Back here: one device
 session verifies every library, and only a verified artifact lands at its final path; a
 failed one is left beside it as `<name>.failed/` for inspection and an error is raised.
 """
@@ -10,29 +10,27 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import shutil
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import pipeline
-from pipeline.compile.build import build_library, check_toolchain
+from pipeline.compile.build import check_toolchain
 from pipeline.compile.cache import LIBRARY, ONNX, CacheKey, CompileCache, code_digest, weights_digest
-from pipeline.compile.frontend import INPUT_NAME, OUTPUT_NAME, export_onnx_checked, onnx_to_relax, torch_reference
+from pipeline.compile.frontend import INPUT_NAME, OUTPUT_NAME, export_onnx_checked, torch_reference
 from pipeline.compile.manifest import MANIFEST_NAME, Manifest, file_entry
 from pipeline.compile.numerics import fixed_input
+from pipeline.compile.subnet import check_supernet_space, static_module
 from pipeline.compile.verify import INPUT_SEED, verify_on_device
-from pipeline.errors import CheckpointError, PipelineError
+from pipeline.compile.workers import BuildJob, run_jobs
+from pipeline.errors import PipelineError
 from pipeline.space import SearchSpace, SubnetConfig
 from pipeline.space.arch import count_flops, count_params
 
@@ -41,8 +39,6 @@ log = logging.getLogger(__name__)
 ONNX_OPSET = 17
 #: C++ app example (README) that loads an artifact with the TVM runtime.
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-#: Seed of the weights of subnets compiled without a supernet (latency work, tests).
-RANDOM_INIT_SEED = 0
 
 
 class VerificationFailed(PipelineError):
@@ -109,53 +105,6 @@ class _Prepared:
     onnx_diff: float | None   # known now on a miss; read from the cache entry on a hit
 
 
-@dataclass(frozen=True)
-class _Job:
-    """A TVM build for a worker process (plain data: crosses the spawn boundary)."""
-
-    key: CacheKey
-    staged: str
-    profile: Any              # DeviceProfile (a frozen, picklable dataclass)
-    cache_root: str
-    onnx_diff: float
-
-
-def _static_module(space: SearchSpace, config: SubnetConfig, supernet: Any, num_classes: int) -> torch.nn.Module:
-    """The subnet's static module: from the supernet's weights, or seeded random weights.
-
-    Random weights get perturbed BatchNorm statistics and affine terms: a fresh subnet
-    has zero-initialised residual BN gammas, which would make most of the graph dead and
-    the on-device check blind to errors in it.
-    """
-    if supernet is not None:
-        return supernet.extract(config).eval()
-    from pipeline.model import build_static
-
-    with torch.random.fork_rng():
-        torch.manual_seed(RANDOM_INIT_SEED)
-        module = build_static(space, config, num_classes)
-        for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            with torch.no_grad():
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.normal_(0.0, 0.1)
-                bn.running_mean.normal_(0.0, 0.1)
-                bn.running_var.uniform_(0.5, 1.5)
-    return module.eval()
-
-
-def check_supernet_space(space: SearchSpace, supernet: Any, checkpoint: str | None) -> None:
-    """Refuse a supernet built for another space (its weights would not fit the config)."""
-    theirs = supernet.space
-    if _structure(theirs) != _structure(space):
-        what = f"checkpoint {checkpoint}" if checkpoint else "the supernet"
-        raise CheckpointError(f"{what} was built for space {theirs.name!r}, not {space.name!r}; "
-                              f"pass --space {theirs.name} (or the space file it was trained with)")
-
-
-def _structure(space: SearchSpace) -> dict[str, Any]:
-    return {k: v for k, v in asdict(space).items() if k != "name"}
-
-
 def _prepare(space: SearchSpace, config: SubnetConfig, name: str | None, out_dir: Path, profile: Any,
              supernet: Any, checkpoint: str | None, num_classes: int, cache: CompileCache) -> _Prepared:
     import tvm
@@ -163,7 +112,7 @@ def _prepare(space: SearchSpace, config: SubnetConfig, name: str | None, out_dir
     from pipeline.kernels import kernel_db_hash
 
     config = space.validate(config)
-    module = _static_module(space, config, supernet, num_classes)
+    module = static_module(space, config, supernet, num_classes)
     key = CacheKey(
         config=json.dumps(config.to_dict(), sort_keys=True), space=space.name,
         weights=weights_digest(module), target=str(profile.tvm_target()),
@@ -183,42 +132,15 @@ def _prepare(space: SearchSpace, config: SubnetConfig, name: str | None, out_dir
                      "checkpoint" if supernet is not None else "random-init", checkpoint, staged, onnx_diff)
 
 
-# ----------------------------------------------------------------- the build
-def _run_job(job: _Job) -> dict[str, Any]:
-    """Worker: ONNX -> Relax -> lowered, compiled, linked library -> cache entry."""
-    start = time.perf_counter()
-    staged = Path(job.staged)
-    coverage = build_library(onnx_to_relax(staged / ONNX), job.profile, staged / LIBRARY)
-    entry = {"kernel_coverage": coverage, "compile_seconds": round(time.perf_counter() - start, 3),
-             "onnx_max_abs_diff": job.onnx_diff}
-    CompileCache(Path(job.cache_root)).commit(job.key, staged, entry)
-    return entry
-
-
-def _jobs(items: list[_Prepared], profile: Any, cache: CompileCache) -> list[_Job]:
+def _jobs(items: list[_Prepared], profile: Any, cache: CompileCache) -> list[BuildJob]:
     """One build per distinct cache key among the misses."""
-    jobs: dict[str, _Job] = {}
+    jobs: dict[str, BuildJob] = {}
     for item in items:
         if item.staged is not None and item.key.digest not in jobs:
-            jobs[item.key.digest] = _Job(item.key, str(item.staged), profile, str(cache.root), item.onnx_diff)
+            jobs[item.key.digest] = BuildJob(item.key, str(item.staged), profile, str(cache.root), item.onnx_diff)
     log.info("%d subnet(s) for %s: %d cached, %d to compile", len(items), profile.name,
              sum(item.staged is None for item in items), len(jobs))
     return list(jobs.values())
-
-
-def _run_jobs(jobs: list[_Job], workers: int) -> None:
-    """Build every job, in worker processes when there is more than one."""
-    if not jobs:
-        return
-    if len(jobs) == 1 or workers <= 1:
-        for job in tqdm(jobs, desc="compile", unit="subnet", disable=len(jobs) == 1):
-            _run_job(job)
-        return
-    context = multiprocessing.get_context("spawn")  # TVM and torch are not fork-safe
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        futures = [pool.submit(_run_job, job) for job in jobs]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="compile", unit="subnet"):
-            future.result()
 
 
 # --------------------------------------------------------------- emission
@@ -341,7 +263,7 @@ def compile_many(space: SearchSpace, configs: Sequence[SubnetConfig], profile: A
             for c, n, d in tqdm(list(zip(configs, names, out_dirs)), desc="export", unit="subnet",
                                 disable=len(configs) < 2):
                 items.append(_prepare(space, c, n, d, profile, supernet, checkpoint, num_classes, cache))
-            _run_jobs(_jobs(items, profile, cache), workers or os.cpu_count() or 1)
+            run_jobs(_jobs(items, profile, cache), workers or os.cpu_count() or 1)
         finally:  # builds that did not reach the cache leave no temporary folders behind
             for item in items:
                 if item.staged is not None and item.staged.exists():
