@@ -232,8 +232,9 @@ def compile_many(space: SearchSpace, configs: Sequence[SubnetConfig], profile: A
                  preprocessing: Preprocessing = Preprocessing()) -> list[Artifact]:
     """Compile `configs` for `profile` (a name or `DeviceProfile`) into `out_root/<id>-<device>/`.
 
-    With a supernet its weights are used (and `num_classes` is taken from it); without,
-    seeded random weights (for latency work). Cache misses are built in `workers` spawned
+    With a supernet (anything with `.space`, `.num_classes` and `.extract(config)` ->
+    static module, e.g. `pipeline.model.Supernet`) its weights are used and `num_classes`
+    is taken from it; without, seeded random weights (for latency work). Cache misses are built in `workers` spawned
     processes (default: CPU count). With `verify`, every library runs on the device
     (`session`, or one opened from the profile) and a mismatch raises `VerificationFailed`
     after all subnets are processed (good ones are still emitted; bad ones go to
