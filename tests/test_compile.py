@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.compile import (CompileCache, Manifest, ManifestError, NumericsMismatch, ToolchainError,
                               VerificationFailed, compile_many, compile_subnet, export_onnx, onnx_to_relax)
-from pipeline.compile.cache import LIBRARY
+from pipeline.compile.cache import LIBRARY, CacheKey, weights_digest
 from pipeline.compile.manifest import SCHEMA_PATH, file_entry
 from pipeline.device import load_profile
 from pipeline.errors import CheckpointError
@@ -257,3 +257,20 @@ def test_cpp_app_built_against_the_wheel_runs_the_artifact(demo, cache_copy, tmp
     expected = vm["main"](tvm.runtime.tensor(x)).numpy()[0]
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
     assert run.stdout.splitlines()[1] == f"class {int(np.argmax(expected))}"
+
+
+def test_cache_key_covers_every_input():
+    """Any change to what a library depends on gives another key; weights count by value."""
+    base = CacheKey(config="{}", space="demo", weights="w", target="t", cross_compiler=None, tvm_version="0.27",
+                    kernel_db_hash=None, pipeline_version="0.1.0", code="c", onnx_opset=17)
+    changed = {"config": '{"resolution":32}', "space": "other", "weights": "w2", "target": "t2",
+               "cross_compiler": "aarch64-linux-gnu-g++", "tvm_version": "0.28", "kernel_db_hash": "h",
+               "pipeline_version": "0.2.0", "code": "c2", "onnx_opset": 18}
+    digests = {replace(base, **{field: value}).digest for field, value in changed.items()}
+    assert len(digests) == len(changed) and base.digest not in digests
+    net = _small_net()
+    before = weights_digest(net)
+    assert weights_digest(_small_net()) != before  # fresh random weights
+    with torch.no_grad():
+        net[1].running_var[0] += 1e-3  # a buffer, not a parameter, still changes the library
+    assert weights_digest(net) != before

@@ -53,5 +53,10 @@ def run_jobs(jobs: list[BuildJob], workers: int) -> None:
     context = multiprocessing.get_context("spawn")  # TVM and torch are not fork-safe
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
         futures = [pool.submit(run_job, job) for job in jobs]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="compile", unit="subnet"):
-            future.result()
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc="compile", unit="subnet"):
+                future.result()
+        except BaseException:
+            # A failed build or Ctrl-C: do not start the queued builds (what finished is cached).
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
