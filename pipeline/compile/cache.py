@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ import torch
 from pipeline.paths import PACKAGE_DIR, cache_dir
 
 ENTRY_FILE = "entry.json"
+#: A staging folder untouched this long belongs to a run that was killed.
+STALE_SECONDS = 24 * 3600
 #: Packages whose code shapes a compiled library (beyond config, weights and target).
 CODE_PACKAGES = ("space", "model", "compile", "kernels")
 LIBRARY = "model.so"
@@ -97,9 +100,19 @@ class CompileCache:
         return entry
 
     def staging(self) -> Path:
-        """A fresh private folder on the cache's file system, to build an entry in."""
+        """A fresh private folder on the cache's file system, to build an entry in.
+
+        Folders a killed run left behind (older than `STALE_SECONDS`) are removed here.
+        """
         tmp = self.root / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for old in tmp.iterdir():
+            try:
+                if now - old.stat().st_mtime > STALE_SECONDS:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another process removed it first
+                pass
         return Path(tempfile.mkdtemp(dir=tmp))
 
     def commit(self, key: CacheKey, staged: Path, entry: dict[str, Any]) -> Path:
