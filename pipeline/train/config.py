@@ -116,6 +116,7 @@ class TrainConfig:
     data: str
     space: str = "attentivenas"
     image_size: int = 0  # training crop; 0 = the space's largest resolution
+    min_crop_area: float = 0.08  # random-resized-crop keeps 8%..100% of the image area (ImageNet default)
     epochs: float = 360.0
     batch_size: int = 32
     workers: int = 4
@@ -128,6 +129,7 @@ class TrainConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        _require(0 < self.min_crop_area <= 1, f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
         _require(self.epochs > 0 and self.batch_size >= 1 and min(self.workers, self.image_size, self.threads) >= 0,
                  "epochs > 0, batch_size >= 1 and workers, image_size, threads >= 0 are required")
 

@@ -84,7 +84,7 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def train_transform(img: Image.Image, size: int, rng: np.random.Generator,
-                    scale: tuple[float, float] = (0.35, 1.0)) -> torch.Tensor:
+                    scale: tuple[float, float] = (0.08, 1.0)) -> torch.Tensor:
     """Random-resized crop (area `scale`, aspect 3/4..4/3) to `size`, random horizontal flip."""
     w, h = img.size
     for _ in range(10):
@@ -115,8 +115,10 @@ def eval_transform(img: Image.Image, size: int) -> torch.Tensor:
 class FolderDataset(Dataset):
     """Items are `(index, epoch)` pairs so that augmentation is seeded per image and epoch."""
 
-    def __init__(self, folder: ImageFolder, size: int, train: bool, seed: int = 0) -> None:
+    def __init__(self, folder: ImageFolder, size: int, train: bool, seed: int = 0,
+                 min_crop_area: float = 0.08) -> None:
         self.folder, self.size, self.train, self.seed = folder, size, train, seed
+        self.scale = (min_crop_area, 1.0)
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -126,7 +128,8 @@ class FolderDataset(Dataset):
         path, label = self.folder.samples[index]
         img = _open_rgb(path)
         if self.train:
-            return train_transform(img, self.size, np.random.default_rng([self.seed, epoch, index])), label
+            rng = np.random.default_rng([self.seed, epoch, index])
+            return train_transform(img, self.size, rng, self.scale), label
         return eval_transform(img, self.size), label
 
 

@@ -197,7 +197,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     log.info("training %s on %s: %d classes, %d steps (%d per epoch), global batch %d, sampler %s/%s",
              space.name, cfg.data, num_classes, total, spe, cfg.batch_size * ctx.world, cfg.sampler.method,
              cfg.sampler.estimator)
-    dataset = FolderDataset(train_folder, image_size, train=True, seed=cfg.seed)
+    dataset = FolderDataset(train_folder, image_size, train=True, seed=cfg.seed, min_crop_area=cfg.min_crop_area)
     epochs = -(-total // spe)
     supernet.train()
     stop = total if max_steps is None else min(total, max_steps)

@@ -12,6 +12,7 @@ for user data is exercised.
 from __future__ import annotations
 
 import json
+import os
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +41,8 @@ class SyntheticSpec:
     val_per_class: int = 50
     resolution: int = 64
     seed: int = 0
-    noise: float = 28.0
+    noise: float = 12.0  # std of the Gaussian pixel noise
+    clutter: int = 1  # random lines per image that belong to no class
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_classes <= len(_PAINTERS):
@@ -54,7 +56,7 @@ class SyntheticSpec:
 Painter = Callable[[ImageDraw.ImageDraw, np.random.Generator, int, tuple[int, int, int]], None]
 
 
-def _box(rng: np.random.Generator, size: int, lo: float = 0.25, hi: float = 0.7) -> tuple[float, float, float, float]:
+def _box(rng: np.random.Generator, size: int, lo: float = 0.4, hi: float = 0.8) -> tuple[float, float, float, float]:
     """A random square box whose side is a fraction lo..hi of the image."""
     side = rng.uniform(lo, hi) * size
     x0, y0 = rng.uniform(0, size - side, 2)
@@ -118,17 +120,18 @@ def _dots(d: ImageDraw.ImageDraw, rng: np.random.Generator, n: int, c: tuple[int
         d.ellipse((x - r, y - r, x + r, y + r), fill=c)
 
 
+#: Shapes and textures alternate, so the first few classes of a small set mix both kinds.
 _PAINTERS: dict[str, Painter] = {
     "circle": _circle,
-    "square": _square,
-    "triangle": _triangle,
-    "cross": _cross,
-    "ring": _ring,
     "hstripes": _stripes((0.0, 1.0)),
-    "vstripes": _stripes((1.0, 0.0)),
-    "dstripes": _stripes((0.7071, 0.7071)),
+    "square": _square,
     "checker": _checker,
+    "triangle": _triangle,
+    "vstripes": _stripes((1.0, 0.0)),
+    "cross": _cross,
     "dots": _dots,
+    "ring": _ring,
+    "dstripes": _stripes((0.7071, 0.7071)),
 }
 
 
@@ -143,12 +146,12 @@ def render(spec: SyntheticSpec, split: str, label: int, index: int) -> np.ndarra
     n = spec.resolution
     background = rng.integers(0, 256, 3)
     foreground = rng.integers(0, 256, 3)
-    while np.abs(foreground - background).sum() < 150:  # keep the pattern visible
+    while np.abs(foreground - background).sum() < 250:  # keep the pattern visible
         foreground = rng.integers(0, 256, 3)
     img = Image.new("RGB", (n, n), tuple(int(v) for v in background))
     draw = ImageDraw.Draw(img)
     _PAINTERS[list(_PAINTERS)[label]](draw, rng, n, tuple(int(v) for v in foreground))
-    for _ in range(2):  # clutter: random lines that belong to no class
+    for _ in range(spec.clutter):  # random lines that belong to no class
         ends = [float(v) for v in rng.uniform(0, n, 4)]
         draw.line(ends, fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=int(rng.integers(1, 3)))
     pixels = np.asarray(img, dtype=np.float32) + rng.normal(0.0, spec.noise, (n, n, 3))
@@ -172,7 +175,7 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
         path = root / split / names[label] / f"{i:05d}.png"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.png")
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
             Image.fromarray(render(spec, split, label, i)).save(tmp)
             tmp.replace(path)
     manifest.write_text(json.dumps(asdict(spec), indent=1))
