@@ -165,8 +165,12 @@ def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
 
 def make_loader(dataset: FolderDataset, batches: Sequence[list[tuple[int, int]]] | Sampler,
                 workers: int = 0) -> DataLoader:
-    """A DataLoader over precomputed batches; workers decode images in parallel."""
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+    """A DataLoader over precomputed batches; workers decode images in parallel.
+
+    It gets its own generator: by default each new iterator draws a seed from torch's
+    global RNG, which would shift dropout masks after a resume.
+    """
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, generator=torch.Generator(),
                       persistent_workers=False, pin_memory=False)
 
 
