@@ -36,7 +36,7 @@ def train(recipe: str | None, space_name: str | None, data: str | None, out: str
     overrides = dict(space=space_name, data=data, checkpoint__dir=out, epochs=epochs, batch_size=batch_size,
                      sampler__method=sampler)
     if demo:
-        result = train_demo(demo_config(**overrides) if recipe is None else TrainConfig.load(recipe, **overrides))
+        result = train_demo(demo_config(recipe or "demo", **overrides))
         click.echo(f"demo supernet: {demo_supernet_path()}")
     else:
         result = run_train(TrainConfig.load(recipe or "attentivenas", **overrides), resume=resume)

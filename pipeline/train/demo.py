@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.paths import cache_dir
 from pipeline.train.config import TrainConfig
 from pipeline.train.loop import TrainResult, train
@@ -33,17 +34,19 @@ def demo_data_dir() -> Path:
     return cache_dir() / "data" / "synthetic-demo"
 
 
-def demo_config(**overrides: Any) -> TrainConfig:
-    """The `demo` recipe pointed at the cached synthetic set and run folder."""
-    overrides.setdefault("data", str(demo_data_dir()))
-    overrides.setdefault("checkpoint__dir", str(cache_dir() / "runs" / "demo"))
-    return TrainConfig.load("demo", **overrides)
+def demo_config(recipe: str | Path = "demo", **overrides: Any) -> TrainConfig:
+    """A recipe (the `demo` one by default) pointed at the cached synthetic set and run
+    folder; `overrides` as in `TrainConfig.load` (None = not overridden)."""
+    defaults = {"data": str(demo_data_dir()), "checkpoint__dir": str(cache_dir() / "runs" / "demo")}
+    return TrainConfig.load(recipe, **{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def train_demo(cfg: TrainConfig | None = None, progress: bool = True) -> TrainResult:
     """Generate the synthetic set if needed, train (resuming an interrupted run) and
     publish the supernet at `demo_supernet_path()`."""
     cfg = cfg or demo_config()
+    if not cfg.data:
+        raise ConfigError("the demo recipe needs a data folder for the synthetic set; use demo_config()")
     generate(cfg.data, DEMO_DATA)
     resume = (Path(cfg.checkpoint.dir) / STATE_FILE).is_file()
     if resume:
