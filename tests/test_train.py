@@ -15,7 +15,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.model import load_checkpoint
-from pipeline.space import SearchSpace
+from pipeline.space import SearchSpace, encode_many
 from pipeline.train import (
     ArchSampler, DataError, EvalData, SyntheticSpec, TrainConfig, evaluate, generate_synthetic, load_splits,
     recalibrate_bn, train,
@@ -194,3 +194,18 @@ def test_evaluate_cli_reports_each_subnet(trained, tiny_data: Path) -> None:
     assert all(0 <= r["top1"] <= 100 and r["images"] == 96 for r in rows)
     bad = CliRunner().invoke(main, ["evaluate", str(result.checkpoint), "--data", str(tiny_data), "--arch", "a0"])
     assert bad.exit_code == 2 and "not allowed in space" in bad.stderr
+
+
+def test_forest_predictor_estimator(tmp_path: Path) -> None:
+    # one tree: resolution (column 0) <= 40 -> 1.0, else 2.0
+    np.savez(tmp_path / "forest.npz", tree000_left=np.array([1, -1, -1]), tree000_right=np.array([2, -1, -1]),
+             tree000_feature=np.array([0, -2, -2]), tree000_threshold=np.array([40.0, -2, -2]),
+             tree000_value=np.array([[1.5], [1.0], [2.0]]))
+    sampler = ArchSampler(SPACE, SamplerConfig(method="bestup", estimator="predictor", flops_bin_mflops=0.5,
+                                               prior_samples=200, predictor=str(tmp_path / "forest.npz")), 10, 0)
+    assert sampler.predictor.predict(encode_many([SPACE.smallest(), SPACE.largest()])).tolist() == [1.0, 2.0]
+    drawn = [sampler.draw() for _ in range(5)]  # no minibatch scorer needed
+    assert all(SPACE.validate(c) == c for c in drawn)
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(ConfigError, match="bad.npz"):
+        ArchSampler(SPACE, SamplerConfig(estimator="predictor", predictor=str(tmp_path / "bad.npz")), 10, 0)

@@ -15,7 +15,7 @@ from pipeline.errors import ConfigError
 from pipeline.paths import cache_dir
 from pipeline.train.config import TrainConfig
 from pipeline.train.loop import TrainResult, train
-from pipeline.train.state import STATE_FILE, SUPERNET_FILE, write_atomic
+from pipeline.train.state import STATE_FILE, write_atomic
 from pipeline.train.synthetic import SyntheticSpec, generate
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from pipeline.errors import CheckpointError, ConfigError
+from pipeline.errors import ConfigError
 from pipeline.model import Supernet, save_checkpoint
 from pipeline.space import SearchSpace, SubnetConfig
 from pipeline.train.config import TrainConfig
