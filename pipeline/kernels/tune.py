@@ -117,30 +117,49 @@ def _best_us(records: list) -> float | None:
     return min(times) * 1e6 if times else None
 
 
-def _seed_library(database, task: PlannedTask, target, builder, runner, params: ScheduleParams) -> float | None:
-    """Measure the library schedule of `task` on the device and commit it as a record."""
+def seed_library(database, tasks: list[PlannedTask], target, builder, runner, params: ScheduleParams,
+                 batch: int = 32, progress: bool = True) -> dict[str, float]:
+    """Measure the library schedule of each task without records and commit it as one.
+
+    Batched (one builder/runner round trip per `batch` tasks) and committed batch by
+    batch, so a restart redoes at most one batch. Returns measured microseconds by task.
+    """
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.database import TuningRecord
 
-    trace = schedule_trace(task.mod["main"], params)
-    if trace is None:
-        return None
-    sch = tvm.s_tir.Schedule(task.mod)
-    trace.apply_to_schedule(sch, remove_postproc=False)
-    args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
-    (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
-    if built.error_msg:
-        log.warning("%s: library schedule does not build: %s", task.name, built.error_msg.splitlines()[0])
-        return None
-    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, str(target.kind.name), args_info)])
-    result = future.result()
-    if result.error_msg:
-        log.warning("%s: library schedule failed on the device: %s", task.name, result.error_msg.splitlines()[0])
-        return None
-    run_secs = [float(s) for s in result.run_secs]
-    database.commit_tuning_record(TuningRecord(trace, database.commit_workload(task.mod), run_secs,
-                                               target, args_info))
-    return sum(run_secs) / len(run_secs) * 1e6
+    todo = []
+    for task in tasks:
+        trace = None if _records(database, task) else schedule_trace(task.mod["main"], params)
+        if trace is not None:
+            todo.append((task, trace))
+    measured: dict[str, float] = {}
+    for start in tqdm(range(0, len(todo), batch), desc="measure library schedules", unit="batch",
+                      disable=not progress):
+        chunk = todo[start:start + batch]
+        mods = []
+        for task, trace in chunk:
+            sch = tvm.s_tir.Schedule(task.mod)
+            trace.apply_to_schedule(sch, remove_postproc=False)
+            mods.append(sch.mod)
+        built = builder.build([ms.builder.BuilderInput(m, target) for m in mods])
+        inputs, kept = [], []
+        for (task, trace), result in zip(chunk, built):
+            if result.error_msg:
+                log.warning("%s: library schedule does not build: %s", task.name, result.error_msg[-300:])
+                continue
+            args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+            inputs.append(ms.runner.RunnerInput(result.artifact_path, "cpu", args_info))
+            kept.append((task, trace, args_info))
+        for (task, trace, args_info), future in zip(kept, runner.run(inputs)):
+            result = future.result()
+            if result.error_msg:
+                log.warning("%s: library schedule failed on the device: %s", task.name, result.error_msg[-300:])
+                continue
+            run_secs = [float(x) for x in result.run_secs]
+            database.commit_tuning_record(TuningRecord(trace, database.commit_workload(task.mod), run_secs,
+                                                       target, args_info))
+            measured[task.name] = sum(run_secs) / len(run_secs) * 1e6
+    return measured
 
 
 def _tune_one(database, task: PlannedTask, target, trials: int, budget: TuneBudget, builder, runner,
@@ -163,27 +182,26 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
     database = open_database(folder)
     builder, runner = _builder_runner(profile, timeout_s)
     params = ScheduleParams.for_target(target)
-    tasks = sorted(plan.tasks, key=lambda t: -t.weighted_flops)[: budget.max_tasks]
+    ranked = sorted(plan.tasks, key=lambda t: -t.weighted_flops)
+    tasks = ranked[: budget.max_tasks]
     left = budget.total_trials if budget.total_trials is not None else budget.trials_per_task * len(tasks)
+    library = seed_library(database, ranked, target, builder, runner, params, progress=progress)
     outcomes = []
     work_dir = folder / "logs"
     bar = tqdm(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
     for task in bar:
         before = _records(database, task)
-        library_us = None
-        if not before:
-            library_us = _seed_library(database, task, target, builder, runner, params)
         done = max(0, len(before) - 1)  # the library seed is not a MetaSchedule trial
         trials = min(max(0, budget.trials_per_task - done), left)
         if trials > 0:
             _tune_one(database, task, target, trials, budget, builder, runner, work_dir)
             left -= trials
         after = _records(database, task)
-        outcome = TaskOutcome(task.name, len(before), len(after), library_us, _best_us(after))
+        outcome = TaskOutcome(task.name, len(before), len(after), library.get(task.name), _best_us(after))
         outcomes.append(outcome)
         bar.set_postfix(best_us=outcome.best_us, trials_left=left)
         log.info("%s: %d -> %d records, library %s us, best %s us", task.name, len(before), len(after),
-                 _fmt(library_us), _fmt(outcome.best_us))
+                 _fmt(outcome.library_us), _fmt(outcome.best_us))
     return outcomes
 
 
