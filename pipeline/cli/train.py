@@ -66,7 +66,8 @@ def _configs(space: SearchSpace, archs: tuple[str, ...], configs_file: str | Non
               help="Subnet: a0..a6, smallest, largest or a config file (repeatable). Default: smallest and largest.")
 @click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON/YAML file with a list of subnet configs.")
-@click.option("--image-size", type=int, default=0, help="Crop size before resizing to each subnet (0: largest resolution).")
+@click.option("--image-size", type=int, default=0,
+              help="Crop size before resizing to each subnet (0: the training crop, else the largest resolution).")
 @click.option("--recalib-batches", type=int, default=64, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True)
@@ -74,12 +75,14 @@ def _configs(space: SearchSpace, archs: tuple[str, ...], configs_file: str | Non
 def evaluate(checkpoint: str, data: str, archs: tuple[str, ...], configs_file: str | None, image_size: int,
              recalib_batches: int, batch_size: int, workers: int, as_json: bool) -> None:
     """BN-recalibrate and validate subnets of the supernet CHECKPOINT on DATA."""
-    from pipeline.model import load_supernet
+    from pipeline.model import load_checkpoint
     from pipeline.train import EvalData, evaluate as run_evaluate
 
-    supernet = load_supernet(checkpoint)
+    loaded = load_checkpoint(checkpoint)
+    supernet = loaded.supernet
     configs = _configs(supernet.space, archs, configs_file)
-    eval_data = EvalData.from_root(data, image_size or max(supernet.space.resolutions),
+    trained_crop = loaded.extra.get("train", {}).get("image_size")
+    eval_data = EvalData.from_root(data, image_size or trained_crop or max(supernet.space.resolutions),
                                    recalib_batches=recalib_batches, batch_size=batch_size, workers=workers)
     results = run_evaluate(supernet, configs, eval_data)
     if as_json:
