@@ -29,7 +29,7 @@ from pipeline.space import SearchSpace
 from pipeline.train import EvalData, evaluate, generate_synthetic, train
 from pipeline.train.config import SAMPLER_METHODS
 from pipeline.train.demo import DEMO_DATA, demo_config, demo_data_dir
-from pipeline.train.state import SUPERNET_FILE
+from pipeline.train.state import STATE_FILE, SUPERNET_FILE
 
 #: MFLOPs ceilings: roughly the demo space's 20th, 50th and 90th percentiles.
 FLOPS_LEVELS = (2.0, 4.0, 8.0)
@@ -57,7 +57,7 @@ def main(epochs: float, subnets: int, recalib_batches: int) -> None:
         tick = time.perf_counter()
         ckpt = Path(cfg.checkpoint.dir) / SUPERNET_FILE
         if not ckpt.is_file():
-            train(cfg, evaluate_at_end=False)
+            train(cfg, resume=(Path(cfg.checkpoint.dir) / STATE_FILE).is_file(), evaluate_at_end=False)
         train_s = time.perf_counter() - tick
         supernet = load_supernet(ckpt)
         eval_data = EvalData.from_root(data, cfg.image_size, recalib_batches=recalib_batches,
