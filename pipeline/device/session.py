@@ -165,11 +165,13 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     return result["value"]
 
 
-def rpc_connect(host: str, port: int, key: str, timeout_s: float, what: str, hint: str):
-    """`tvm.rpc.connect` with a fast reachability check and a handshake timeout."""
+def rpc_connect(host: str, port: int, key: str, timeout_s: float, what: str, hint: str, *,
+                check_reachable: bool = True):
+    """`tvm.rpc.connect` with a fast reachability check (optional) and a handshake timeout."""
     from tvm import rpc
 
-    probe(host, port, timeout_s, what, hint)
+    if check_reachable:
+        probe(host, port, timeout_s, what, hint)
     return call_with_timeout(lambda: rpc.connect(host, port, key=key), timeout_s, f"{what} at {host}:{port}")
 
 
