@@ -35,17 +35,17 @@ from pipeline.predict.fit import default_kinds
 from pipeline.predict.transfer import transfer_study
 from pipeline.device import load_profile
 from pipeline.predict.workflow import load_block_table, load_dataset, split, stored_key_fields
-from pipeline.profiling import current_key_fields
+from pipeline.profiling import block_store_path, current_key_fields
 from pipeline.space import SearchSpace, encode_many
 
 RESULTS = REPO_ROOT / "bench" / "results" / "predictor.json"
 log = logging.getLogger("bench.predictor")
 
 
-def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: float, fields) -> dict:
+def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: float, fields, block_fields) -> dict:
     data = load_dataset(device, space_name, key_fields=fields)
     train, test = split(data, test_fraction)
-    lut = load_block_table(device, space_name, key_fields=fields)
+    lut = load_block_table(device, space_name, key_fields=block_fields)
     out = {"n_measured": len(data), "n_test": len(test), "n_train_available": len(train),
            "lut_entries": len(lut.entries) if lut else 0, "by_size": {}}
     if lut is not None and len(test):
@@ -64,9 +64,9 @@ def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: floa
     return out
 
 
-def throughput(device: str, space_name: str, fields, n: int = 100_000) -> dict:
+def throughput(device: str, space_name: str, fields, block_fields, n: int = 100_000) -> dict:
     data = load_dataset(device, space_name, key_fields=fields)
-    lut = load_block_table(device, space_name, key_fields=fields)
+    lut = load_block_table(device, space_name, key_fields=block_fields)
     space = SearchSpace.load(space_name)
     rng = random.Random(0)
     encoded = encode_many([space.sample(rng) for _ in range(n)])
@@ -118,7 +118,7 @@ def noise(device: str, space_name: str, repeats: int, fields) -> dict:
             "store_spread_ok_share": float(ok.mean())}
 
 
-def transfer(device: str, space_name: str, n_target: int, n_source_train: int, fields) -> dict:
+def transfer(device: str, space_name: str, n_target: int, n_source_train: int, fields, block_fields) -> dict:
     """x86-host predictor -> x86-host-1t from K measurements (profiles copied to a temp folder)."""
     from pipeline.profiling import profile_subnets, sampling_plan
 
@@ -136,7 +136,7 @@ def transfer(device: str, space_name: str, n_target: int, n_source_train: int, f
         train, _ = split(source_data, 0.3)
         train = train.subset(np.arange(len(train)) < n_source_train)
         source = fit_predictor(device, space_name, train.encoded, train.latency_ms, train.ids,
-                               lut=load_block_table(device, space_name, key_fields=fields))
+                               lut=load_block_table(device, space_name, key_fields=block_fields))
         space = SearchSpace.load(space_name)
         profile_subnets(target, space, sampling_plan(space, n_target))
         data = load_dataset(target, space_name)
@@ -198,19 +198,25 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     skip = set(filter(None, args.skip.split(",")))
-    fields = stored_key_fields(args.device)[0][0] if args.kernels == "stored" else None
+    fields = block_fields = None
+    if args.kernels == "stored":  # the largest group of each store (subnets, blocks)
+        fields = stored_key_fields(args.device)[0][0]
+        blocks = stored_key_fields(args.device, block_store_path()) if block_store_path().is_file() else []
+        block_fields = blocks[0][0] if blocks else None
+    current = current_key_fields(load_profile(args.device))
     results: dict = {"device": args.device, "space": args.space, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     "kernel_db_hash": (fields or current_key_fields(load_profile(args.device)))[2],
-                     "kernels": args.kernels}
+                     "kernels": args.kernels, "kernel_db_hash_current": current[2],
+                     "kernel_db_hash_subnets": (fields or current)[2],
+                     "kernel_db_hash_blocks": (block_fields or current)[2]}
     if "accuracy" not in skip:
         results["accuracy"] = accuracy(args.device, args.space, [int(s) for s in args.sizes.split(",")],
-                                       args.test_fraction, fields)
+                                       args.test_fraction, fields, block_fields)
     if "throughput" not in skip:
-        results["throughput"] = throughput(args.device, args.space, fields)
+        results["throughput"] = throughput(args.device, args.space, fields, block_fields)
     if "noise" not in skip:
         results["noise"] = noise(args.device, args.space, args.noise_repeats, fields)
     if args.transfer_subnets:  # last: the one-thread device leaves TVM's pool at one thread
-        results["transfer"] = transfer(args.device, args.space, args.transfer_subnets, 50, fields)
+        results["transfer"] = transfer(args.device, args.space, args.transfer_subnets, 50, fields, block_fields)
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))

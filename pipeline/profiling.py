@@ -99,11 +99,44 @@ def block_store_path() -> Path:
     return cache_dir() / "block_measurements.sqlite"
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A fixed subnet timed right before every measurement (contention tracker).
+
+    On a shared machine other processes slow a timing run by up to several times for
+    seconds at a stretch; the same slowdown hits a reference timed a moment earlier, so
+    `median_ms / reference_ms` cancels most of it. The fit uses that ratio (see
+    `pipeline.predict.workflow.load_dataset`); raw times stay in the store.
+    """
+
+    subnet_id: str
+    library: Path
+    inputs: dict
+
+    def measure(self, session, policy) -> float:
+        from pipeline.device import measure
+
+        return measure(session, self.library, self.inputs, policy).median_ms
+
+
+def compile_reference(space: SearchSpace, profile, workers: int | None = None) -> Reference:
+    """The space's largest subnet compiled for the device (a compile-cache hit after the first time)."""
+    from pipeline.compile import INPUT_NAME, compile_many, fixed_input
+
+    config = space.largest()
+    (artifact,) = compile_many(space, [config], profile, cache_dir() / "profile" / profile.name,
+                               workers=workers, verify=False)
+    return Reference(config.id, artifact.library, {INPUT_NAME: fixed_input(config.resolution)})
+
+
 def _measure_and_store(session, store, key, config: dict, lib: Path, inputs: dict, policy,
-                       meta: dict) -> None:
+                       meta: dict, reference: Reference | None) -> None:
     from pipeline.device import MeasurementRecord, measure
 
+    if reference is not None:
+        meta = {**meta, "reference_id": reference.subnet_id, "reference_ms": reference.measure(session, policy)}
     result = measure(session, lib, inputs, policy)
+    meta = {**meta, "load_avg_1min": os.getloadavg()[0]}
     store.add(MeasurementRecord.from_measurement(key, config, result, meta))
     log.debug("%s: %.3f ms (spread %.1f%%)", key.subnet_id, result.median_ms, 100 * result.spread)
 
@@ -111,9 +144,11 @@ def _measure_and_store(session, store, key, config: dict, lib: Path, inputs: dic
 def profile_subnets(device: str, space: SearchSpace, configs: Sequence[SubnetConfig],
                     store_path: str | os.PathLike | None = None, workers: int | None = None,
                     batch_size: int | None = None) -> ProfileSummary:
-    """Compile and measure every config not yet stored for `device`; store each as it finishes."""
-    from pipeline.compile import compile_many
-    from pipeline.compile import INPUT_NAME, fixed_input
+    """Compile and measure every config not yet stored for `device`.
+
+    Each measurement is preceded by one of the reference subnet and committed at once.
+    """
+    from pipeline.compile import INPUT_NAME, compile_many, fixed_input
     from pipeline.device import MeasurementStore, RecordKey, load_profile, open_session
 
     profile = load_profile(device)
@@ -126,6 +161,7 @@ def profile_subnets(device: str, space: SearchSpace, configs: Sequence[SubnetCon
         log.info("%s: %d planned, %d stored, %d to compile and measure", device, len(configs),
                  len(configs) - len(todo), len(todo))
         if todo:
+            reference = compile_reference(space, profile, workers)
             with open_session(profile) as session, tqdm(total=len(todo), desc=f"profile {device}",
                                                          unit="subnet") as bar:
                 for start in range(0, len(todo), batch_size):
@@ -140,12 +176,56 @@ def profile_subnets(device: str, space: SearchSpace, configs: Sequence[SubnetCon
                                            {"space": space.name, "source": "profile",
                                             "kernels_tuned": coverage.get("tuned"),
                                             "kernels_total": coverage.get("total"),
-                                            "compile_seconds": build.get("compile_seconds")})
+                                            "compile_seconds": build.get("compile_seconds")}, reference)
                         bar.update()
         return ProfileSummary(device, len(configs), len(configs) - len(todo), len(todo), str(store.path))
 
 
-def profile_blocks(device: str, blocks: Sequence[BlockSpec], store_path: str | os.PathLike | None = None) -> ProfileSummary:
+def _stored_artifact(device: str, subnet_id: str, kernel_db_hash: str) -> Path | None:
+    """The profile run's library of a subnet, if it was built with exactly that kernel hash."""
+    import json
+
+    folder = cache_dir() / "profile" / device / f"{subnet_id}-{device}"
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    lib = folder / "model.so"
+    return lib if manifest["build"]["kernel_db_hash"] == kernel_db_hash and lib.is_file() else None
+
+
+def remeasure_stored(device: str, space: SearchSpace, store_path: str | os.PathLike | None = None
+                     ) -> ProfileSummary:
+    """Time again every stored subnet of `device` whose library is still on disk, beside the reference.
+
+    No recompilation: each record is replaced under its own key by a new timing of the very
+    library it was measured from (the manifest's kernel hash must match), e.g. to add the
+    contention reference to measurements taken before it existed or on a busy machine.
+    """
+    from pipeline.compile import INPUT_NAME, fixed_input
+    from pipeline.device import MeasurementStore, load_profile, open_session
+
+    profile = load_profile(device)
+    largest = space.largest()
+    with MeasurementStore(store_path) as store:
+        records = [r for r in store.records(device) if _stored_artifact(device, r.subnet_id, r.kernel_db_hash)]
+        done = 0
+        with open_session(profile) as session:
+            for r in tqdm(records, desc=f"remeasure {device}", unit="subnet"):
+                ref_lib = _stored_artifact(device, largest.id, r.kernel_db_hash)
+                reference = Reference(largest.id, ref_lib, {INPUT_NAME: fixed_input(largest.resolution)}) \
+                    if ref_lib else None
+                config = SubnetConfig.from_dict(r.config)
+                _measure_and_store(session, store, r.key, r.config, _stored_artifact(device, r.subnet_id,
+                                                                                      r.kernel_db_hash),
+                                   {INPUT_NAME: fixed_input(config.resolution)}, profile.policy,
+                                   {**r.meta, "remeasured_from_artifact": True}, reference)
+                done += 1
+        return ProfileSummary(device, len(records), 0, done, str(store.path))
+
+
+def profile_blocks(device: str, space: SearchSpace, blocks: Sequence[BlockSpec],
+                   store_path: str | os.PathLike | None = None) -> ProfileSummary:
     """Build and measure each distinct block not yet stored (the lookup table's entries)."""
     from pipeline.device import MeasurementStore, RecordKey, load_profile, open_session
     from pipeline.predict.blocks import block_id, block_inputs, block_record_config, build_block_library
@@ -158,6 +238,7 @@ def profile_blocks(device: str, blocks: Sequence[BlockSpec], store_path: str | o
         log.info("%s: %d distinct blocks, %d stored, %d to build and measure", device, len(unique),
                  len(unique) - len(todo), len(todo))
         if todo:
+            reference = compile_reference(space, profile)
             with open_session(profile) as session:
                 for spec in tqdm(todo, desc=f"blocks {device}", unit="block"):
                     folder = Path(tempfile.mkdtemp(prefix="block-", dir=cache_dir()))
@@ -165,7 +246,7 @@ def profile_blocks(device: str, blocks: Sequence[BlockSpec], store_path: str | o
                         lib = build_block_library(spec, profile, folder)
                         _measure_and_store(session, store, RecordKey(profile.name, block_id(spec), *fields),
                                            block_record_config(spec), lib, block_inputs(spec), profile.policy,
-                                           {"source": "blocks"})
+                                           {"source": "blocks", "space": space.name}, reference)
                     finally:
                         shutil.rmtree(folder, ignore_errors=True)
         return ProfileSummary(device, len(unique), len(unique) - len(todo), len(todo), str(store.path))

@@ -74,8 +74,8 @@ def test_blocks_are_measured_once_and_feed_the_lookup_table(profiled, tmp_path):
     block_store = tmp_path / "blocks.sqlite"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PIPELINE_CACHE", str(profiled["root"] / "cache"))
-        first = profile_blocks("x86-host", blocks + blocks[:1], block_store)
-        again = profile_blocks("x86-host", blocks, block_store)
+        first = profile_blocks("x86-host", space, blocks + blocks[:1], block_store)
+        again = profile_blocks("x86-host", space, blocks, block_store)
         lut = load_block_table("x86-host", "demo", block_store)
     assert (first.planned, first.measured) == (2, 2) and (again.skipped, again.measured) == (2, 0)
     assert lut is not None and set(lut.entries) == {b.key for b in blocks}

@@ -41,21 +41,26 @@ def _echo_report(result: dict, as_json: bool) -> None:
 @click.option("--all-blocks", is_flag=True, help="Measure every distinct block of the whole space.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Compile processes (default: CPUs).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--remeasure", is_flag=True,
+              help="Instead: time every stored subnet again from its library (no recompiling), beside the reference.")
 @store_option
 @json_option
 def profile(device: str, n_subnets: int, space_name: str, blocks: bool, all_blocks: bool, workers: int | None,
-            seed: int, store_path: str | None, as_json: bool) -> None:
+            seed: int, remeasure: bool, store_path: str | None, as_json: bool) -> None:
     """Compile and measure the sampling plan's subnets on DEVICE; resumable (stored ones are skipped)."""
     from pipeline.predict.features import all_blocks as space_blocks, distinct_blocks
-    from pipeline.profiling import profile_blocks, profile_subnets, sampling_plan
+    from pipeline.profiling import profile_blocks, profile_subnets, remeasure_stored, sampling_plan
     from pipeline.space import SearchSpace
 
     space = SearchSpace.load(space_name)
     plan = sampling_plan(space, n_subnets, seed)
-    summary = {"subnets": profile_subnets(device, space, plan, store_path, workers).to_dict()}
+    if remeasure:
+        summary = {"subnets": remeasure_stored(device, space, store_path).to_dict()}
+    else:
+        summary = {"subnets": profile_subnets(device, space, plan, store_path, workers).to_dict()}
     if blocks or all_blocks:
         wanted = space_blocks(space) if all_blocks else distinct_blocks(space, plan)
-        summary["blocks"] = profile_blocks(device, wanted).to_dict()
+        summary["blocks"] = profile_blocks(device, space, wanted).to_dict()
     if as_json:
         click.echo(json.dumps(summary))
         return

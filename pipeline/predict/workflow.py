@@ -75,18 +75,29 @@ def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) 
     return counts.most_common()
 
 
+def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray) -> np.ndarray:
+    """Latencies corrected for machine contention: x (baseline / reference at measurement time).
+
+    The baseline is the 10th percentile of the reference's times, i.e. the reference on a
+    (nearly) quiet machine, so corrected values estimate quiet-machine latencies.
+    """
+    return latency_ms * (np.percentile(reference_ms, 10) / reference_ms)
+
+
 def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | None = None,
-                 key_fields: KeyFields | None = None) -> Dataset:
+                 key_fields: KeyFields | None = None, normalise: bool = True) -> Dataset:
     """The device's stored subnet measurements whose configs belong to the space.
 
     Only measurements under `key_fields` (default: the current target, TVM version and
-    kernel hash) count.
+    kernel hash) count. With `normalise`, and when every one was taken beside the
+    reference subnet (`pipeline.profiling.Reference`), latencies are contention-corrected
+    by `reference_normalised`.
     """
     from pipeline.device import MeasurementStore
 
     fields = _fields(device, key_fields)
     space = SearchSpace.load(space_name)
-    ids, configs, latency = [], [], []
+    ids, configs, latency, reference = [], [], [], []
     with MeasurementStore(store_path) as store:
         for rec in store.records(device):
             if (rec.target, rec.tvm_version, rec.kernel_db_hash) != fields:
@@ -98,10 +109,13 @@ def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | N
             ids.append(rec.subnet_id)
             configs.append(config)
             latency.append(rec.median_ms)
+            reference.append(rec.meta.get("reference_ms"))
     log.info("%s: %d measured subnets of space %s under kernel hash %s", device, len(ids), space_name,
              fields[2][:12])
-    return Dataset(device, tuple(ids), tuple(configs), encode_many(configs), np.asarray(latency, dtype=np.float64),
-                   fields)
+    y = np.asarray(latency, dtype=np.float64)
+    if normalise and reference and None not in reference:
+        y = reference_normalised(y, np.asarray(reference, dtype=np.float64))
+    return Dataset(device, tuple(ids), tuple(configs), encode_many(configs), y, fields)
 
 
 def is_held_out(subnet_id: str, test_fraction: float, seed: int = 0) -> bool:
@@ -129,9 +143,15 @@ def load_block_table(device: str, space_name: str, store_path: str | os.PathLike
         return None
     fields = _fields(device, key_fields)
     with MeasurementStore(path) as store:
-        entries = {tuple(r.config["block_key"]): r.median_ms for r in store.records(device)
-                   if (r.target, r.tvm_version, r.kernel_db_hash) == fields}
-    return BlockLatencyTable.build(tables_for(space_name), entries) if entries else None
+        records = [r for r in store.records(device) if (r.target, r.tvm_version, r.kernel_db_hash) == fields]
+    if not records:
+        return None
+    latency = np.array([r.median_ms for r in records])
+    reference = [r.meta.get("reference_ms") for r in records]
+    if None not in reference:
+        latency = reference_normalised(latency, np.asarray(reference, dtype=np.float64))
+    return BlockLatencyTable.build(tables_for(space_name),
+                                   {tuple(r.config["block_key"]): ms for r, ms in zip(records, latency)})
 
 
 def report(predictor: LatencyPredictor, test: Dataset, plot_path: Path | None) -> dict[str, Any]:
