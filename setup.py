@@ -13,7 +13,7 @@ setup(
     "measure them on devices, predict latency and search per latency budget.",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipeline", "pipeline.*"]),
-    package_data={"pipeline": ["data/*.yaml", "data/*.json"]},
+    package_data={"pipeline": ["data/*.yaml", "data/*.json", "compile/examples/*.cc"]},
     install_requires=[
         "torch==2.13.0",
         "apache-tvm==0.27.0.post1",
