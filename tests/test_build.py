@@ -132,7 +132,8 @@ def test_closed_loop_tightens_after_a_miss(host_build, tiny):
         def predict(self, configs):
             return real.predict(configs) / 100
 
-    budget = round(float(load_dataset("x86-host", space.name).latency_ms.min()) * 1.02, 4)
+    # below every measured subnet: whatever the optimistic model picks must miss it
+    budget = round(float(load_dataset("x86-host", space.name).latency_ms.min()) * 0.5, 4)
     accuracy = supernet_setup(space, supernet, cfg.supernet, cfg.data, cfg.accuracy_subnets,
                               cfg.recalib_batches, cfg.eval_batch_size)
     out = cfg.out.parent / "loop"
@@ -146,11 +147,9 @@ def test_closed_loop_tightens_after_a_miss(host_build, tiny):
     assert first["subnet_id"] in stored  # the miss is in the store for the predictor
     assert len(outcome.rounds) == 2
     assert outcome.rounds[1]["effective_ms"] == pytest.approx(budget * first["predicted_ms"] / first["measured_ms"],
-                                                              rel=1e-3)
-    if outcome.emitted:
-        assert outcome.measured_ms <= budget
-    else:
-        assert outcome.reason and not (out / f"x86-host-{budget:g}ms").exists()
+                                                              rel=1e-2)
+    assert not outcome.emitted and outcome.reason
+    assert not (out / f"x86-host-{budget:g}ms").exists()  # the miss's artifact was removed
     assert {"search", "compile+verify", "measure"} <= set(timings)
 
 

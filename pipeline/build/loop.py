@@ -108,9 +108,9 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
             measured = timed("measure", lambda: _measure(profile, store, session, cand.config, artifact.library,
                                                          ctx.space.name))
             predicted = cand.latency[profile.name]
-            outcome.rounds.append({"round": round_no, "effective_ms": round(outcome.effective_ms, 4),
-                                   "subnet_id": cand.config.id, "predicted_ms": round(predicted, 4),
-                                   "measured_ms": round(measured, 4)})
+            outcome.rounds.append({"round": round_no, "effective_ms": round(outcome.effective_ms, 6),
+                                   "subnet_id": cand.config.id, "predicted_ms": round(predicted, 6),
+                                   "measured_ms": round(measured, 6)})
             if measured <= b:
                 outcome.folder, outcome.candidate, outcome.measured_ms = artifact.folder, cand, measured
                 outcome.accuracy = round(float(accuracy[cand.config]), 3)
