@@ -5,13 +5,12 @@ import socket
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from pipeline.device import (MeasurePolicy, export_library, list_profiles, load_profile, measure,
                              open_session)
-from pipeline.device.check import build_tiny, check_device, tiny_inputs, tiny_reference
+from pipeline.device.check import build_tiny, check_device, tiny_inputs
 from pipeline.device.profile import RPCConnection
 from pipeline.device.rpcserver import free_port
 from pipeline.errors import ConfigError, DeviceError

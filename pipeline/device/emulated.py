@@ -124,9 +124,6 @@ class EmulatedDevice:
             raise DeviceError(f"{what} failed ({tail}); fix and re-run `pipeline device up`")
 
     # -------------------------------------------------------------- provisioning
-    def provisioned(self) -> bool:
-        return self._stamp("wheels").exists()
-
     def provision(self) -> None:
         """Build the root file system and device-side Python packages (skips finished steps)."""
         with self._locked():

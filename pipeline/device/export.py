@@ -23,7 +23,8 @@ def export_library(executable, path: str | os.PathLike, profile: DeviceProfile) 
     else:
         if shutil.which(profile.cross_compiler) is None:
             raise DeviceError(f"cross compiler {profile.cross_compiler!r} of profile {profile.name} is not on PATH; "
-                              f"install it (scripts/setup.sh) or set `cross_compiler` in {profile.source}")
+                              f"install it (scripts/setup.sh brings aarch64-linux-gnu-g++; the Android NDK clang "
+                              f"is separate) or set `cross_compiler` to its full path in {profile.source}")
         from tvm.support import cc
 
         executable.export_library(str(tmp), fcompile=cc.cross_compiler(profile.cross_compiler))

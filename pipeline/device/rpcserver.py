@@ -42,9 +42,6 @@ class ServerProcess:
     port: int
     log_path: Path
 
-    def alive(self) -> bool:
-        return pid_alive(self.pid)
-
     def stop(self, timeout_s: float = 10.0) -> None:
         stop_group(self.pid, timeout_s)
 

@@ -108,13 +108,6 @@ class RemoteServer:
         raise DeviceError(f"{self.what}: the RPC server on the board did not start within {timeout_s:g} s "
                           f"(ran: {command})")
 
-    def alive(self) -> bool:
-        if self.pgid is None:
-            return False
-        _, out, _ = self.client.exec_command(f"kill -0 -- -{self.pgid} 2>/dev/null && echo yes || echo no",
-                                             timeout=self.conn.timeout_s)
-        return out.read().decode().strip() == "yes"
-
     def stop(self) -> None:
         """Kill the remote process group (TERM, then KILL after a grace period)."""
         if self.pgid is not None:
