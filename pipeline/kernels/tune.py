@@ -19,7 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tvm
+import tvm.tirx
 from tqdm import tqdm
 
 from pipeline.kernels.database import device_kernel_dir, open_database
@@ -117,45 +119,38 @@ def _best_us(records: list) -> float | None:
     return min(times) * 1e6 if times else None
 
 
-def seed_library(database, tasks: list[PlannedTask], target, builder, runner, params: ScheduleParams,
-                 batch: int = 32, progress: bool = True) -> dict[str, float]:
+def seed_library(database, tasks: list[PlannedTask], profile, params: ScheduleParams,
+                 progress: bool = True) -> dict[str, float]:
     """Measure the library schedule of each task without records and commit it as one.
 
-    Batched (one builder/runner round trip per `batch` tasks) and committed batch by
-    batch, so a restart redoes at most one batch. Returns measured microseconds by task.
+    Built in-process and timed through the profile's device session (no builder/runner
+    worker pools: on a loaded 2-core machine their start-up alone hits their timeouts).
+    Each record is committed as soon as it is measured. Returns microseconds by task.
     """
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.database import TuningRecord
 
-    todo = []
-    for task in tasks:
-        trace = None if _records(database, task) else schedule_trace(task.mod["main"], params)
-        if trace is not None:
-            todo.append((task, trace))
+    from pipeline.device import export_library, open_session
+
+    target = profile.tvm_target()
+    todo = [(t, tr) for t in tasks if not _records(database, t)
+            for tr in [schedule_trace(t.mod["main"], params)] if tr is not None]
     measured: dict[str, float] = {}
-    for start in tqdm(range(0, len(todo), batch), desc="measure library schedules", unit="batch",
-                      disable=not progress):
-        chunk = todo[start:start + batch]
-        mods = []
-        for task, trace in chunk:
+    if not todo:
+        return measured
+    rng = np.random.default_rng(0)
+    with open_session(profile) as session, tempfile.TemporaryDirectory() as tmp:
+        for i, (task, trace) in enumerate(tqdm(todo, desc="measure library schedules", unit="task",
+                                               disable=not progress)):
             sch = tvm.s_tir.Schedule(task.mod)
             trace.apply_to_schedule(sch, remove_postproc=False)
-            mods.append(sch.mod)
-        built = builder.build([ms.builder.BuilderInput(m, target) for m in mods])
-        inputs, kept = [], []
-        for (task, trace), result in zip(chunk, built):
-            if result.error_msg:
-                log.warning("%s: library schedule does not build: %s", task.name, result.error_msg[-300:])
-                continue
+            lib_path = export_library(tvm.tirx.build(sch.mod, target=target), Path(tmp) / f"k{i}.so", profile)
             args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
-            inputs.append(ms.runner.RunnerInput(result.artifact_path, "cpu", args_info))
-            kept.append((task, trace, args_info))
-        for (task, trace, args_info), future in zip(kept, runner.run(inputs)):
-            result = future.result()
-            if result.error_msg:
-                log.warning("%s: library schedule failed on the device: %s", task.name, result.error_msg[-300:])
-                continue
-            run_secs = [float(x) for x in result.run_secs]
+            args = [tvm.runtime.tensor(rng.random([int(d) for d in a.shape]).astype(a.dtype), device=session.device)
+                    for a in args_info]
+            timer = session.load(lib_path).time_evaluator("main", session.device, number=5, repeat=3,
+                                                          min_repeat_ms=20)
+            run_secs = [float(x) for x in timer(*args).results]
             database.commit_tuning_record(TuningRecord(trace, database.commit_workload(task.mod), run_secs,
                                                        target, args_info))
             measured[task.name] = sum(run_secs) / len(run_secs) * 1e6
@@ -175,17 +170,17 @@ def _tune_one(database, task: PlannedTask, target, trials: int, budget: TuneBudg
 
 
 def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = None,
-         timeout_s: float = 60.0, progress: bool = True) -> list[TaskOutcome]:
+         timeout_s: float = 300.0, progress: bool = True) -> list[TaskOutcome]:
     """Tune `plan`'s tasks on `profile`'s device into its database (resumable)."""
     target = profile.tvm_target()
     folder = database_dir or device_kernel_dir(profile.name)
     database = open_database(folder)
-    builder, runner = _builder_runner(profile, timeout_s)
+    measurer = None  # MetaSchedule's builder/runner pools, started only when trials are due
     params = ScheduleParams.for_target(target)
     ranked = sorted(plan.tasks, key=lambda t: -t.weighted_flops)
     tasks = ranked[: budget.max_tasks]
     left = budget.total_trials if budget.total_trials is not None else budget.trials_per_task * len(tasks)
-    library = seed_library(database, ranked, target, builder, runner, params, progress=progress)
+    library = seed_library(database, ranked, profile, params, progress=progress)
     outcomes = []
     work_dir = folder / "logs"
     bar = tqdm(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
@@ -194,7 +189,8 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
         done = max(0, len(before) - 1)  # the library seed is not a MetaSchedule trial
         trials = min(max(0, budget.trials_per_task - done), left)
         if trials > 0:
-            _tune_one(database, task, target, trials, budget, builder, runner, work_dir)
+            measurer = measurer or _builder_runner(profile, timeout_s)
+            _tune_one(database, task, target, trials, budget, *measurer, work_dir)
             left -= trials
         after = _records(database, task)
         outcome = TaskOutcome(task.name, len(before), len(after), library.get(task.name), _best_us(after))

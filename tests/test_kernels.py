@@ -1,0 +1,136 @@
+"""Kernels: workload plan, library schedules, committed x86-host database, tuning resume."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline.device import load_profile
+from pipeline.kernels import kernel_db_hash, lower_for_target
+from pipeline.kernels.database import device_kernel_dir, has_database, open_database
+from pipeline.kernels.plan import Plan, _requirements, _satisfies, covering_configs, plan, subnet_module
+from pipeline.kernels.tune import TuneBudget, _records, tune
+from pipeline.model import build_static
+from pipeline.paths import DATA_DIR
+from pipeline.space import SearchSpace
+
+
+@pytest.fixture(scope="module")
+def small_space(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
+    """The demo space cut to one choice per position at 32 px, two blocks per stage."""
+    raw = yaml.safe_load((DATA_DIR / "demo.yaml").read_text())
+    cfg = raw["supernet_config"]
+    cfg["resolutions"] = [32]
+    for section in cfg.values():
+        if isinstance(section, dict):
+            for key in ("c", "k", "t"):
+                if key in section:
+                    section[key] = section[key][:1]
+            if "d" in section:
+                section["d"] = [max(section["d"])]
+    path = tmp_path_factory.mktemp("space") / "small.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return SearchSpace.load(path)
+
+
+@pytest.fixture(scope="module")
+def small_plan(small_space: SearchSpace, tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(cache))
+        target = load_profile("x86-host").tvm_target()
+        return plan(small_space, "x86-host", target, num_classes=10, n_random=0, progress=False)
+
+
+def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial BN statistics and affine terms (build_static zeroes the last gammas)."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=gen) + 0.5
+            m.bias.data = torch.rand(m.bias.shape, generator=gen) - 0.5
+            m.running_mean = torch.rand(m.running_mean.shape, generator=gen) - 0.5
+            m.running_var = torch.rand(m.running_var.shape, generator=gen) + 0.5
+    return model.eval()
+
+
+def _compile_and_compare(space: SearchSpace, config, device: str, tmp_path: Path):
+    import tvm
+    from tvm import relax
+
+    from pipeline.compile import export_onnx, onnx_to_relax
+
+    model = _randomise(build_static(space, config, 10), seed=1)
+    path = export_onnx(model, config.resolution, tmp_path / "m.onnx")
+    target = load_profile(device).tvm_target()
+    lowered, coverage = lower_for_target(onnx_to_relax(path), target, device)
+    vm = relax.VirtualMachine(tvm.compile(lowered, target=target), tvm.cpu())
+    x = np.random.default_rng(0).random((1, 3, config.resolution, config.resolution), dtype=np.float32)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    return coverage
+
+
+def test_covering_configs_contain_every_layer_shape():
+    space = SearchSpace.load("demo")
+    configs = covering_configs(space)
+    requirements = _requirements(space)
+    assert all(any(_satisfies(c, r) for c in configs) for r in requirements)
+    # at least one per (resolution, first-block shape of the busiest stage), far below the space size
+    assert 3 * 16 <= len(configs) < 100
+
+
+def test_plan_deduplicates_tasks(small_plan: Plan):
+    summary = small_plan.summary()
+    assert summary["tasks"] >= 20  # stem, expand/depthwise/project convs, SE, pools, head
+    assert summary["kernel_calls"] > summary["tasks"]  # repeated blocks share tasks
+    repeated = [t for t in small_plan.tasks if t.occurrences > 1]
+    assert repeated and all(t.flops > 0 for t in small_plan.tasks if "conv2d" in t.name)
+    names = [t.name for t in small_plan.tasks]
+    assert len(names) == len(set(names))
+
+
+def test_library_schedules_match_pytorch(small_space, tmp_path, monkeypatch):
+    """Without a database every kernel gets a library schedule, and the results are right."""
+    monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
+    coverage = _compile_and_compare(small_space, small_space.largest(), "x86-host", tmp_path)
+    assert coverage.tuned == 0
+    assert coverage.library == coverage.total and not coverage.untuned_tasks
+
+
+def test_committed_x86_database_covers_random_demo_subnets(tmp_path):
+    assert has_database("x86-host"), f"no committed database in {device_kernel_dir('x86-host')}"
+    space = SearchSpace.load("demo")
+    config = space.sample(random.Random(7))
+    coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
+    assert coverage.complete, coverage.summary()
+    assert kernel_db_hash("x86-host") != kernel_db_hash("no-such-device")
+
+
+def test_tuning_appends_records_and_resumes(small_plan: Plan, tmp_path: Path):
+    profile = load_profile("x86-host")
+    light = sorted(small_plan.tasks, key=lambda t: t.flops)
+    tasks = [next(t for t in light if "mean" in t.name), next(t for t in light if "matmul" in t.name)]
+    sub = Plan(small_plan.space, small_plan.device, small_plan.configs, tasks)
+    folder = tmp_path / "db"
+
+    seeded = tune(sub, profile, TuneBudget(trials_per_task=0), database_dir=folder, progress=False)
+    assert [o.trials_after for o in seeded] == [1, 1]  # the measured library schedules
+    assert all(o.library_us and o.library_us > 0 for o in seeded)
+
+    tuned = tune(sub, profile, TuneBudget(trials_per_task=2, max_tasks=1, trials_per_iter=2),
+                 database_dir=folder, progress=False)
+    assert tuned[0].trials_before == 1 and tuned[0].trials_after > 1  # appended, seed kept
+    assert tuned[0].library_us is None  # not re-measured on restart
+
+    again = tune(sub, profile, TuneBudget(trials_per_task=2, max_tasks=1, trials_per_iter=2),
+                 database_dir=folder, progress=False)
+    assert again[0].trials_after == again[0].trials_before == tuned[0].trials_after  # budget met: nothing rerun
+    database = open_database(folder)
+    assert len(_records(database, tasks[0])) == tuned[0].trials_after
