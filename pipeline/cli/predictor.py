@@ -39,14 +39,15 @@ def _echo_report(result: dict, as_json: bool) -> None:
 @click.option("--blocks/--no-blocks", default=False, show_default=True,
               help="Also build and measure every distinct block of the planned subnets (the lookup table).")
 @click.option("--all-blocks", is_flag=True, help="Measure every distinct block of the whole space.")
+@click.option("--only-blocks", is_flag=True, help="Measure the blocks of the plan but not its subnets.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Compile processes (default: CPUs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--remeasure", is_flag=True,
               help="Instead: time every stored subnet again from its library (no recompiling), beside the reference.")
 @store_option
 @json_option
-def profile(device: str, n_subnets: int, space_name: str, blocks: bool, all_blocks: bool, workers: int | None,
-            seed: int, remeasure: bool, store_path: str | None, as_json: bool) -> None:
+def profile(device: str, n_subnets: int, space_name: str, blocks: bool, all_blocks: bool, only_blocks: bool,
+            workers: int | None, seed: int, remeasure: bool, store_path: str | None, as_json: bool) -> None:
     """Compile and measure the sampling plan's subnets on DEVICE; resumable (stored ones are skipped)."""
     from pipeline.predict.features import all_blocks as space_blocks, distinct_blocks
     from pipeline.profiling import profile_blocks, profile_subnets, remeasure_stored, sampling_plan
@@ -54,11 +55,12 @@ def profile(device: str, n_subnets: int, space_name: str, blocks: bool, all_bloc
 
     space = SearchSpace.load(space_name)
     plan = sampling_plan(space, n_subnets, seed)
+    summary = {}
     if remeasure:
-        summary = {"subnets": remeasure_stored(device, space, store_path).to_dict()}
-    else:
-        summary = {"subnets": profile_subnets(device, space, plan, store_path, workers).to_dict()}
-    if blocks or all_blocks:
+        summary["subnets"] = remeasure_stored(device, space, store_path).to_dict()
+    elif not only_blocks:
+        summary["subnets"] = profile_subnets(device, space, plan, store_path, workers).to_dict()
+    if blocks or all_blocks or only_blocks:
         wanted = space_blocks(space) if all_blocks else distinct_blocks(space, plan)
         summary["blocks"] = profile_blocks(device, space, wanted).to_dict()
     if as_json:
