@@ -1,6 +1,7 @@
 """Search: official accuracy predictor, evolution vs random, budgets, Pareto front."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -108,6 +109,8 @@ def test_budgets_respected_on_several_devices(space, official):
         assert best.latency["fast"] == pytest.approx(latency["fast"].predict([best.config])[0])
         assert best.latency["flops"] == pytest.approx(latency["flops"].predict([best.config])[0])
     assert result.best[1].accuracy <= result.best[2].accuracy  # looser on both => no worse
+    saved = json.loads(json.dumps(result.to_dict()))
+    assert saved["best"][0]["candidate"]["id"] == result.best[0].config.id
 
 
 def test_impossible_budget_gives_none(space):
