@@ -6,6 +6,7 @@ when the cache has none. An interrupted demo training resumes from its last stat
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 from pathlib import Path
@@ -59,9 +60,18 @@ def train_demo(cfg: TrainConfig | None = None, progress: bool = True) -> TrainRe
 
 
 def ensure_demo_supernet(progress: bool = True) -> Path:
-    """The demo supernet's checkpoint path, training it first if the cache has none."""
+    """The demo supernet's checkpoint path, training it first if the cache has none.
+
+    Concurrent callers (e.g. two builds) serialise on a lock file: one trains, the
+    others wait and then find the checkpoint.
+    """
     path = demo_supernet_path()
-    if not path.is_file():
-        log.info("no demo supernet at %s: training it (a few minutes on 2 CPU cores)", path)
-        train_demo(progress=progress)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            log.info("no demo supernet at %s: training it (a few minutes on 2 CPU cores)", path)
+            train_demo(progress=progress)
     return path
