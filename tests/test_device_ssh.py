@@ -126,3 +126,36 @@ def test_changed_host_key_refused(sshd, tmp_path: Path):
     with pytest.raises(DeviceError, match="differs from"):
         with open_session(_profile(sshd, known, free_port())):
             pass
+
+
+_HOLD = """
+import sys, time
+from pipeline.device import load_profile, open_session
+from pipeline.device.profile import SSHConnection
+port, key, known, rpc_port = sys.argv[1:5]
+profile = load_profile("x86-host").with_connection(SSHConnection(
+    host="127.0.0.1", port=int(port), user="root", key_file=key, known_hosts=known,
+    remote_python=sys.executable, remote_rpc_port=int(rpc_port), timeout_s=30.0))
+with open_session(profile):
+    print("open", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_remote_server_stopped_when_client_killed(sshd, tmp_path: Path):
+    """kill -9 runs no cleanup: the remote watchdog must notice the dropped connection."""
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd[2])
+    rpc_port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(sshd[0]), str(sshd[1]), str(known), str(rpc_port)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open"
+        assert _servers_on(rpc_port)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while _servers_on(rpc_port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _servers_on(rpc_port)

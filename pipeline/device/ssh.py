@@ -4,7 +4,8 @@ The server is bound to the board's own localhost (nothing is exposed on its netw
 and reached through a local port forwarded over the SSH connection. The host key must
 be in the profile's known_hosts unless the profile sets `allow_unknown_host`. The
 remote server runs in its own process group (setsid), whose id it prints first, so the
-whole group (launcher and popen_worker) is killed on exit, on error and on Ctrl-C.
+whole group (launcher and popen_worker) is killed on exit, on error and on Ctrl-C; a
+watchdog shell in that group also kills it when the SSH connection drops (kill -9).
 """
 from __future__ import annotations
 
@@ -70,9 +71,13 @@ class RemoteServer:
         env = f"PYTHONPATH={shlex.quote(conn.remote_pythonpath)} " if conn.remote_pythonpath else ""
         server = " ".join(shlex.quote(a) for a in [conn.remote_python,
                                                    *rpc_server_args("127.0.0.1", conn.remote_rpc_port)])
-        # setsid -w: own process group (and we still see its output); print its id first so
-        # the whole group can be killed.
-        command = f"cd /tmp && exec setsid -w sh -c {shlex.quote(f'echo PGID=$$; exec env {env}{server}')}"
+        # setsid -w: own process group (and we still see its output); its id is printed first
+        # so the whole group can be killed. The shell then waits for the end of its stdin,
+        # which sshd closes when our connection goes (even if we are killed with -9), and
+        # takes the group down with it.
+        watchdog = (f"echo PGID=$$; env {env}{server} & cat >/dev/null; "
+                    f"trap '' TERM; kill -TERM -$$; sleep 3; kill -KILL -$$")
+        command = f"cd /tmp && exec setsid -w sh -c {shlex.quote(watchdog)}"
         self.channel = client.get_transport().open_session(timeout=conn.timeout_s)
         self.channel.set_combine_stderr(True)
         self.channel.exec_command(command)
@@ -111,8 +116,8 @@ class RemoteServer:
     def stop(self) -> None:
         """Kill the remote process group (TERM, then KILL after a grace period)."""
         if self.pgid is not None:
-            script = (f"kill -TERM -- -{self.pgid} 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do "
-                      f"kill -0 -- -{self.pgid} 2>/dev/null || exit 0; sleep 0.5; done; kill -KILL -- -{self.pgid}")
+            script = (f"kill -TERM -{self.pgid} 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do "
+                      f"kill -0 -{self.pgid} 2>/dev/null || exit 0; sleep 0.5; done; kill -KILL -{self.pgid}")
             try:
                 _, out, _ = self.client.exec_command(script, timeout=self.conn.timeout_s + 10)
                 out.channel.recv_exit_status()
