@@ -170,7 +170,9 @@ def profile_subnets(device: str, space: SearchSpace, configs: Sequence[SubnetCon
                     for config, artifact in zip(batch, artifacts):
                         build = artifact.manifest["build"]
                         coverage = build.get("kernel_coverage") or {}
-                        _measure_and_store(session, store, RecordKey(profile.name, config.id, *fields),
+                        # keyed by what the library was actually built with (the code may change mid-run)
+                        key = RecordKey(profile.name, config.id, build["target"], fields[1], build["kernel_db_hash"])
+                        _measure_and_store(session, store, key,
                                            config.to_dict(), artifact.library,
                                            {INPUT_NAME: fixed_input(config.resolution)}, profile.policy,
                                            {"space": space.name, "source": "profile",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -89,9 +89,9 @@ def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | N
     """The device's stored subnet measurements whose configs belong to the space.
 
     Only measurements under `key_fields` (default: the current target, TVM version and
-    kernel hash) count. With `normalise`, and when every one was taken beside the
-    reference subnet (`pipeline.profiling.Reference`), latencies are contention-corrected
-    by `reference_normalised`.
+    kernel hash) count. With `normalise`, when measurements were taken beside the
+    reference subnet (`pipeline.profiling.Reference`), only those are used, contention-
+    corrected by `reference_normalised`.
     """
     from pipeline.device import MeasurementStore
 
@@ -112,10 +112,17 @@ def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | N
             reference.append(rec.meta.get("reference_ms"))
     log.info("%s: %d measured subnets of space %s under kernel hash %s", device, len(ids), space_name,
              fields[2][:12])
-    y = np.asarray(latency, dtype=np.float64)
-    if normalise and reference and None not in reference:
-        y = reference_normalised(y, np.asarray(reference, dtype=np.float64))
-    return Dataset(device, tuple(ids), tuple(configs), encode_many(configs), y, fields)
+    data = Dataset(device, tuple(ids), tuple(configs), encode_many(configs), np.asarray(latency, dtype=np.float64),
+                   fields)
+    with_reference = np.array([r is not None for r in reference], dtype=bool)
+    if normalise and with_reference.any():
+        if not with_reference.all():
+            log.info("%s: using the %d of %d measurements taken beside the reference (contention-corrected); "
+                     "`pipeline profile --remeasure` re-times the others", device, with_reference.sum(), len(ids))
+        data = data.subset(with_reference)
+        refs = np.asarray([r for r in reference if r is not None], dtype=np.float64)
+        data = replace(data, latency_ms=reference_normalised(data.latency_ms, refs))
+    return data
 
 
 def is_held_out(subnet_id: str, test_fraction: float, seed: int = 0) -> bool:
