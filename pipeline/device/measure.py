@@ -85,18 +85,15 @@ def measure(session: DeviceSession, lib_path: str | os.PathLike, inputs: dict[st
         vm[entry](*args)
     timer = vm.time_evaluator(entry, session.device, number=policy.number, repeat=policy.repeat,
                               min_repeat_ms=policy.min_repeat_ms)
-    repeats: list[float] = []
-    result: Measurement | None = None
-    for attempt in range(1, policy.remeasure + 2):
-        if attempt > 1 and policy.cooldown_ms:
-            time.sleep(policy.cooldown_ms / 1000)
-        timed = timer(*args)
-        repeats = [float(r) * 1e3 for r in timed.results]
+    attempt = 1
+    while True:
+        repeats = [float(r) * 1e3 for r in timer(*args).results]
         result = Measurement.from_repeats(repeats, number=policy.number, attempts=attempt,
                                           max_spread=policy.max_spread)
-        if result.spread_ok:
-            break
+        if result.spread_ok or attempt > policy.remeasure:
+            return result
         log.info("spread %.1f%% > %.1f%% on %s (attempt %d): measuring again", 100 * result.spread,
                  100 * policy.max_spread, session.profile.name, attempt)
-    assert result is not None
-    return result
+        attempt += 1
+        if policy.cooldown_ms:
+            time.sleep(policy.cooldown_ms / 1000)
