@@ -219,7 +219,9 @@ def main() -> None:
         results["transfer"] = transfer(args.device, args.space, args.transfer_subnets, 50, fields, block_fields)
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
+    # parts skipped in this run keep their values from the previous one
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    RESULTS.write_text(json.dumps({**previous, **results}, indent=1))
     print(f"\nwrote {RESULTS}")
 
 

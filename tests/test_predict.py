@@ -16,7 +16,7 @@ import pytest
 from sklearn.ensemble import GradientBoostingRegressor
 
 from pipeline.errors import ConfigError
-from pipeline.predict import (BlockLatencyTable, LatencyPredictor, PredictorNotFound, error_metrics, fit_kind,
+from pipeline.predict import (BlockLatencyTable, PredictorNotFound, error_metrics, fit_kind,
                               fit_predictor, load_predictor, save_predictor)
 from pipeline.predict.features import all_blocks, distinct_blocks, tables_for
 from pipeline.predict.models import fit_trees
