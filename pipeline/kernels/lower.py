@@ -17,7 +17,7 @@ import tvm
 import tvm.tirx
 from tvm import relax
 
-from pipeline.kernels.database import device_kernel_dir, has_database, open_database
+from pipeline.kernels.database import open_device_database
 from pipeline.kernels.schedules import ScheduleParams, schedule_primfunc
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
     its kernels were scheduled.
     """
     fused = fuse_for_tuning(mod, target)
-    database = open_database(device_kernel_dir(device_name)) if has_database(device_name) else None
+    database = open_device_database(device_name)
     funcs = prim_funcs(fused)
     recorded = {n for n, f in funcs.items() if database is not None and has_record(database, f, target)}
     if recorded:

@@ -24,7 +24,7 @@ import tvm
 import tvm.tirx
 from tqdm import tqdm
 
-from pipeline.kernels.database import device_kernel_dir, open_database
+from pipeline.kernels.database import open_database, publish, tuning_dir
 from pipeline.kernels.plan import Plan, PlannedTask
 from pipeline.kernels.schedules import ScheduleParams, schedule_trace
 
@@ -171,16 +171,25 @@ def _tune_one(database, task: PlannedTask, target, trials: int, budget: TuneBudg
 
 def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = None,
          timeout_s: float = 300.0, progress: bool = True) -> list[TaskOutcome]:
-    """Tune `plan`'s tasks on `profile`'s device into its database (resumable)."""
+    """Tune `plan`'s tasks on `profile`'s device into its database (resumable).
+
+    Without `database_dir` the device's database is used and published into
+    `kernels/<device>/` after the library seeds and after every tuned task."""
     target = profile.tvm_target()
-    folder = database_dir or device_kernel_dir(profile.name)
+    folder = database_dir or tuning_dir(profile.name)
     database = open_database(folder)
+
+    def checkpoint() -> None:  # device databases are packed into kernels/<device>/ as they grow
+        if database_dir is None:
+            publish(profile.name, folder)
+
     measurer = None  # MetaSchedule's builder/runner pools, started only when trials are due
     params = ScheduleParams.for_target(target)
     ranked = sorted(plan.tasks, key=lambda t: -t.weighted_flops)
     tasks = ranked[: budget.max_tasks]
     left = budget.total_trials if budget.total_trials is not None else budget.trials_per_task * len(tasks)
     library = seed_library(database, ranked, profile, params, progress=progress)
+    checkpoint()
     outcomes = []
     work_dir = folder / "logs"
     bar = tqdm(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
@@ -192,6 +201,7 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
             measurer = measurer or _builder_runner(profile, timeout_s)
             _tune_one(database, task, target, trials, budget, *measurer, work_dir)
             left -= trials
+            checkpoint()
         after = _records(database, task)
         outcome = TaskOutcome(task.name, len(before), len(after), library.get(task.name), _best_us(after))
         outcomes.append(outcome)
