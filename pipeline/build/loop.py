@@ -5,7 +5,8 @@ It is compiled (verified on the device against PyTorch) and measured; the measur
 goes to the store at once. A subnet measured over its budget is not emitted: the
 budget the search works with is tightened by the observed relative error
 (`effective *= predicted / measured`), the predictor is refitted with the new
-measurements, and the search runs again, for at most `max_rounds` rounds.
+measurements, and the search runs again, for at most `max_rounds` rounds. A budget still
+unmet after that gets the best-ranked subnet already measured within it, if any.
 """
 from __future__ import annotations
 
@@ -84,22 +85,9 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
 
     outcomes = {b: BudgetOutcome(profile.name, b, b) for b in budgets_ms}
     accuracy: dict[SubnetConfig, float] = {}
-    pending = list(budgets_ms)
-    searches: list[SearchResult] = []
-    for round_no in range(1, ctx.max_rounds + 1):
-        budgets = [Budget.single(profile.name, outcomes[b].effective_ms) for b in pending]
-        result = timed("search", lambda: evolve(ctx.space, ctx.accuracy.rank, {profile.name: predictor},
-                                                budgets, ctx.evolution))
-        searches.append(result)
-        chosen = []
-        for b, cand in zip(pending, result.best):
-            if cand is None:
-                outcomes[b].reason = (f"no subnet is predicted within {outcomes[b].effective_ms:.3g} ms "
-                                      f"on {profile.name}")
-                outcomes[b].rounds.append({"round": round_no, "effective_ms": outcomes[b].effective_ms,
-                                           "found": None})
-            else:
-                chosen.append((b, cand))
+
+    def try_picks(chosen: list[tuple[float, Candidate]], round_no: int | str) -> list[float]:
+        """Compile, verify and measure the picks; emit those within budget, return the missed budgets."""
         missed = []
         artifacts = timed("compile+verify",
                           lambda: _compile(ctx, profile, [(b, c.config) for b, c in chosen], session, accuracy))
@@ -122,15 +110,65 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
                 outcome.effective_ms *= predicted / measured
                 outcome.reason = f"measured {measured:.3f} ms > {b:g} ms after {round_no} round(s)"
                 missed.append(b)
+        return missed
+
+    pending = list(budgets_ms)
+    searches: list[SearchResult] = []
+    for round_no in range(1, ctx.max_rounds + 1):
+        budgets = [Budget.single(profile.name, outcomes[b].effective_ms) for b in pending]
+        result = timed("search", lambda: evolve(ctx.space, ctx.accuracy.rank, {profile.name: predictor},
+                                                budgets, ctx.evolution))
+        searches.append(result)
+        chosen = []
+        for b, cand in zip(pending, result.best):
+            if cand is None:
+                outcomes[b].reason = (f"no subnet is predicted within {outcomes[b].effective_ms:.3g} ms "
+                                      f"on {profile.name}")
+                outcomes[b].rounds.append({"round": round_no, "effective_ms": outcomes[b].effective_ms,
+                                           "found": None})
+            else:
+                chosen.append((b, cand))
+        missed = try_picks(chosen, round_no)
         pending = missed
         if not pending:
             break
         if round_no < ctx.max_rounds:
             predictor = refit()
+    left = [b for b in budgets_ms if not outcomes[b].emitted]
+    fallback = _measured_within(ctx, profile, store, predictor, left)
+    if fallback:
+        try_picks(fallback, "measured")
     for outcome in outcomes.values():
         if outcome.emitted:
             _finish_manifest(ctx, profile, outcome, predictor)
     return [outcomes[b] for b in budgets_ms], searches
+
+
+def _measured_within(ctx: LoopContext, profile: Any, store: Any, predictor: Any,
+                     budgets_ms: Sequence[float]) -> list[tuple[float, Candidate]]:
+    """For budgets the search could not meet: the best-ranked subnet already measured within
+    each (profiling measured the smallest subnet, so a budget above it is never left empty)."""
+    from pipeline.predict.workflow import load_dataset
+
+    if not budgets_ms:
+        return []
+    data = load_dataset(profile.name, ctx.space.name, store.path)
+    if not len(data):
+        return []
+    rank = ctx.accuracy.rank.predict(list(data.configs))
+    # as measured and stored (the dataset's latencies may be normalised for machine load)
+    measured = [store.get(profile.name, i, *data.key_fields).median_ms for i in data.ids]
+    picks = []
+    for b in budgets_ms:
+        within = [i for i, ms in enumerate(measured) if ms <= b]
+        if within:
+            best = max(within, key=lambda i: rank[i])
+            config = data.configs[best]
+            predicted = float(predictor.predict([config])[0])
+            picks.append((b, Candidate(config, float(rank[best]), {profile.name: predicted})))
+            log.info("%s, %g ms budget: falling back to %s, measured %.3f ms before", profile.name, b, config.id,
+                     measured[best])
+    return picks
 
 
 def _compile(ctx: LoopContext, profile: Any, jobs: list[tuple[float, SubnetConfig]], session: Any,
