@@ -55,14 +55,15 @@ def bring_up(profile: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def kernels_status(profile: Any) -> dict[str, Any]:
-    """Whether compiled subnets get tuned kernels on this device (the database's hash)."""
+    """Whether compiled subnets get a tuned database on this device, or library schedules only."""
     from pipeline.kernels import kernel_db_hash
+    from pipeline.kernels.database import has_database
 
-    digest = kernel_db_hash(profile.name)
-    if not digest:
-        log.warning("%s has no tuned kernel database: subnets compile with the built-in schedules; "
-                    "`pipeline kernels tune --device %s` makes them faster", profile.name, profile.name)
-    return {"kernel_db_hash": digest, "tuned": bool(digest)}
+    tuned = has_database(profile.name)
+    if not tuned:
+        log.warning("%s has no tuned kernel database: subnets compile with the library schedules; "
+                    "`pipeline kernels tune --device %s` tunes them", profile.name, profile.name)
+    return {"kernel_db_hash": kernel_db_hash(profile.name), "tuned_database": tuned}
 
 
 def profile_device(profile: Any, space: SearchSpace, n_subnets: int, workers: int | None) -> dict[str, Any]:
