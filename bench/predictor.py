@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from pipeline.paths import REPO_ROOT, cache_dir, profiles_dir
-from pipeline.predict import error_metrics, fit_kind, fit_predictor
+from pipeline.predict import error_metrics, fit_kind, fit_predictor, plot_predicted_vs_measured
 from pipeline.predict.fit import default_kinds
 from pipeline.predict.transfer import transfer_study
 from pipeline.device import load_profile
@@ -54,7 +54,10 @@ def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: floa
         used = min(n, len(train))
         sub = train.subset(np.arange(len(train)) < used)
         chosen = fit_predictor(device, space_name, sub.encoded, sub.latency_ms, sub.ids, lut=lut)
-        row = {"n_train": used, "requested": n, "selected": chosen.kind,
+        plot = plot_predicted_vs_measured(test.latency_ms, chosen.predict(test.encoded),
+                                          RESULTS.with_name(f"predictor_{device}_n{used}.png"),
+                                          f"{device}: {chosen.kind}, n_train={used}, n_test={len(test)}")
+        row = {"n_train": used, "requested": n, "selected": chosen.kind, "plot": str(plot.relative_to(REPO_ROOT)),
                "selected_metrics": error_metrics(test.latency_ms, chosen.predict(test.encoded)),
                "cv": chosen.info["cv"], "kinds": {}}
         for kind in default_kinds(lut):
