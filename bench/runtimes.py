@@ -79,8 +79,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     profile = load_profile("x86-host")
     target = profile.tvm_target()
-    entries = []
-    for name, space, config, classes in _models(args.only):
+    models = _models(args.only)
+    names = {m[0] for m in models}
+    # keep other models' results from an earlier run (e.g. `--only demo` then `--only full`)
+    entries = [e for e in (json.loads(RESULTS.read_text())["models"] if RESULTS.is_file() else [])
+               if e["model"] not in names]
+    for name, space, config, classes in models:
         model = build_static(space, config, classes).eval()
         res = config.resolution
         x = np.random.default_rng(0).random((1, 3, res, res), dtype=np.float32)
@@ -111,7 +115,7 @@ def main() -> None:
             "config": config.to_dict(), "tvm_ms": ms["tvm"], "ort_ms": ms["ort"], "torch_ms": ms["torch"],
             "tvm_over_ort": ms["tvm"] / ms["ort"], "tvm_over_torch": ms["tvm"] / ms["torch"],
             "kernels": coverage.to_dict() | {"untuned_tasks": len(coverage.untuned_tasks)},
-            "compile_s": compile_s,
+            "compile_s": compile_s, "threads": args.threads,
         })
         e = entries[-1]
         print(f"{name:<16} {res:4d}px {e['mflops']:7.1f} MFLOPs  tvm {e['tvm_ms']:7.3f} ms  ort {e['ort_ms']:7.3f} ms"
@@ -130,7 +134,7 @@ def _write(entries: list[dict], args, db_hash: str) -> None:
                           "models": len(subset)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "threads": args.threads, "runs_per_round": args.runs, "rounds": args.rounds, "batch": 1,
+        "threads": sorted({e["threads"] for e in entries}), "runs_per_round": args.runs, "rounds": args.rounds, "batch": 1,
         "device": "x86-host", "kernel_db_hash": db_hash,
         "note": ("demo-space kernels come from the committed kernels/x86-host database (library schedules "
                  "measured as records, MetaSchedule on the heaviest tasks); full-space models are not tuned: "

@@ -96,7 +96,7 @@ def test_plan_deduplicates_tasks(small_plan: Plan):
     assert len(names) == len(set(names))
 
 
-def test_library_schedules_match_pytorch(small_space, tmp_path, monkeypatch):
+def test_library_schedules_match_pytorch(small_space, tmp_path, monkeypatch, pipeline_cache):
     """Without a database every kernel gets a library schedule, and the results are right."""
     monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
     coverage = _compile_and_compare(small_space, small_space.largest(), "x86-host", tmp_path)
@@ -104,7 +104,7 @@ def test_library_schedules_match_pytorch(small_space, tmp_path, monkeypatch):
     assert coverage.library == coverage.total and not coverage.untuned_tasks
 
 
-def test_committed_x86_database_covers_random_demo_subnets(tmp_path):
+def test_committed_x86_database_covers_random_demo_subnets(tmp_path, pipeline_cache):
     assert has_database("x86-host"), f"no committed database in {device_kernel_dir('x86-host')}"
     space = SearchSpace.load("demo")
     config = space.sample(random.Random(7))
