@@ -23,7 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.search import (
     Budget,
     EvolutionConfig,
-    OfficialAccuracyPredictor,
+    TreeForest,
     ShapeLatencyModel,
     evolve,
     flops_constrained_search,
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
 
     space = SearchSpace.load("attentivenas")
-    accuracy = OfficialAccuracyPredictor.load(args.trees)
+    accuracy = TreeForest.load(args.trees)
     model, model_note = latency_model(space)
     latency = {DEVICE: model}
     rng = random.Random(0)

@@ -16,7 +16,7 @@ from pipeline.search import (
     EvolutionConfig,
     FittedAccuracyPredictor,
     FlopsModel,
-    OfficialAccuracyPredictor,
+    TreeForest,
     ShapeLatencyModel,
     SupernetAccuracy,
     evolve,
@@ -37,8 +37,8 @@ def space() -> SearchSpace:
 
 
 @pytest.fixture(scope="module")
-def official() -> OfficialAccuracyPredictor:
-    return OfficialAccuracyPredictor.load(TREES)
+def official() -> TreeForest:
+    return TreeForest.load(TREES)
 
 
 @needs_trees
@@ -74,7 +74,7 @@ def test_official_predictor_matches_tree_walk(space, official):
 
 def test_official_predictor_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
-        OfficialAccuracyPredictor.load(tmp_path / "nope.npz")
+        TreeForest.load(tmp_path / "nope.npz")
 
 
 @needs_trees

@@ -15,7 +15,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.model import load_checkpoint
-from pipeline.space import SearchSpace, encode_many
+from pipeline.space import SearchSpace
 from pipeline.train import (
     ArchSampler, DataError, EvalData, SyntheticSpec, TrainConfig, evaluate, generate_synthetic, load_splits,
     recalibrate_bn, train,
@@ -203,7 +203,7 @@ def test_forest_predictor_estimator(tmp_path: Path) -> None:
              tree000_value=np.array([[1.5], [1.0], [2.0]]))
     sampler = ArchSampler(SPACE, SamplerConfig(method="bestup", estimator="predictor", flops_bin_mflops=0.5,
                                                prior_samples=200, predictor=str(tmp_path / "forest.npz")), 10, 0)
-    assert sampler.predictor.predict(encode_many([SPACE.smallest(), SPACE.largest()])).tolist() == [1.0, 2.0]
+    assert sampler.predictor.predict([SPACE.smallest(), SPACE.largest()]).tolist() == [1.0, 2.0]
     drawn = [sampler.draw() for _ in range(5)]  # no minibatch scorer needed
     assert all(SPACE.validate(c) == c for c in drawn)
     (tmp_path / "bad.npz").write_bytes(b"nope")

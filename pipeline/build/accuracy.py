@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.build.config import BuildConfig
 from pipeline.paths import cache_dir
-from pipeline.search import AccuracySource, FittedAccuracyPredictor, OfficialAccuracyPredictor, SupernetAccuracy
+from pipeline.search import AccuracySource, FittedAccuracyPredictor, TreeForest, SupernetAccuracy
 from pipeline.space import SearchSpace, SubnetConfig
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def deployable(supernet: Any, space: SearchSpace, configs: list[SubnetConfig], s
 
 
 def official_setup(trees: Path) -> AccuracySetup:
-    predictor = OfficialAccuracyPredictor.load(trees)
+    predictor = TreeForest.load(trees)
     return AccuracySetup(predictor, predictor, "official AttentiveNAS predictor", "ImageNet (predicted)",
                          {"kind": "official-trees", "trees": str(trees)})
 

@@ -7,7 +7,6 @@ baseline) share one archive type and result type; accuracy comes from any
 from pipeline.search.accuracy import (
     AccuracySource,
     FittedAccuracyPredictor,
-    OfficialAccuracyPredictor,
     SupernetAccuracy,
 )
 from pipeline.search.evaluator import Budget, Candidate, Evaluator, pareto_indices
@@ -20,10 +19,11 @@ from pipeline.search.methods import (
     flops_constrained_search,
     random_search,
 )
+from pipeline.space.forest import TreeForest
 
 __all__ = [
     "AccuracySource", "Budget", "Candidate", "EvolutionConfig", "Evaluator", "FittedAccuracyPredictor",
-    "FlopsModel", "LatencyModel", "OfficialAccuracyPredictor", "SearchResult", "ShapeLatencyModel",
+    "FlopsModel", "LatencyModel", "TreeForest", "SearchResult", "ShapeLatencyModel",
     "SupernetAccuracy", "evolve", "flops_budgets", "flops_constrained_search", "pareto_indices",
     "random_search",
 ]

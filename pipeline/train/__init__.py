@@ -5,11 +5,11 @@ from pipeline.train.data import DataError, ImageFolder, load_splits
 from pipeline.train.demo import demo_config, demo_supernet_path, ensure_demo_supernet, train_demo
 from pipeline.train.evaluate import EvalData, EvalResult, evaluate, recalibrate_bn
 from pipeline.train.loop import TrainResult, train
-from pipeline.train.sampler import ArchSampler, ForestPredictor
+from pipeline.train.sampler import ArchSampler
 from pipeline.train.synthetic import SyntheticSpec, generate as generate_synthetic
 
 __all__ = [
-    "ArchSampler", "DataError", "EvalData", "EvalResult", "ForestPredictor", "ImageFolder", "SyntheticSpec",
+    "ArchSampler", "DataError", "EvalData", "EvalResult", "ImageFolder", "SyntheticSpec",
     "TrainConfig", "TrainResult", "demo_config", "demo_supernet_path", "ensure_demo_supernet", "evaluate",
     "generate_synthetic", "load_splits", "recalibrate_bn", "train", "train_demo",
 ]

@@ -11,59 +11,20 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.space import SearchSpace, SubnetConfig, encode_many
+from pipeline.space import SearchSpace, SubnetConfig
 from pipeline.space.arch import count_flops
+from pipeline.space.forest import TreeForest
 from pipeline.train.config import SamplerConfig
 
 #: Ranks candidates; lower is better (a loss, or a negated predicted accuracy).
 Scorer = Callable[[Sequence[SubnetConfig]], Sequence[float]]
 #: Uniform draws tried per candidate before settling for the nearest FLOPs seen.
 TRIES_PER_CANDIDATE = 200
-
-
-class ForestPredictor:
-    """A regression forest stored as plain arrays (the official predictor's .npz layout).
-
-    For tree i: `tree{i:03d}_left/right` child ids (-1 at a leaf), `_feature`, `_threshold`
-    (go left when x[feature] <= threshold), `_value`; the forest predicts the mean leaf value.
-    Input: `SubnetConfig.encode()` rows.
-    """
-
-    def __init__(self, trees: list[dict[str, np.ndarray]]) -> None:
-        self.trees = trees
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ForestPredictor":
-        try:
-            arrays = np.load(path)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot read predictor {path}: {err}; pass a forest .npz file") from err
-        ids = sorted({k.split("_")[0] for k in arrays.files if k.startswith("tree")})
-        fields = ("left", "right", "feature", "threshold", "value")
-        if not ids or any(f"{t}_{f}" not in arrays.files for t in ids for f in fields):
-            raise ConfigError(f"{path} is not a forest .npz: it needs tree<i>_{{{','.join(fields)}}} arrays")
-        return cls([{f: arrays[f"{t}_{f}"] for f in fields} for t in ids])
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Mean over trees of the leaf each row reaches."""
-        total = np.zeros(len(x))
-        rows = np.arange(len(x))
-        for t in self.trees:
-            node = np.zeros(len(x), dtype=np.int64)
-            while True:
-                inner = t["left"][node] >= 0
-                if not inner.any():
-                    break
-                go_left = x[rows, t["feature"][node].clip(0)] <= t["threshold"][node]
-                node = np.where(inner, np.where(go_left, t["left"][node], t["right"][node]), node)
-            total += t["value"][node].reshape(len(x), -1)[:, 0]
-        return total / len(self.trees)
 
 
 @dataclass(frozen=True)
@@ -94,7 +55,7 @@ class ArchSampler:
         self.space, self.cfg, self.num_classes = space, cfg, num_classes
         self.rng = random.Random(seed)
         self._flops: dict[SubnetConfig, float] = {}
-        self.predictor = ForestPredictor.load(cfg.predictor) if cfg.estimator == "predictor" else None
+        self.predictor = TreeForest.load(cfg.predictor) if cfg.estimator == "predictor" else None
         self.prior: FlopsPrior | None = None
         if cfg.method != "uniform":
             prior_rng = random.Random(seed + 1)  # own stream: the prior does not depend on resume
@@ -120,7 +81,7 @@ class ArchSampler:
         if len(candidates) == 1:
             return candidates[0]
         if self.predictor is not None:
-            scores = -self.predictor.predict(encode_many(candidates))
+            scores = -self.predictor.predict(candidates)
         elif loss_scorer is not None:
             scores = np.asarray(loss_scorer(candidates), dtype=np.float64)
         else:
