@@ -104,7 +104,9 @@ def main() -> None:
               f"library {library_us:8.1f} us {row['library_gflops']:6.1f} GF/s  best {best}", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth,
-                                   "note": "timings on a shared 2-core machine under load from other work",
+                                   "note": ("timings on a shared 2-core machine under load from other work; best_record_us is the time stored "
+                                            "when the record was measured (different load), library_us is measured now; mflop is "
+                                            "TVM's estimate and counts epilogue math (fast_exp polynomial), so GFLOP/s can exceed sgemm peak"),
                                    "tasks": rows}, indent=1))
     print(f"wrote {RESULTS}")
 
