@@ -43,14 +43,19 @@ class BuildResult:
 
 
 def _budgets(cfg: BuildConfig, device: str, space: SearchSpace) -> list[float]:
-    """The user's budgets, else spread from the fastest to the median measured subnet."""
+    """The user's budgets, else spread from the fastest to the median measured subnet.
+
+    Raw medians, not the contention-corrected ones the predictor learns from: a budget is
+    checked against a raw measurement, so the tightest one must leave room above what the
+    device really measured.
+    """
     if cfg.budgets_ms:
         return sorted(cfg.budgets_ms)
     import numpy as np
 
     from pipeline.predict.workflow import load_dataset
 
-    measured = load_dataset(device, space.name).latency_ms
+    measured = load_dataset(device, space.name, normalise=False).latency_ms
     return spread_budgets(float(measured.min()), float(np.median(measured)), cfg.n_budgets)
 
 
