@@ -189,3 +189,28 @@ def test_emulated_arm64_build(emulated_arm64, tiny, tmp_path, monkeypatch):
     for o in result.outcomes:
         if o.emitted:
             assert "aarch64" in json.loads((o.folder / "manifest.json").read_text())["build"]["target"]
+
+
+def test_larger_budget_never_ships_a_less_accurate_subnet(tmp_path):
+    """Where the ranker and the evaluation disagree, a larger budget reuses the smaller
+    budget's more accurate (and already measured within budget) artifact."""
+    from pipeline.build.loop import BudgetOutcome, _never_worse_with_more_budget
+    from pipeline.search import Candidate
+    from pipeline.space import SearchSpace
+
+    space = SearchSpace.load("demo")
+    small_cfg, large_cfg = space.smallest(), space.largest()
+    outcomes = []
+    for budget, cfg, acc, ms in [(10.0, small_cfg, 71.0, 9.0), (20.0, large_cfg, 68.0, 18.0)]:
+        folder = tmp_path / f"x86-host-{budget:g}ms"
+        folder.mkdir()
+        (folder / "manifest.json").write_text(cfg.id)
+        outcomes.append(BudgetOutcome("x86-host", budget, budget, folder, Candidate(cfg, acc, {"x86-host": ms}),
+                                      ms, acc))
+    _never_worse_with_more_budget(outcomes)
+    small, large = outcomes
+    assert large.candidate.config == small_cfg and large.accuracy == 71.0 and large.measured_ms == 9.0
+    assert (large.folder / "manifest.json").read_text() == small_cfg.id
+    assert large.rounds[-1] == {"round": "reuse", "from_budget_ms": 10.0, "subnet_id": small_cfg.id,
+                                "replaced": large_cfg.id}
+    assert small.candidate.config == small_cfg and small.rounds == []

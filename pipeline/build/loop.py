@@ -6,7 +6,8 @@ goes to the store at once. A subnet measured over its budget is not emitted: the
 budget the search works with is tightened by the observed relative error
 (`effective *= predicted / measured`), the predictor is refitted with the new
 measurements, and the search runs again, for at most `max_rounds` rounds. A budget still
-unmet after that gets the best-ranked subnet already measured within it, if any.
+unmet after that gets the best-ranked subnet already measured within it, if any. Last, a
+larger budget never ships a less accurate (evaluated) subnet than a smaller budget did.
 """
 from __future__ import annotations
 
@@ -138,10 +139,36 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
     fallback = _measured_within(ctx, profile, store, predictor, left)
     if fallback:
         try_picks(fallback, "measured")
+    _never_worse_with_more_budget([outcomes[b] for b in sorted(budgets_ms)])
     for outcome in outcomes.values():
         if outcome.emitted:
             _finish_manifest(ctx, profile, outcome, predictor)
     return [outcomes[b] for b in budgets_ms], searches
+
+
+def _never_worse_with_more_budget(ascending: Sequence[BudgetOutcome]) -> None:
+    """A larger budget must not ship a less accurate subnet than a smaller one did.
+
+    The search ranks by a predicted accuracy, while the emitted accuracy is the evaluated
+    one; where they disagree, the subnet emitted for a smaller budget (measured within it,
+    so within every larger one) replaces the larger budget's pick.
+    """
+    best: BudgetOutcome | None = None
+    for outcome in ascending:
+        if not outcome.emitted:
+            continue
+        if best is not None and best.accuracy > outcome.accuracy:
+            assert best.folder is not None and outcome.folder is not None
+            log.info("%s, %g ms budget: %s (top-1 %.2f) beats the pick %s (top-1 %.2f); reusing it",
+                     outcome.device, outcome.budget_ms, best.candidate.config.id, best.accuracy,
+                     outcome.candidate.config.id, outcome.accuracy)
+            outcome.rounds.append({"round": "reuse", "from_budget_ms": best.budget_ms,
+                                   "subnet_id": best.candidate.config.id, "replaced": outcome.candidate.config.id})
+            shutil.rmtree(outcome.folder)
+            shutil.copytree(best.folder, outcome.folder)
+            outcome.candidate, outcome.measured_ms, outcome.accuracy = best.candidate, best.measured_ms, best.accuracy
+        else:
+            best = outcome
 
 
 def _measured_within(ctx: LoopContext, profile: Any, store: Any, predictor: Any,
