@@ -59,6 +59,10 @@ def write_report(path: Path, summary: dict[str, Any], outcomes: Sequence[BudgetO
     lines += ["", "Every round (a miss tightens the budget the search uses by the relative error):", ""]
     for o in outcomes:
         for r in o.rounds:
+            if r["round"] == "reuse":
+                lines.append(f"- {o.device} {o.budget_ms:g} ms: `{r['subnet_id']}` (emitted for {r['from_budget_ms']:g} ms) "
+                             f"is more accurate than this budget's pick `{r['replaced']}`; reused")
+                continue
             lines.append(f"- {o.device} {o.budget_ms:g} ms, round {r['round']}: search budget {r['effective_ms']:.3f} ms"
                          + (f", `{r['subnet_id']}` predicted {r['predicted_ms']:.3f} ms, measured "
                             f"{r['measured_ms']:.3f} ms" if r.get("subnet_id") else ", nothing predicted within"))
