@@ -12,7 +12,7 @@ import yaml
 from pipeline.device import load_profile
 from pipeline.kernels import kernel_db_hash, lower_for_target
 from pipeline.kernels.database import device_kernel_dir, has_database, open_database
-from pipeline.kernels.plan import Plan, _requirements, _satisfies, covering_configs, plan, subnet_module
+from pipeline.kernels.plan import Plan, _requirements, _satisfies, covering_configs, plan
 from pipeline.kernels.tune import TuneBudget, _records, tune
 from pipeline.model import build_static
 from pipeline.paths import DATA_DIR

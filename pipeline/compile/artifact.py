@@ -76,10 +76,6 @@ class Artifact:
         return self.folder / ONNX
 
     @property
-    def manifest_path(self) -> Path:
-        return self.folder / MANIFEST_NAME
-
-    @property
     def verified(self) -> bool:
         return self.manifest.verified
 

@@ -97,9 +97,6 @@ class SearchResult:
     n_evaluated: int
     seconds: float
 
-    def best_for(self, budget: Budget) -> Candidate | None:
-        return self.best[self.budgets.index(budget)]
-
     @property
     def candidates_per_second(self) -> float:
         return self.n_evaluated / self.seconds if self.seconds > 0 else float("inf")

@@ -26,7 +26,6 @@ from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val")
 _SPLIT_IDS = {"train": 0, "val": 1}
 #: Written last, so a folder with this file is complete (an interrupted write is redone).
 MANIFEST = "synthetic.json"
