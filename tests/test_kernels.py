@@ -136,3 +136,22 @@ def test_tuning_appends_records_and_resumes(small_plan: Plan, tmp_path: Path):
     database = open_database(folder)
     task = next(t for t in tasks if t.name == tuned[0].name)
     assert len(_records(database, task)) == tuned[0].trials_after
+
+
+def test_tuning_over_rpc_appends_measured_records(small_plan: Plan, local_rpc_server, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    """The remote path: library seed and MetaSchedule trials measured through an RPC session."""
+    monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "kernels"))
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    task = next(t for t in sorted(small_plan.tasks, key=lambda t: t.flops) if "mean" in t.name)
+    sub = Plan(small_plan.space, small_plan.device, small_plan.configs, [task])
+    folder = tmp_path / "db"
+
+    tuned = tune(sub, local_rpc_server, TuneBudget(trials_per_task=2, trials_per_iter=2),
+                 database_dir=folder, timeout_s=60.0, progress=False)
+    assert tuned[0].library_us and tuned[0].library_us > 0  # library schedule measured over RPC
+    assert tuned[0].trials_before == 1 and tuned[0].trials_after > 1  # MetaSchedule trials appended
+    records = _records(open_database(folder), task)
+    assert len(records) == tuned[0].trials_after
+    # real device times (a failed build or run is committed with no or huge run_secs)
+    assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)

@@ -71,7 +71,9 @@ def _builder_runner(profile, timeout_s: float):
         builder = ms.builder.LocalBuilder(timeout_sec=timeout_s)
         return builder, ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
     builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_CrossExport(profile.cross_compiler))
-    rpc_config = ms.runner.RPCConfig(tracker_host="unused", tracker_port=0, tracker_key="unused",
+    # Placeholders: the runner insists on tracker fields (a falsy port counts as missing)
+    # even though sessions come from `f_create_session`.
+    rpc_config = ms.runner.RPCConfig(tracker_host="unused", tracker_port=1, tracker_key="unused",
                                      session_timeout_sec=int(timeout_s * 4))
     runner = ms.runner.RPCRunner(rpc_config, evaluator_config=evaluator, max_workers=1,
                                  f_create_session=_ProfileSession(profile))
