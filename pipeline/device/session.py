@@ -65,6 +65,12 @@ class DeviceSession(ABC):
     def close(self) -> None:
         """Release the connection (the opener also tears down what it started)."""
 
+    def __enter__(self) -> "DeviceSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class LocalSession(DeviceSession):
     """This machine, in-process."""
@@ -202,11 +208,8 @@ def _open_rpc(profile: DeviceProfile) -> Iterator[DeviceSession]:
     c: RPCConnection = profile.connection  # type: ignore[assignment]
     sess = rpc_connect(c.host, c.port, c.key, c.timeout_s, f"device {profile.name}",
                        "start `python -m tvm.exec.rpc_server --host HOST --port PORT` there or fix the profile")
-    session = RemoteSession(profile, sess, f"{c.host}:{c.port}")
-    try:
+    with RemoteSession(profile, sess, f"{c.host}:{c.port}") as session:
         yield session
-    finally:
-        session.close()
 
 
 @register_opener(TrackerConnection.kind)
@@ -220,11 +223,10 @@ def _open_tracker(profile: DeviceProfile) -> Iterator[DeviceSession]:
     tracker = call_with_timeout(lambda: rpc.connect_tracker(c.host, c.port), c.timeout_s, what)
     sess = call_with_timeout(lambda: tracker.request(c.key, priority=1, max_retry=1), c.timeout_s,
                              f"{what}: no free server under the key")
-    session = RemoteSession(profile, sess, f"tracker {c.host}:{c.port}/{c.key}")
     try:
-        yield session
+        with RemoteSession(profile, sess, f"tracker {c.host}:{c.port}/{c.key}") as session:
+            yield session
     finally:
-        session.close()
         tracker.close()
 
 
@@ -234,11 +236,8 @@ def _open_emulated(profile: DeviceProfile) -> Iterator[DeviceSession]:
     c: EmulatedConnection = profile.connection  # type: ignore[assignment]
     sess = rpc_connect(c.host, c.port, "", min(c.timeout_s, 60.0), f"emulated device {profile.name}",
                        f"bring it up with `pipeline device up {profile.name}`")
-    session = RemoteSession(profile, sess, f"{c.host}:{c.port}")
-    try:
+    with RemoteSession(profile, sess, f"{c.host}:{c.port}") as session:
         yield session
-    finally:
-        session.close()
 
 
 def open_session(profile: DeviceProfile) -> ContextManager[DeviceSession]:

@@ -255,11 +255,8 @@ def _open_ssh(profile: DeviceProfile) -> Iterator[DeviceSession]:
         # closes without a handshake wedged the tunnelled server in tests.
         sess = rpc_connect("127.0.0.1", port, "", max(conn.timeout_s, 30.0), f"device {profile.name} (via SSH)",
                            "the tunnelled RPC server did not answer; see the board's logs", check_reachable=False)
-        session = RemoteSession(profile, sess, f"ssh {conn.user}@{conn.host}:{conn.port}")
-        try:
+        with RemoteSession(profile, sess, f"ssh {conn.user}@{conn.host}:{conn.port}") as session:
             yield session
-        finally:
-            session.close()
 
 
 if __name__ == "__main__":
