@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.build import BuildConfig, run_build
+from pipeline.cli.options import accuracy_trees_option, data_option, supernet_option
 from pipeline.search.budgets import parse_budgets
 
 
@@ -16,13 +17,10 @@ from pipeline.search.budgets import parse_budgets
               "target's devices reachable here (arm64: arm64-emulated).")
 @click.option("--budgets-ms", default=None, help="Latency budgets, e.g. 5,10,20; default: 3 spread over "
               "the device's measured range.")
-@click.option("--supernet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Supernet checkpoint; default: the demo supernet (trained on first use).")
+@supernet_option
 @click.option("--space", default=None, help="Space of the checkpoint (built-in name or YAML) if it does not say.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Image folders (train/, val/) to evaluate subnets of --supernet on.")
-@click.option("--accuracy-trees", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Use the official AttentiveNAS predictor arrays (acc_predictor_trees.npz) for accuracy.")
+@data_option
+@accuracy_trees_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
               show_default=True, help="Output folder.")
 @click.option("--profile-subnets", default=16, show_default=True, help="Subnets measured to fit the predictor.")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli.options import accuracy_trees_option, data_option, supernet_option
 from pipeline.search import Budget, EvolutionConfig, evolve, flops_constrained_search, random_search
 from pipeline.search.budgets import parse_budgets
 
@@ -14,12 +15,9 @@ from pipeline.search.budgets import parse_budgets
 @click.option("--device", "devices", multiple=True, required=True,
               help="Device with a fitted predictor (repeatable: a subnet must meet the budget on every one).")
 @click.option("--budgets-ms", required=True, help="Latency budgets, e.g. 5,10,20.")
-@click.option("--accuracy-trees", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Official AttentiveNAS predictor arrays (full space); default: the demo supernet, evaluated.")
-@click.option("--supernet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Supernet checkpoint to evaluate subnets of (with --data).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Image folders (train/, val/) for --supernet.")
+@accuracy_trees_option
+@supernet_option
+@data_option
 @click.option("--method", type=click.Choice(["evolution", "random", "flops"]), default="evolution",
               show_default=True, help="Evolution, random search (same samples) or the FLOPs-constrained baseline.")
 @click.option("--evolution-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
