@@ -104,6 +104,17 @@ def test_library_schedules_match_pytorch(small_space, tmp_path, monkeypatch, pip
     assert coverage.library == coverage.total and not coverage.untuned_tasks
 
 
+def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkeypatch, pipeline_cache):
+    """Shapes the demo space lacks: 7x7 and 6x6 maps (register tile across a whole row),
+    weight-dominated 1x1 convs (channel tile outermost), channel counts that are no
+    multiple of the SIMD width, SE gates broadcast over big maps, the classifier GEMV."""
+    monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
+    space = SearchSpace.load("attentivenas")
+    config = space.validate(space.smallest())
+    coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
+    assert coverage.library == coverage.total and not coverage.untuned_tasks
+
+
 def test_committed_x86_database_covers_random_demo_subnets(tmp_path, pipeline_cache):
     assert has_database("x86-host"), f"no committed database in {device_kernel_dir('x86-host')}"
     space = SearchSpace.load("demo")

@@ -110,15 +110,50 @@ def _divisor_at_most(n: int, limit: int) -> int:
 
 
 def _channel_tile(channels: int, lanes: int) -> int:
-    """Channels per register tile: whole SIMD vectors (two when they divide), else the
-    largest power of two dividing `channels` (a partial vector beats a scalar loop)."""
-    for tile in (2 * lanes, lanes):
-        if channels % tile == 0 and channels >= 2 * tile:
-            return tile
+    """Fallback channels per tile when `channels` is no multiple of the SIMD width: the
+    largest power of two dividing it (a partial vector beats a scalar loop)."""
     tile = 1
     while tile < lanes and channels % (tile * 2) == 0:
         tile *= 2
     return tile
+
+
+def register_tile(width: int, channels: int, lanes: int) -> tuple[int, int]:
+    """(positions, channels) of the accumulator tile: as many accumulator vectors as fit
+    (FMA latency x pipes needs ~8 independent ones), positions dividing `width` and
+    channels 1, 2 or 4 vectors dividing `channels`; among equals, the tile that loads
+    fewest vectors per multiply-add step (positions + vectors). A 7-wide map thus gets
+    7 x 1 vector rather than 1 x 2 (2 accumulators, a quarter of the FMA rate). More
+    than 4 vectors per position was measured slower: each reduction step then streams
+    a weight panel wider than L1 for a single position."""
+    if channels % lanes:
+        c_tile = _channel_tile(channels, lanes)
+        return _divisor_at_most(width, MAX_ACCUMULATORS), c_tile
+    best = (0, 0, 0, 0)
+    for vectors in (1, 2, 4):
+        if channels % (vectors * lanes):
+            continue
+        positions = _divisor_at_most(width, MAX_ACCUMULATORS // vectors)
+        score = (positions * vectors, -(positions + vectors))
+        if score > best[:2]:
+            best = (*score, positions, vectors * lanes)
+    return best[2], best[3]
+
+
+def _weights_dominate(sch: Schedule, main) -> bool:
+    """True when the weight operand is larger than the activation operand (late, narrow
+    stages: 7x7 maps, 1000+ channels): then each channel tile's weight panel is loaded
+    once and reused over every position, instead of streaming all weights per position."""
+    reads = sch.get(main).reads
+    if len(reads) < 2:
+        return False
+    sizes = []
+    for region in reads[:2]:
+        size = 1
+        for dim in region.source.shape:
+            size *= int(dim)
+        sizes.append(size)
+    return sizes[1] > sizes[0]
 
 
 def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParams) -> None:
@@ -137,49 +172,74 @@ def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParam
     s_ext = [e for e, iv in zip(extents, iter_vars) if int(iv.iter_type) != _REDUCE]
     r_ext = [e for e, iv in zip(extents, iter_vars) if int(iv.iter_type) == _REDUCE]
 
-    c_tile = _channel_tile(s_ext[-1], params.lanes)
-    c_outer, c_inner = sch.split(spatial[-1], [None, c_tile])
-    vectors = max(1, c_tile // params.lanes)
+    w_tile, c_tile = register_tile(s_ext[-2] if len(spatial) >= 2 else 1, s_ext[-1], params.lanes)
+    lanes = min(c_tile, params.lanes)  # vectors stay one register wide; several are unrolled
+    c_outer, c_vectors, c_inner = sch.split(spatial[-1], [None, c_tile // lanes, lanes])
     outer = list(spatial[:-1])
     if len(spatial) >= 2:
-        w_tile = _divisor_at_most(s_ext[-2], max(1, MAX_ACCUMULATORS // vectors))
         w_outer, w_inner = sch.split(spatial[-2], [None, w_tile])
         outer = list(spatial[:-2]) + [w_outer]
-        inner = [w_inner, c_inner]
+        unrolled = [w_inner, c_vectors]
     else:
-        inner = [c_inner]
-    sch.reorder(*outer, c_outer, *reduce, *inner)
+        unrolled = [c_vectors]
+    positions = 1
+    for extent in s_ext[:-1]:
+        positions *= extent
+    gemv = positions == 1 and bool(reduce)
+    if gemv:  # SE convs, classifier: stream the cold weight matrix row by row, once
+        order = [*reduce, *outer, c_outer]
+    else:
+        outer = [c_outer] + outer if _weights_dominate(sch, main) else outer + [c_outer]
+        order = [*outer, *reduce]
+    sch.reorder(*order, *unrolled, c_inner)
     for loop, extent in zip(reduce, r_ext):
         if extent <= UNROLL_MAX_EXTENT:
             sch.unroll(loop)
-    if len(inner) == 2:
-        sch.unroll(inner[0])
+    for loop in unrolled:
+        sch.unroll(loop)
     sch.vectorize(c_inner)
 
     if output is not None:
-        sch.reverse_compute_at(output, c_outer, preserve_unit_loops=True)
-        out_loops = sch.get_loops(output)
-        sch.vectorize(out_loops[-1])
-        if len(inner) == 2:
-            sch.unroll(out_loops[-2])
+        if gemv:
+            out_loops = sch.get_loops(output)
+            tile_loops = [sch.fuse(*out_loops)] if len(out_loops) > 1 else out_loops
+        else:
+            sch.reverse_compute_at(output, outer[-1], preserve_unit_loops=True)
+            tile_loops = sch.get_loops(output)[len(outer):]
+        *rest, last = tile_loops
+        vec_outer, vec_inner = sch.split(last, [None, lanes])
+        sch.vectorize(vec_inner)
+        for loop in rest + ([] if gemv else [vec_outer]):
+            sch.unroll(loop)
     work = 1
     for e in extents:
         work *= e
-    if work >= PARALLEL_MIN_WORK and params.cores > 1:
-        sch.parallel(sch.fuse(*outer, c_outer) if outer else c_outer)
+    if work >= PARALLEL_MIN_WORK and params.cores > 1 and not gemv:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
     if reduce:  # last: a decomposed update block no longer counts as a reduction
         sch.decompose_reduction(main, reduce[0])
 
 
 def _schedule_injective(sch: Schedule, blocks: list, params: ScheduleParams) -> None:
+    """Vectorise along the innermost (channel) axis, fuse the rest.
+
+    Splitting the last axis itself, not the fused index, keeps every load a ramp the
+    vectoriser recognises: broadcast operands such as an SE gate (indexed by channel
+    only) would otherwise be gathered element by element through div/mod."""
     outputs = sch.get_output_blocks(sch.get_sblock("root"))
     left = _inline_all_but(sch, blocks, outputs)
     for block in left + list(outputs):
         loops = sch.get_loops(block)
-        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-        total = int(sch.get(fused).extent)
-        lanes = _divisor_at_most(total, params.lanes)
-        outer, inner = sch.split(fused, [None, lanes])
+        innermost = int(sch.get(loops[-1]).extent)
+        lanes = _channel_tile(innermost, params.lanes) if innermost % params.lanes else params.lanes
+        if lanes == 1 or len(loops) == 1:
+            loops = [sch.fuse(*loops)] if len(loops) > 1 else loops
+            lanes = _divisor_at_most(int(sch.get(loops[0]).extent), params.lanes)
+        total = 1
+        for loop in loops:
+            total *= int(sch.get(loop).extent)
+        outer, inner = sch.split(loops[-1], [None, lanes])
         sch.vectorize(inner)
+        rest = sch.fuse(*loops[:-1], outer) if len(loops) > 1 else outer
         if total >= PARALLEL_MIN_WORK and params.cores > 1:
-            sch.parallel(outer)
+            sch.parallel(rest)

@@ -1,0 +1,250 @@
+"""Per-layer time of a TVM artifact against onnxruntime's, by kernel kind and against the roofline.
+
+For one subnet: every fused TVM kernel of the lowered module (tuned record or library
+schedule, as the compile step applies them) is timed twice: alone (built by itself,
+TVM's time_evaluator on random inputs, warm caches: what tuning sees) and in the graph
+(the compiled model run with VM instrumentation: weights as cold as in real use);
+onnxruntime runs the same ONNX file with its profiler on and reports each node's mean
+duration in the graph.
+Both sides are grouped by layer kind (stem, pointwise 1x1, depthwise, SE, pool,
+classifier, elementwise): the kind where TVM loses most is where schedule work pays.
+Each kind's achieved GFLOP/s is set against the machine's peak (numpy sgemm, same
+threads) so the table says how far from the roofline each kind runs.
+
+    .venv/bin/python bench/layers.py [--model a3] [--space attentivenas] [--threads 1]
+
+Writes bench/results/layers_<model>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KINDS = ("stem", "pointwise", "depthwise", "conv kxk", "SE", "pool", "classifier", "elementwise")
+
+
+def _tvm_kind(func) -> tuple[str, float, str]:
+    """Layer kind, FLOPs (2 x multiply-adds of the reduction) and loop extents of an
+    unscheduled fused NHWC PrimFunc, from its reduction block."""
+    import tvm
+    from tvm.s_tir import Schedule
+
+    sch = Schedule(tvm.IRModule({"main": func}))
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        node = sch.get(block)
+        reduce = [int(iv.dom.extent) for iv in node.iter_vars if int(iv.iter_type) == 2]
+        if reduce:
+            spatial = [int(iv.dom.extent) for iv in node.iter_vars if int(iv.iter_type) != 2]
+            macs = 1
+            for extent in spatial + reduce:
+                macs *= extent
+            return _reduction_kind(spatial, reduce, len(node.reads)), 2.0 * macs, f"{spatial} x {reduce}"
+    return "elementwise", 0.0, ""
+
+
+def _reduction_kind(spatial: list[int], reduce: list[int], reads: int) -> str:
+    if reads == 1:
+        return "pool"
+    if len(spatial) == 2:
+        return "classifier"
+    if len(spatial) == 4 and spatial[1] == spatial[2] == 1:
+        return "SE"
+    if len(reduce) == 2:
+        return "depthwise"
+    if len(reduce) == 3 and reduce[0] * reduce[1] > 1:  # NHWC conv2d reduces (kh, kw, ci)
+        return "depthwise" if reduce[2] == 1 else "stem" if reduce[2] <= 4 else "conv kxk"
+    return "pointwise"
+
+
+def _ort_kind(node: dict) -> str:
+    """Layer kind of an onnxruntime profiler event, from its op and our module names."""
+    op, name = node["args"].get("op_name", ""), node["name"]
+    if op in ("GlobalAveragePool", "ReduceMean", "AveragePool"):
+        return "pool"
+    if op in ("Gemm", "MatMul", "FusedGemm"):
+        return "classifier"
+    if "Conv" not in op:
+        return "elementwise"
+    for part, kind in (("first_conv", "stem"), ("/se/", "SE"), ("depth_conv", "depthwise")):
+        if part in name:
+            return kind
+    return "pointwise"
+
+
+def _time_tvm(fused, lowered, target) -> dict[str, dict]:
+    """Per kernel: kind, calls, FLOPs and microseconds per call, timed alone."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    from pipeline.kernels.lower import prim_funcs
+
+    calls = collections.Counter()
+    main = lowered["main"]
+
+    def count(expr) -> None:
+        if isinstance(expr, relax.Call) and expr.op.name == "relax.call_tir":
+            calls[expr.args[0].name_hint] += 1
+
+    relax.analysis.post_order_visit(main, count)
+    out = {}
+    for name, func in prim_funcs(lowered).items():
+        infos = ms.arg_info.ArgInfo.from_prim_func(func)
+        args = [tvm.runtime.tensor(np.random.rand(*[int(d) for d in a.shape]).astype(a.dtype)) for a in infos]
+        lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+        timer = lib.time_evaluator("main", tvm.cpu(), number=20, repeat=5, min_repeat_ms=10)
+        us = float(np.median(timer(*args).results)) * 1e6
+        kind, flops, extents = _tvm_kind(fused[name])
+        out[name] = {"kind": kind, "calls": calls[name], "us": us, "flops": flops, "extents": extents}
+    return out
+
+
+def _time_in_graph(lowered, target, x, runs: int) -> tuple[dict[str, float], float, float]:
+    """Per kernel: mean microseconds per inference inside the whole compiled graph (VM
+    instrumentation, so weights are as cold as in real use), the VM's own allocation
+    time, and the wall time per inference without instrumentation."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.compile(lowered, target=target), tvm.cpu())
+    xt = tvm.runtime.tensor(x)
+    for _ in range(10):
+        vm["main"](xt)
+    start = time.perf_counter()
+    for _ in range(runs):
+        vm["main"](xt)
+    wall_us = (time.perf_counter() - start) / runs * 1e6
+    spent: dict[str, float] = collections.defaultdict(float)
+    began = [0.0]
+
+    def instrument(func, symbol, before_run, ret_value, *args) -> int:
+        now = time.perf_counter()
+        if before_run:
+            began[0] = now
+        else:
+            spent[symbol] += (now - began[0]) * 1e6 / runs
+        return 0
+
+    vm.set_instrument(instrument)
+    for _ in range(runs):
+        vm["main"](xt)
+    overhead = sum(us for symbol, us in spent.items() if symbol.startswith("vm."))
+    return dict(spent), overhead, wall_us
+
+
+def _time_ort(onnx_path: Path, x, threads: int, runs: int) -> tuple[dict[str, float], float]:
+    """Per ONNX kind: mean microseconds per inference from onnxruntime's profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        for _ in range(10):
+            session.run(None, {"input": x})
+        start = time.perf_counter()
+        for _ in range(runs):
+            session.run(None, {"input": x})
+        total_us = (time.perf_counter() - start) / runs * 1e6
+        events = json.loads(Path(session.end_profiling()).read_text())
+    by_kind = collections.defaultdict(float)
+    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_run = len(nodes) / (runs + 10)
+    for event in nodes[-int(per_run * runs):]:
+        by_kind[_ort_kind(event)] += event["dur"] / runs
+    return dict(by_kind), total_us
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="a3", help="a0..a6, or a subnet config file")
+    parser.add_argument("--space", default="attentivenas")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args()
+    os.environ["TVM_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+
+    import numpy as np
+
+    from pipeline.compile import export_onnx, onnx_to_relax
+    from pipeline.device import load_profile
+    from pipeline.kernels import kernel_db_hash, lower_for_target
+    from pipeline.kernels.lower import fuse_for_tuning
+    from pipeline.model import build_static
+    from pipeline.space import SearchSpace, SubnetConfig, resolve_arch
+
+    space = SearchSpace.load(args.space)
+    config = space.validate(resolve_arch(args.model) if not Path(args.model).is_file()
+                            else SubnetConfig.from_file(args.model))
+    classes = 1000 if space.name == "attentivenas" else 10
+    profile = load_profile("x86-host")
+    target = profile.tvm_target()
+    a = np.random.rand(1024, 1024).astype(np.float32)
+    peak = max(2 * 1024**3 / _timed(lambda: a @ a) for _ in range(10)) / 1e9
+
+    x = np.random.default_rng(0).random((1, 3, config.resolution, config.resolution), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(build_static(space, config, classes).eval(), config.resolution, Path(tmp) / "m.onnx")
+        ort_by_kind, ort_total = _time_ort(path, x, args.threads, args.runs)
+        lowered, coverage = lower_for_target(onnx_to_relax(path), target, profile.name)
+        fused = fuse_for_tuning(onnx_to_relax(path), target)
+    kernels = _time_tvm(fused, lowered, target)
+    in_graph, vm_overhead, tvm_wall = _time_in_graph(lowered, target, x, args.runs)
+    for name, k in kernels.items():
+        k["in_graph_us"] = in_graph.get(name, 0.0)
+
+    rows = []
+    print(f"{args.model} {config.resolution}px, {args.threads} thread(s), peak {peak:.0f} GFLOP/s; {coverage.summary()}")
+    print("tvm alone: each kernel timed by itself (warm caches); tvm in graph and ort: per inference, in the whole net")
+    print(f"{'kind':<12} {'kernels':>7} {'tvm alone':>9} {'tvm graph':>9} {'ort graph':>9} {'tvm/ort':>8} {'GFLOP/s':>8} {'% peak':>7}")
+    for kind in KINDS:
+        mine = [k for k in kernels.values() if k["kind"] == kind]
+        alone_us = sum(k["us"] * k["calls"] for k in mine)
+        tvm_us = sum(k["in_graph_us"] for k in mine)
+        flops = sum(k["flops"] * k["calls"] for k in mine)
+        ort_us = ort_by_kind.get(kind, 0.0)
+        if not mine and not ort_us:
+            continue
+        gflops = flops / tvm_us / 1e3 if tvm_us else 0.0
+        rows.append({"kind": kind, "kernels": len(mine), "calls": sum(k["calls"] for k in mine),
+                     "tvm_alone_us": alone_us, "tvm_us": tvm_us,
+                     "ort_us": ort_us, "tvm_over_ort": tvm_us / ort_us if ort_us else None,
+                     "tvm_gflops": gflops, "fraction_of_peak": gflops / peak})
+        ratio = f"{tvm_us / ort_us:8.2f}" if ort_us else f"{'-':>8}"
+        print(f"{kind:<12} {len(mine):7d} {alone_us:9.0f} {tvm_us:9.0f} {ort_us:9.0f} {ratio} {gflops:8.1f} "
+              f"{100 * gflops / peak:6.0f}%")
+    print(f"{'sum':<12} {'':7} {sum(r['tvm_alone_us'] for r in rows):9.0f} {sum(r['tvm_us'] for r in rows):9.0f} "
+          f"{sum(r['ort_us'] for r in rows):9.0f}")
+    print(f"wall per inference: tvm {tvm_wall:.0f} us (VM allocations {vm_overhead:.0f} us), "
+          f"ort {ort_total:.0f} us (with its profiler on)")
+    worst = sorted(kernels.items(), key=lambda kv: -kv[1]["in_graph_us"])[:10]
+    print("heaviest TVM kernels:")
+    for name, k in worst:
+        print(f"  {name[:52]:<52} {k['kind']:<10} {k['calls']}x {k['us']:7.1f} us alone {k['in_graph_us']:7.1f} us in graph"
+              f"  {k['flops'] / k['us'] / 1e3:6.1f} GFLOP/s  {k['extents']}")
+    out = RESULTS / f"layers_{Path(args.model).stem}.json"
+    out.write_text(json.dumps({"model": args.model, "space": space.name, "resolution": config.resolution,
+                               "threads": args.threads, "peak_gflops": peak, "kernel_db_hash": kernel_db_hash(profile.name),
+                               "coverage": coverage.to_dict(), "ort_wall_us": ort_total,
+                               "tvm_wall_us": tvm_wall, "tvm_vm_alloc_us": vm_overhead, "kinds": rows,
+                               "kernels": kernels}, indent=1))
+    print(f"wrote {out}")
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
