@@ -6,10 +6,10 @@
 2. Batched prediction throughput of each kind on 1e5 random encoded configs.
 3. Measurement noise on this shared machine: the same compiled subnets measured again
    and again with the profile's policy, and the spread recorded in the store.
-4. Few-shot transfer to a second device: this machine restricted to one thread
-   (`x86-host-1t`, a profile made here from x86-host with `threads: 1`), measured on
-   the first subnets of the plan; the x86-host predictor plus K = 5, 10, 20 of them vs
-   a from-scratch fit on the same K.
+4. Few-shot transfer to a second device (default: the emulated arm64 board, which must
+   be up: `pipeline device up arm64-emulated`), measured on the first subnets of the
+   plan; the x86-host predictor plus K = 5, 10, 20 of them vs a from-scratch fit on the
+   same K, each tested on the target's other measured subnets.
 
 Needs `pipeline profile --device x86-host --subnets N [--blocks]` first. Prints a table
 and writes bench/results/predictor.json.
@@ -21,15 +21,11 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-import yaml
 
-from pipeline.paths import REPO_ROOT, cache_dir, profiles_dir
+from pipeline.paths import REPO_ROOT, cache_dir
 from pipeline.predict import error_metrics, fit_kind, fit_predictor, plot_predicted_vs_measured
 from pipeline.predict.fit import default_kinds
 from pipeline.predict.transfer import transfer_study
@@ -121,34 +117,23 @@ def noise(device: str, space_name: str, repeats: int, fields) -> dict:
             "store_spread_ok_share": float(ok.mean())}
 
 
-def transfer(device: str, space_name: str, n_target: int, n_source_train: int, fields, block_fields) -> dict:
-    """x86-host predictor -> x86-host-1t from K measurements (profiles copied to a temp folder)."""
+def transfer(device: str, target: str, space_name: str, n_target: int, n_source_train: int, fields,
+             block_fields) -> dict:
+    """`device`'s predictor -> `target` (another real device, e.g. the emulated arm64
+    board: another ISA, compiler and runtime) from K of its measured subnets."""
     from pipeline.profiling import profile_subnets, sampling_plan
 
-    target = f"{device}-1t"
-    folder = Path(tempfile.mkdtemp(prefix="profiles-"))
-    try:
-        for p in profiles_dir().glob("*.yaml"):
-            shutil.copy(p, folder / p.name)
-        raw = yaml.safe_load((profiles_dir() / f"{device}.yaml").read_text())
-        raw["name"], raw["description"] = target, f"{device} restricted to one thread (bench)"
-        raw.setdefault("policy", {})["threads"] = 1
-        (folder / f"{target}.yaml").write_text(yaml.safe_dump(raw))
-        os.environ["PIPELINE_PROFILES"] = str(folder)
-        source_data = load_dataset(device, space_name, key_fields=fields)
-        train, _ = split(source_data, 0.3)
-        train = train.subset(np.arange(len(train)) < n_source_train)
-        source = fit_predictor(device, space_name, train.encoded, train.latency_ms, train.ids,
-                               lut=load_block_table(device, space_name, key_fields=block_fields))
-        space = SearchSpace.load(space_name)
-        profile_subnets(target, space, sampling_plan(space, n_target))
-        data = load_dataset(target, space_name)
-        study = transfer_study(source, target, data.encoded, data.latency_ms)
-        study["source_kind"] = source.kind
-        return study
-    finally:
-        os.environ.pop("PIPELINE_PROFILES", None)
-        shutil.rmtree(folder, ignore_errors=True)
+    source_data = load_dataset(device, space_name, key_fields=fields)
+    train, _ = split(source_data, 0.3)
+    train = train.subset(np.arange(len(train)) < n_source_train)
+    source = fit_predictor(device, space_name, train.encoded, train.latency_ms, train.ids,
+                           lut=load_block_table(device, space_name, key_fields=block_fields))
+    space = SearchSpace.load(space_name)
+    profile_subnets(target, space, sampling_plan(space, n_target))
+    data = load_dataset(target, space_name)
+    study = transfer_study(source, target, data.encoded, data.latency_ms)
+    study["source_kind"] = source.kind
+    return study
 
 
 def print_table(results: dict) -> None:
@@ -194,7 +179,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="25,50,100")
     parser.add_argument("--test-fraction", type=float, default=0.3)
     parser.add_argument("--noise-repeats", type=int, default=10)
-    parser.add_argument("--transfer-subnets", type=int, default=30, help="0 skips the transfer study")
+    parser.add_argument("--transfer-subnets", type=int, default=40, help="0 skips the transfer study")
+    parser.add_argument("--transfer-device", default="arm64-emulated")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy,throughput,noise")
     parser.add_argument("--kernels", choices=["current", "stored"], default="current",
                         help="fit on measurements of the current kernel code, or on the largest stored group")
@@ -218,8 +204,9 @@ def main() -> None:
         results["throughput"] = throughput(args.device, args.space, fields, block_fields)
     if "noise" not in skip:
         results["noise"] = noise(args.device, args.space, args.noise_repeats, fields)
-    if args.transfer_subnets:  # last: the one-thread device leaves TVM's pool at one thread
-        results["transfer"] = transfer(args.device, args.space, args.transfer_subnets, 50, fields, block_fields)
+    if args.transfer_subnets:
+        results["transfer"] = transfer(args.device, args.transfer_device, args.space, args.transfer_subnets, 50,
+                                       fields, block_fields)
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     # parts skipped in this run keep their values from the previous one

@@ -62,15 +62,16 @@ class TaskOutcome:
                 "library_us": self.library_us, "best_us": self.best_us}
 
 
-def _builder_runner(profile, timeout_s: float):
-    """MetaSchedule builder and runner that measure on the profile's device."""
+def _builder_runner(profile, timeout_s: float, export_root: Path):
+    """MetaSchedule builder and runner that measure on the profile's device; candidate
+    libraries are written under `export_root` (removed by the caller when tuning ends)."""
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
     if profile.connection.kind == "local":
-        builder = ms.builder.LocalBuilder(timeout_sec=timeout_s)
+        builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_Export(None, export_root))
         return builder, ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
-    builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_CrossExport(profile.cross_compiler))
+    builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_Export(profile.cross_compiler, export_root))
     # Placeholders: the runner insists on tracker fields (a falsy port counts as missing)
     # even though sessions come from `f_create_session`.
     rpc_config = ms.runner.RPCConfig(tracker_host="unused", tracker_port=1, tracker_key="unused",
@@ -80,16 +81,19 @@ def _builder_runner(profile, timeout_s: float):
     return builder, runner
 
 
-class _CrossExport:
-    """Links a candidate into a `.so` with the device's compiler (picklable for the builder pool)."""
+class _Export:
+    """Links a candidate into a `.so` (with the device's cross compiler, if any) in a fresh
+    folder under `root`; picklable for the builder pool. TVM's default export leaves one
+    temporary folder per candidate behind, thousands over a tuning run."""
 
-    def __init__(self, compiler: str | None) -> None:
+    def __init__(self, compiler: str | None, root: Path) -> None:
         self.compiler = compiler
+        self.root = str(root)
 
     def __call__(self, mod) -> str:
         from tvm.support import cc
 
-        path = Path(tempfile.mkdtemp(prefix="pipeline-tune-")) / "candidate.so"
+        path = Path(tempfile.mkdtemp(prefix="candidate-", dir=self.root)) / "candidate.so"
         fcompile = cc.cross_compiler(self.compiler) if self.compiler else None
         mod.export_library(str(path), fcompile=fcompile) if fcompile else mod.export_library(str(path))
         return str(path)
@@ -195,21 +199,22 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
     outcomes = []
     work_dir = folder / "logs"
     bar = tqdm(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
-    for task in bar:
-        before = _records(database, task)
-        done = max(0, len(before) - 1)  # the library seed is not a MetaSchedule trial
-        trials = min(max(0, budget.trials_per_task - done), left)
-        if trials > 0:
-            measurer = measurer or _builder_runner(profile, timeout_s)
-            _tune_one(database, task, target, trials, budget, *measurer, work_dir)
-            left -= trials
-            checkpoint()
-        after = _records(database, task)
-        outcome = TaskOutcome(task.name, len(before), len(after), library.get(task.name), _best_us(after))
-        outcomes.append(outcome)
-        bar.set_postfix(best_us=outcome.best_us, trials_left=left)
-        log.info("%s: %d -> %d records, library %s us, best %s us", task.name, len(before), len(after),
-                 _fmt(outcome.library_us), _fmt(outcome.best_us))
+    with tempfile.TemporaryDirectory(prefix="pipeline-tune-") as export_root:
+        for task in bar:
+            before = _records(database, task)
+            done = max(0, len(before) - 1)  # the library seed is not a MetaSchedule trial
+            trials = min(max(0, budget.trials_per_task - done), left)
+            if trials > 0:
+                measurer = measurer or _builder_runner(profile, timeout_s, Path(export_root))
+                _tune_one(database, task, target, trials, budget, *measurer, work_dir)
+                left -= trials
+                checkpoint()
+            after = _records(database, task)
+            outcome = TaskOutcome(task.name, len(before), len(after), library.get(task.name), _best_us(after))
+            outcomes.append(outcome)
+            bar.set_postfix(best_us=outcome.best_us, trials_left=left)
+            log.info("%s: %d -> %d records, library %s us, best %s us", task.name, len(before), len(after),
+                     _fmt(outcome.library_us), _fmt(outcome.best_us))
     return outcomes
 
 
