@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,9 @@ def test_tuning_over_rpc_appends_measured_records(small_plan: Plan, local_rpc_se
     """The remote path: library seed and MetaSchedule trials measured through an RPC session."""
     monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "kernels"))
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     task = next(t for t in sorted(small_plan.tasks, key=lambda t: t.flops) if "mean" in t.name)
     sub = Plan(small_plan.space, small_plan.device, small_plan.configs, [task])
     folder = tmp_path / "db"
@@ -166,3 +170,4 @@ def test_tuning_over_rpc_appends_measured_records(small_plan: Plan, local_rpc_se
     assert len(records) == tuned[0].trials_after
     # real device times (a failed build or run is committed with no or huge run_secs)
     assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
+    assert not list(temp.iterdir())  # no candidate library left behind

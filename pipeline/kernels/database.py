@@ -13,6 +13,7 @@ The fingerprint (`kernel_db_hash`) goes into artifact manifests and the compile 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import lzma
 import os
@@ -72,11 +73,19 @@ def _unpack(device_name: str, dest: Path) -> None:
 
 
 def open_device_database(device_name: str):
-    """The device's committed database for reading (None when it has none)."""
+    """The device's committed database for reading (None when it has none).
+
+    Opened once per process and content (MetaSchedule parses every workload's TensorIR
+    when it opens a JSON database: ~5 s for the demo space's 500 workloads, which was
+    half of every compile); a republished database has another hash, so is opened anew."""
     if not has_database(device_name):
         return None
-    digest = _packed_hash(device_name)
-    folder = cache_dir() / "kernels" / "db" / f"{device_name}-{digest[:16]}"
+    return _open_unpacked(device_name, _packed_hash(device_name), str(cache_dir()))
+
+
+@functools.lru_cache(maxsize=4)
+def _open_unpacked(device_name: str, digest: str, cache_root: str):
+    folder = Path(cache_root) / "kernels" / "db" / f"{device_name}-{digest[:16]}"
     if not (folder / _STAMP).is_file():
         _unpack(device_name, folder)
     return open_database(folder)
