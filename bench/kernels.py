@@ -1,6 +1,6 @@
 """Roofline of this machine and where the demo space's heaviest kernels stand against it.
 
-Measures once: peak fp32 FLOP/s (numpy/OpenBLAS sgemm, 2048^2, all threads given) and
+Measures once (bench/roofline.py): FMA peak of one core times the threads given, and
 memory bandwidth (numpy copy of a 256 MB array: read + write). Then, for the `--top`
 tasks of the demo-space plan with the largest FLOPs weight, times the hand-written
 library schedule in-process and reads the best record of the x86-host database, and
@@ -21,29 +21,9 @@ import re
 import time
 from pathlib import Path
 
+from roofline import bandwidth_gbs, peak_gflops
+
 RESULTS = Path(__file__).resolve().parent / "results" / "kernels.json"
-
-
-def _peak_gflops(np) -> float:
-    a = np.random.rand(2048, 2048).astype(np.float32)
-    b = np.random.rand(2048, 2048).astype(np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(5))
-    return 2 * 2048**3 / best / 1e9
-
-
-def _bandwidth_gbs(np) -> float:
-    src = np.ones(64 * 1024 * 1024, dtype=np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(5))
-    return 2 * src.nbytes / best / 1e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _kind(name: str) -> str:
@@ -72,10 +52,10 @@ def main() -> None:
     from pipeline.kernels.schedules import ScheduleParams, schedule_primfunc
     from pipeline.space import SearchSpace
 
-    peak, bandwidth = _peak_gflops(np), _bandwidth_gbs(np)
-    print(f"peak {peak:.1f} GFLOP/s (sgemm, {args.threads} threads), bandwidth {bandwidth:.1f} GB/s (copy)")
     profile = load_profile("x86-host")
     target = profile.tvm_target()
+    peak, bandwidth = args.threads * peak_gflops(target), bandwidth_gbs()
+    print(f"FMA peak {peak:.1f} GFLOP/s ({args.threads} threads), bandwidth {bandwidth:.1f} GB/s (copy)")
     result = plan(SearchSpace.load("demo"), profile.name, target, progress=False)
     database = open_device_database(profile.name)
     params = ScheduleParams.for_target(target)
@@ -106,7 +86,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps({"threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth,
                                    "note": ("timings on a shared 2-core machine under load from other work; best_record_us is the time stored "
                                             "when the record was measured (different load), library_us is measured now; mflop is "
-                                            "TVM's estimate and counts epilogue math (fast_exp polynomial), so GFLOP/s can exceed sgemm peak"),
+                                            "TVM's estimate and counts epilogue math (fast_exp polynomial), so GFLOP/s can exceed the FMA peak"),
                                    "tasks": rows}, indent=1))
     print(f"wrote {RESULTS}")
 

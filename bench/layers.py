@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from roofline import bandwidth_gbs, peak_gflops
+
 RESULTS = Path(__file__).resolve().parent / "results"
 KINDS = ("stem", "pointwise", "depthwise", "conv kxk", "SE", "pool", "classifier", "elementwise")
 
@@ -188,8 +190,7 @@ def main() -> None:
     classes = 1000 if space.name == "attentivenas" else 10
     profile = load_profile("x86-host")
     target = profile.tvm_target()
-    a = np.random.rand(1024, 1024).astype(np.float32)
-    peak = max(2 * 1024**3 / _timed(lambda: a @ a) for _ in range(10)) / 1e9
+    peak, bandwidth = args.threads * peak_gflops(target), bandwidth_gbs()  # the FMA loop runs on one core
 
     x = np.random.default_rng(0).random((1, 3, config.resolution, config.resolution), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +204,8 @@ def main() -> None:
         k["in_graph_us"] = in_graph.get(name, 0.0)
 
     rows = []
-    print(f"{args.model} {config.resolution}px, {args.threads} thread(s), peak {peak:.0f} GFLOP/s; {coverage.summary()}")
+    print(f"{args.model} {config.resolution}px, {args.threads} thread(s), FMA peak {peak:.0f} GFLOP/s, "
+          f"copy bandwidth {bandwidth:.1f} GB/s; {coverage.summary()}")
     print("tvm alone: each kernel timed by itself (warm caches); tvm in graph and ort: per inference, in the whole net")
     print(f"{'kind':<12} {'kernels':>7} {'tvm alone':>9} {'tvm graph':>9} {'ort graph':>9} {'tvm/ort':>8} {'GFLOP/s':>8} {'% peak':>7}")
     for kind in KINDS:
@@ -233,17 +235,11 @@ def main() -> None:
               f"  {k['flops'] / k['us'] / 1e3:6.1f} GFLOP/s  {k['extents']}")
     out = RESULTS / f"layers_{Path(args.model).stem}.json"
     out.write_text(json.dumps({"model": args.model, "space": space.name, "resolution": config.resolution,
-                               "threads": args.threads, "peak_gflops": peak, "kernel_db_hash": kernel_db_hash(profile.name),
+                               "threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernel_db_hash": kernel_db_hash(profile.name),
                                "coverage": coverage.to_dict(), "ort_wall_us": ort_total,
                                "tvm_wall_us": tvm_wall, "tvm_vm_alloc_us": vm_overhead, "kinds": rows,
                                "kernels": kernels}, indent=1))
     print(f"wrote {out}")
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

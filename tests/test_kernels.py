@@ -171,3 +171,21 @@ def test_tuning_over_rpc_appends_measured_records(small_plan: Plan, local_rpc_se
     # real device times (a failed build or run is committed with no or huge run_secs)
     assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
     assert not list(temp.iterdir())  # no candidate library left behind
+
+
+def test_tuning_on_emulated_arm64_cross_compiles_candidates(small_plan: Plan, emulated_arm64, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    """A remote device of another ISA: the library seed and MetaSchedule's candidates are
+    built for aarch64, linked by the cross compiler and timed on the emulated board."""
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    task = next(t for t in sorted(small_plan.tasks, key=lambda t: t.flops) if "mean" in t.name)
+    sub = Plan(small_plan.space, emulated_arm64.name, small_plan.configs, [task])
+    folder = tmp_path / "db"
+
+    tuned = tune(sub, emulated_arm64, TuneBudget(trials_per_task=2, trials_per_iter=2),
+                 database_dir=folder, timeout_s=120.0, progress=False)
+    assert tuned[0].library_us and tuned[0].library_us > 0
+    assert tuned[0].trials_after > tuned[0].trials_before == 1
+    records = _records(open_database(folder), task)
+    assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
+    assert all("aarch64" in str(r.target) for r in records)

@@ -1,0 +1,60 @@
+"""This machine's roofline, measured once per benchmark run: FMA peak and copy bandwidth.
+
+Used by bench/layers.py and bench/kernels.py (run them from the repo root; `bench/` is
+then on the import path).
+"""
+from __future__ import annotations
+
+import time
+
+
+def peak_gflops(target) -> float:
+    """FMA peak of one core: 12 independent vector accumulators (enough to cover FMA
+    latency on both pipes) in a register-resident loop, built by TVM for `target`.
+    numpy's sgemm reaches only about half of this on Zen 5 (OpenBLAS has no kernel for it)."""
+    import numpy as np
+    import tvm
+    from tvm.script import tirx as T
+
+    lanes, chains, steps = 16, 12, 1 << 16
+
+    @T.prim_func(s_tir=True)
+    def fma(a: T.Buffer((16,), "float32"), out: T.Buffer((192,), "float32")):
+        acc = T.sblock_alloc_buffer((12, 16), "float32", scope="local")
+        for i in T.unroll(12):
+            for lane in T.vectorized(16):
+                with T.sblock("init"):
+                    vi, vl = T.axis.remap("SS", [i, lane])
+                    acc[vi, vl] = T.float32(0)
+        for _ in range(65536):
+            for i in T.unroll(12):
+                for lane in T.vectorized(16):
+                    with T.sblock("fma"):
+                        vi, vl = T.axis.remap("SS", [i, lane])
+                        acc[vi, vl] = acc[vi, vl] * a[vl] + a[vl]
+        for i in T.unroll(12):
+            for lane in T.vectorized(16):
+                with T.sblock("out"):
+                    vi, vl = T.axis.remap("SS", [i, lane])
+                    out[vi * 16 + vl] = acc[vi, vl]
+
+    lib = tvm.tirx.build(tvm.IRModule({"main": fma}), target=target)
+    args = [tvm.runtime.tensor(np.full(lanes, 0.999, np.float32)), tvm.runtime.tensor(np.zeros(lanes * chains, np.float32))]
+    seconds = min(lib.time_evaluator("main", tvm.cpu(), number=5, repeat=5)(*args).results)
+    return 2 * steps * chains * lanes / seconds / 1e9
+
+
+def bandwidth_gbs() -> float:
+    """Memory bandwidth of one core: numpy copy of 256 MB (read + write)."""
+    import numpy as np
+
+    src = np.ones(64 * 1024 * 1024, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    return max(2 * src.nbytes / _timed(lambda: np.copyto(dst, src)) for _ in range(5)) / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
