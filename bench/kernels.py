@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 from roofline import bandwidth_gbs, peak_gflops
