@@ -1,7 +1,11 @@
 """Profiles, local/RPC sessions, measurement and check on this machine (fast tests)."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -84,6 +88,25 @@ def test_local_session_measures_every_repeat(tmp_path: Path):
         m = measure(session, lib, tiny_inputs(), policy)
     assert len(m.repeats_ms) == 7 and not m.remeasured and m.spread_ok
     assert min(m.repeats_ms) <= m.median_ms <= max(m.repeats_ms) and m.median_ms > 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to the second")
+def test_measuring_keeps_to_the_cpus_the_process_may_use(tmp_path: Path):
+    """Pinned to its last CPU (taskset, a cgroup), a measurement must stay there: TVM's
+    default thread-pool mode moved the calling thread to CPU 0, where other work ran."""
+    script = textwrap.dedent(f"""
+        import os
+        from pipeline.device import MeasurePolicy, load_profile, measure, open_session
+        from pipeline.device.check import build_tiny, tiny_inputs
+        os.sched_setaffinity(0, {{max(os.sched_getaffinity(0))}})
+        profile = load_profile("x86-host")
+        lib = build_tiny(profile, {str(tmp_path / "tiny.so")!r})
+        with open_session(profile) as session:
+            measure(session, lib, tiny_inputs(), MeasurePolicy(repeat=2, min_repeat_ms=1, threads=1, max_spread=10.0))
+        print(sorted(os.sched_getaffinity(0)))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == str([max(os.sched_getaffinity(0))])
 
 
 def test_too_wide_spread_is_remeasured(tmp_path: Path):

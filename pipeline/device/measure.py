@@ -63,10 +63,24 @@ def _to_device(session: DeviceSession, inputs: dict[str, np.ndarray]) -> list:
     return [tvm.runtime.tensor(np.ascontiguousarray(x), session.device) for x in inputs.values()]
 
 
+#: TVM's thread-pool affinity modes (runtime/threading_backend.h).
+_BIG_CORES, _SHARE_CPUS = 1, -3
+
+
 def configure_threads(session: DeviceSession, threads: int | None) -> None:
-    """Pin the device's TVM thread pool to `threads` workers (None keeps all cores)."""
-    if threads is not None:
-        session.get_function("runtime.config_threadpool")(1, threads)
+    """Size the device's TVM thread pool to `threads` workers (None keeps all cores).
+
+    On this machine the pool shares exactly the CPUs the process may run on: the "big
+    cores" mode pins the calling thread to CPU 0 whatever `taskset` or a cgroup allowed,
+    so a measurement pinned to a quiet core silently ran on a busy one. On a remote
+    device the big cores are right (big.LITTLE phones and boards)."""
+    if threads is None:
+        return
+    config = session.get_function("runtime.config_threadpool")
+    if session.is_remote:
+        config(_BIG_CORES, threads)
+    else:
+        config(_SHARE_CPUS, threads, [str(cpu) for cpu in sorted(os.sched_getaffinity(0))])
 
 
 def measure(session: DeviceSession, lib_path: str | os.PathLike, inputs: dict[str, np.ndarray],
