@@ -46,17 +46,26 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class SandwichConfig:
-    """Sandwich rule and in-place distillation: largest (labels), N-2 sampled, smallest (KL to largest)."""
+    """Sandwich rule and in-place distillation: largest (labels), N-2 sampled, smallest (KL to largest).
+
+    `label_epochs`: for that many epochs at the start the other subnets learn from the
+    labels too (cross-entropy with label smoothing), and only then from the largest's soft
+    outputs. Distilling from an untrained largest pulls every subnet towards its near-uniform
+    outputs, which is negligible over 360 epochs but costs a short run most of its steps.
+    0 = distillation from the first step, as published.
+    """
 
     num_arch_training: int = 4
     label_smoothing: float = 0.1
     dropout: float = 0.2
     drop_connect: float = 0.2
+    label_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.num_arch_training >= 2, "sandwich.num_arch_training must be >= 2 (largest and smallest)")
         _require(0 <= self.label_smoothing < 1 and 0 <= self.dropout < 1 and 0 <= self.drop_connect < 1,
                  "sandwich.label_smoothing, dropout and drop_connect must be in [0, 1)")
+        _require(self.label_epochs >= 0, "sandwich.label_epochs must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 One step: the sampler picks [largest, sampled..., smallest]; the largest learns from the
 labels (label smoothing, dropout, drop-connect) and the others from the largest's soft
-outputs (KL, no dropout); gradients of all of them add up, are clipped by value and
+outputs (KL, no dropout; from the labels during the first `sandwich.label_epochs`, while
+the largest is still near chance); gradients of all of them add up, are clipped by value and
 applied once. Under torchrun the supernet is wrapped in DistributedDataParallel and the
 candidates' minibatch losses are averaged over processes so every process keeps the same
 subnet. The state is saved atomically every `checkpoint.every_steps` steps and at the end;
@@ -75,6 +76,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     sampler: ArchSampler
+    distill_from_step: int  # before it, the non-largest subnets learn from the labels
 
 
 def _activate(run: _Run, config: SubnetConfig, teacher: bool) -> None:
@@ -84,8 +86,9 @@ def _activate(run: _Run, config: SubnetConfig, teacher: bool) -> None:
     run.supernet.set_dropout_rate(sw.dropout if teacher else 0.0, sw.drop_connect if teacher else 0.0)
 
 
-def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """One sandwich step; returns the losses of the largest and the smallest."""
+def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, float]:
+    """One sandwich step (`step` = steps done before it); returns the losses of the largest
+    and the smallest (KL to the largest, or cross-entropy while `step < distill_from_step`)."""
     sw = run.cfg.sandwich
 
     @torch.no_grad()
@@ -104,13 +107,17 @@ def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict[s
     loss = F.cross_entropy(logits, labels, label_smoothing=sw.label_smoothing)
     loss.backward()
     soft = F.softmax(logits.detach(), dim=1)
+    distill = step >= run.distill_from_step
     stats = {"loss_largest": loss.item()}
     for config in archs[1:]:
         _activate(run, config, teacher=False)
         student = run.forward(to_resolution(images, config.resolution))
-        kd = F.kl_div(F.log_softmax(student, dim=1), soft, reduction="batchmean")
+        if distill:
+            kd = F.kl_div(F.log_softmax(student, dim=1), soft, reduction="batchmean")
+        else:
+            kd = F.cross_entropy(student, labels, label_smoothing=sw.label_smoothing)
         kd.backward()
-    stats["loss_smallest_kd"] = kd.item()
+    stats["loss_smallest_kd" if distill else "loss_smallest_ce"] = kd.item()
     if run.cfg.optimizer.grad_clip_value > 0:
         nn.utils.clip_grad_value_(run.supernet.parameters(), run.cfg.optimizer.grad_clip_value)
     run.optimizer.step()
@@ -182,7 +189,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     forward: nn.Module = supernet
     if ctx.distributed:
         forward = DistributedDataParallel(supernet, find_unused_parameters=True, broadcast_buffers=False)
-    run = _Run(cfg, ctx, space, supernet, forward, optimizer, scheduler, sampler)
+    run = _Run(cfg, ctx, space, supernet, forward, optimizer, scheduler, sampler,
+               round(cfg.sandwich.label_epochs * spe))
 
     run_dir = Path(cfg.checkpoint.dir)
     state_path = run_dir / STATE_FILE
@@ -211,7 +219,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
             tick = time.perf_counter()
             for images, labels in make_loader(dataset, batches, cfg.workers):
                 lr = optimizer.param_groups[0]["lr"]
-                stats = _train_step(run, images.to(ctx.device), labels.to(ctx.device))
+                stats = _train_step(run, images.to(ctx.device), labels.to(ctx.device), step)
                 step += 1
                 now = time.perf_counter()
                 throughput = len(images) * ctx.world / (now - tick)
