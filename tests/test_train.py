@@ -137,7 +137,8 @@ def test_short_training_learns_and_larger_subnets_beat_smaller(trained) -> None:
     assert smallest.config == SPACE.smallest() and largest.config == SPACE.largest()
     chance = 100.0 / TINY.num_classes
     assert smallest.top1 > chance + 10 and largest.top1 > chance + 10, (smallest.top1, largest.top1)
-    assert largest.top1 >= smallest.top1, (smallest.top1, largest.top1)
+    # the tiny run gives about 40% / 50% (chance 25%): the largest must lead by a clear margin
+    assert largest.top1 >= smallest.top1 + 5, (smallest.top1, largest.top1)
     records = [json.loads(line) for line in (Path(cfg.checkpoint.dir) / "log.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["event"] == "step"]
     assert len(steps) == result.steps and {"lr", "images_per_s", "loss_largest"} <= set(steps[0])
