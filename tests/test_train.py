@@ -142,6 +142,11 @@ def test_short_training_learns_and_larger_subnets_beat_smaller(trained) -> None:
     records = [json.loads(line) for line in (Path(cfg.checkpoint.dir) / "log.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["event"] == "step"]
     assert len(steps) == result.steps and {"lr", "images_per_s", "loss_largest"} <= set(steps[0])
+    # the other subnets learn from the labels for `label_epochs`, then from the largest
+    label_steps = round(cfg.sandwich.label_epochs * result.steps / cfg.epochs)
+    assert label_steps > 0
+    assert [r["step"] for r in steps if "loss_smallest_ce" in r] == list(range(1, label_steps + 1))
+    assert all("loss_smallest_kd" in r for r in steps[label_steps:])
     loaded = load_checkpoint(result.checkpoint)
     assert loaded.extra["train"]["step"] == result.steps and loaded.supernet.num_classes == TINY.num_classes
 
