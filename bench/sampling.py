@@ -9,9 +9,10 @@ per method, the best top-1 among subnets under three FLOPs levels. The published
 Resumable: each trained supernet and each method's results are kept under
 `<cache>/bench/sampling/`; a re-run only does what is missing.
 
-    .venv/bin/python bench/sampling.py [--epochs 6] [--subnets 24]
+    .venv/bin/python bench/sampling.py [--epochs 8] [--subnets 24]
 
-Prints a table and writes bench/results/sampling.json.
+Prints a table (with the Spearman correlation of FLOPs and top-1 over all evaluated
+subnets, and how many random subnets beat the smallest) and writes bench/results/sampling.json.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import click
+from scipy.stats import kendalltau, spearmanr
 
 from pipeline.model import load_supernet
 from pipeline.paths import REPO_ROOT, cache_dir
@@ -37,7 +39,7 @@ RESULTS = REPO_ROOT / "bench" / "results" / "sampling.json"
 
 
 @click.command()
-@click.option("--epochs", type=float, default=6.0, show_default=True, help="Training budget per method.")
+@click.option("--epochs", type=float, default=8.0, show_default=True, help="Training budget per method.")
 @click.option("--subnets", type=int, default=24, show_default=True, help="Random subnets evaluated (plus smallest/largest).")
 @click.option("--recalib-batches", type=int, default=4, show_default=True)
 def main(epochs: float, subnets: int, recalib_batches: int) -> None:
@@ -68,19 +70,24 @@ def main(epochs: float, subnets: int, recalib_batches: int) -> None:
             under = [r for r in results if r["mflops"] <= level]
             top = max(under, key=lambda r: r["top1"]) if under else None
             best[f"<={level:g}"] = {"top1": top["top1"], "mflops": top["mflops"], "id": top["id"]} if top else None
+        flops, top1 = [r["mflops"] for r in results], [r["top1"] for r in results]
         per_method[method] = {"train_seconds": round(train_s, 1), "best": best, "subnets": results,
                               "smallest_top1": results[0]["top1"], "largest_top1": results[1]["top1"],
-                              "mean_top1": round(sum(r["top1"] for r in results) / len(results), 3)}
+                              "mean_top1": round(sum(top1) / len(results), 3),
+                              "spearman_flops_top1": round(float(spearmanr(flops, top1)[0]), 3),
+                              "kendall_flops_top1": round(float(kendalltau(flops, top1)[0]), 3),
+                              "random_beating_smallest": sum(t > top1[0] for t in top1[2:])}
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(per_method[method], indent=1))
 
     header = f"{'method':<8} " + " ".join(f"{'best <=' + format(l, 'g') + ' MF':>14}" for l in FLOPS_LEVELS) + \
-        f" {'smallest':>9} {'largest':>8} {'mean':>7} {'train s':>8}"
+        f" {'smallest':>9} {'largest':>8} {'mean':>7} {'spearman':>9} {'>smallest':>10} {'train s':>8}"
     print(header)
     for method, res in per_method.items():
         cells = " ".join(f"{(b['top1'] if b else float('nan')):>14.2f}" for b in res["best"].values())
         print(f"{method:<8} {cells} {res['smallest_top1']:>9.2f} {res['largest_top1']:>8.2f} "
-              f"{res['mean_top1']:>7.2f} {res['train_seconds']:>8.0f}")
+              f"{res['mean_top1']:>7.2f} {res.get('spearman_flops_top1', float('nan')):>9.2f} "
+              f"{res.get('random_beating_smallest', -1):>10} {res['train_seconds']:>8.0f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "space": "demo", "data": "synthetic " + json.dumps(DEMO_DATA.__dict__), "epochs": epochs,
