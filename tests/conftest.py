@@ -6,14 +6,35 @@ them when their scope ends. The emulated arm64 root file system is cached under
 """
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from pipeline.device import load_profile
-from pipeline.device.profile import RPCConnection
-from pipeline.device.rpcserver import start_rpc_server
+from pipeline.device.farm import tracker_servers
+from pipeline.device.profile import RPCConnection, TrackerConnection
+from pipeline.device.rpcserver import start_rpc_farm, start_rpc_server
 from pipeline.paths import REPO_ROOT
+
+
+@contextlib.contextmanager
+def running_farm(folder: Path, key: str, servers: int) -> Iterator[tuple[object, list[Path]]]:
+    """A TVM tracker with `servers` RPC servers under `key`, all registered; yields the
+    x86-host profile pointed at the tracker and the servers' log files, stops them after."""
+    tracker, started = start_rpc_farm(folder, key=key, servers=servers)
+    try:
+        conn = TrackerConnection("127.0.0.1", tracker.port, key, timeout_s=30.0)
+        deadline = time.monotonic() + 30
+        while tracker_servers(conn) < servers and time.monotonic() < deadline:  # registration follows "bind to"
+            time.sleep(0.2)
+        yield load_profile("x86-host").with_connection(conn), [s.log_path for s in started]
+    finally:
+        for s in started:
+            s.stop()
+        tracker.stop()
 
 
 @pytest.fixture

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.device import MeasurePolicy, load_profile
+from pipeline.device import MeasurePolicy
 from pipeline.device.check import build_tiny, tiny_inputs
-from pipeline.device.farm import MeasureJob, measure_on_tracker, tracker_servers
+from pipeline.device.farm import MeasureJob, measure_on_tracker
 from pipeline.device.profile import TrackerConnection
-from pipeline.device.rpcserver import start_rpc_farm
 from pipeline.device.runner import run_measurements
 from pipeline.device.store import MeasurementStore, RecordKey
 from pipeline.errors import DeviceError
+
+from conftest import running_farm
 
 
 def _jobs(profile, lib: Path, n: int) -> list[MeasureJob]:
@@ -29,17 +30,8 @@ def _jobs(profile, lib: Path, n: int) -> list[MeasureJob]:
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory):
     """A tracker and two RPC servers registered under key `farm`; yields (profile, server logs)."""
-    tracker, servers = start_rpc_farm(tmp_path_factory.mktemp("farm"), key="farm", servers=2)
-    try:
-        conn = TrackerConnection("127.0.0.1", tracker.port, "farm", timeout_s=30.0)
-        deadline = time.monotonic() + 30
-        while tracker_servers(conn) < 2 and time.monotonic() < deadline:  # registration follows "bind to"
-            time.sleep(0.2)
-        yield load_profile("x86-host").with_connection(conn), [s.log_path for s in servers]
-    finally:
-        for s in servers:
-            s.stop()
-        tracker.stop()
+    with running_farm(tmp_path_factory.mktemp("farm"), key="farm", servers=2) as started:
+        yield started
 
 
 def test_tracker_spreads_jobs_over_both_servers(farm, tmp_path: Path):

@@ -19,6 +19,8 @@ from pipeline.model import build_static
 from pipeline.paths import DATA_DIR
 from pipeline.space import SearchSpace
 
+from conftest import running_farm
+
 
 @pytest.fixture(scope="module")
 def small_space(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
@@ -189,3 +191,18 @@ def test_tuning_on_emulated_arm64_cross_compiles_candidates(small_plan: Plan, em
     records = _records(open_database(folder), task)
     assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
     assert all("aarch64" in str(r.target) for r in records)
+
+
+def test_tuning_through_a_tracker(small_plan: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A device farm: the profile names a tracker and a key; candidates run on the server it hands out."""
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    task = next(t for t in sorted(small_plan.tasks, key=lambda t: t.flops) if "mean" in t.name)
+    sub = Plan(small_plan.space, small_plan.device, small_plan.configs, [task])
+    with running_farm(tmp_path / "farm", key="tune", servers=1) as (profile, logs):
+        tuned = tune(sub, profile, TuneBudget(trials_per_task=2, trials_per_iter=2),
+                     database_dir=tmp_path / "db", timeout_s=60.0, progress=False)
+    assert tuned[0].library_us and tuned[0].library_us > 0
+    assert tuned[0].trials_after > tuned[0].trials_before == 1
+    records = _records(open_database(tmp_path / "db"), task)
+    assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
+    assert "load_module" in logs[0].read_text()  # the timings ran on the farm's server
