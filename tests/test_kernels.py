@@ -9,17 +9,25 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import running_farm
 
+from pipeline.compile import onnx_to_relax
 from pipeline.device import load_profile
 from pipeline.kernels import kernel_db_hash, lower_for_target
 from pipeline.kernels.database import device_kernel_dir, has_database, open_database
-from pipeline.kernels.plan import Plan, _requirements, _satisfies, covering_configs, plan
+from pipeline.kernels.lower import fold_constant_layouts
+from pipeline.kernels.pad import pad_channels, padded_channels
+from pipeline.kernels.plan import (
+    Plan,
+    _requirements,
+    _satisfies,
+    covering_configs,
+    plan,
+)
 from pipeline.kernels.tune import TuneBudget, _records, tune
 from pipeline.model import build_static
 from pipeline.paths import DATA_DIR
 from pipeline.space import SearchSpace
-
-from conftest import running_farm
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +124,10 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     config = space.validate(space.smallest())
     coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.library == coverage.total and not coverage.untuned_tasks
+    # untuned, so the compile padded 24/216-channel convolutions to 32/224 (and stayed exact above)
+    _, changed = pad_channels(fold_constant_layouts(onnx_to_relax(tmp_path / "m.onnx")), lanes=16)
+    assert changed > 0
+    assert [padded_channels(c, 16) for c in (8, 16, 24, 200, 1000)] == [8, 16, 32, 208, 1008]
 
 
 def test_committed_x86_database_covers_random_demo_subnets(tmp_path, pipeline_cache):

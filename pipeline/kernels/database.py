@@ -27,7 +27,7 @@ RECORD_FILE = "database_tuning_record.json"
 TABLES = (WORKLOAD_FILE, RECORD_FILE)
 PACKED_SUFFIX = ".xz"
 _STAMP = "published-from"
-_LOWERING_SOURCES = ("lower.py", "schedules.py")
+_LOWERING_SOURCES = ("lower.py", "pad.py", "schedules.py")
 
 
 def device_kernel_dir(device_name: str) -> Path:

@@ -18,6 +18,7 @@ import tvm.tirx
 from tvm import relax
 
 from pipeline.kernels.database import open_device_database
+from pipeline.kernels.pad import pad_channels
 from pipeline.kernels.schedules import ScheduleParams, schedule_primfunc
 
 log = logging.getLogger(__name__)
@@ -147,14 +148,23 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
     Returns the lowered Relax module (build it with `tvm.compile(mod, target)`) and how
     its kernels were scheduled.
     """
-    fused = fuse_for_tuning(mod, target)
     database = open_device_database(device_name)
-    funcs = prim_funcs(fused)
-    recorded = {n for n, f in funcs.items() if database is not None and has_record(database, f, target)}
+    params = ScheduleParams.for_target(target)
+
+    def fuse(module: tvm.IRModule) -> tuple[tvm.IRModule, dict, set]:
+        fused = fuse_for_tuning(module, target)
+        funcs = prim_funcs(fused)
+        return fused, funcs, {n for n, f in funcs.items() if database is not None and has_record(database, f, target)}
+
+    fused, funcs, recorded = fuse(mod)
+    if len(recorded) < len(funcs) / 2:  # mostly untuned: pad channels for full-width vectors
+        padded, changed = pad_channels(fold_constant_layouts(mod), params.lanes)
+        if changed:
+            fused, funcs, recorded = fuse(padded)
+            log.info("padded %d convolutions to multiples of %d channels", changed, params.lanes)
     if recorded:
         with target, database:
             fused = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
-    params = ScheduleParams.for_target(target)
     library, untuned = 0, []
     for name in sorted(set(funcs) - recorded):
         scheduled = schedule_primfunc(funcs[name], params)
