@@ -180,7 +180,9 @@ def main() -> None:
     from pipeline.compile import export_onnx, onnx_to_relax
     from pipeline.device import load_profile
     from pipeline.kernels import kernel_db_hash, lower_for_target
-    from pipeline.kernels.lower import fuse_for_tuning
+    from pipeline.kernels.database import open_device_database
+    from pipeline.kernels.lower import fuse_for_device
+    from pipeline.kernels.schedules import ScheduleParams
     from pipeline.model import build_static
     from pipeline.space import SearchSpace, SubnetConfig, resolve_arch
 
@@ -197,7 +199,8 @@ def main() -> None:
         path = export_onnx(build_static(space, config, classes).eval(), config.resolution, Path(tmp) / "m.onnx")
         ort_by_kind, ort_total = _time_ort(path, x, args.threads, args.runs)
         lowered, coverage = lower_for_target(onnx_to_relax(path), target, profile.name)
-        fused = fuse_for_tuning(onnx_to_relax(path), target)
+        _, fused, _ = fuse_for_device(onnx_to_relax(path), target, open_device_database(profile.name),
+                                      ScheduleParams.for_target(target))
     kernels = _time_tvm(fused, lowered, target)
     in_graph, vm_overhead, tvm_wall = _time_in_graph(lowered, target, x, args.runs)
     for name, k in kernels.items():

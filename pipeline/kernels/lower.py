@@ -141,6 +141,26 @@ def has_record(database, func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> 
     return database.query_tuning_record(workload_module(func), target, "main") is not None
 
 
+def fuse_for_device(mod: tvm.IRModule, target: tvm.target.Target, database, params: ScheduleParams
+                    ) -> tuple[tvm.IRModule, dict[str, tvm.tirx.PrimFunc], set[str]]:
+    """The fused module a device compiles, its unscheduled kernels by name, and the names
+    that have a tuned record. A mostly untuned module is first channel-padded
+    (`pad.pad_channels`) so its kernels get full-width vectors."""
+
+    def fuse(module: tvm.IRModule) -> tuple[tvm.IRModule, dict, set]:
+        fused = fuse_for_tuning(module, target)
+        funcs = prim_funcs(fused)
+        return fused, funcs, {n for n, f in funcs.items() if database is not None and has_record(database, f, target)}
+
+    fused, funcs, recorded = fuse(mod)
+    if len(recorded) < len(funcs) / 2:
+        padded, changed = pad_channels(fold_constant_layouts(mod), params.lanes)
+        if changed:
+            log.info("padded %d convolutions to multiples of %d channels", changed, params.lanes)
+            return fuse(padded)
+    return fused, funcs, recorded
+
+
 def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
                      device_name: str) -> tuple[tvm.IRModule, KernelCoverage]:
     """Fuse `mod` and schedule every kernel: tuned record first, library schedule next.
@@ -150,18 +170,7 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
     """
     database = open_device_database(device_name)
     params = ScheduleParams.for_target(target)
-
-    def fuse(module: tvm.IRModule) -> tuple[tvm.IRModule, dict, set]:
-        fused = fuse_for_tuning(module, target)
-        funcs = prim_funcs(fused)
-        return fused, funcs, {n for n, f in funcs.items() if database is not None and has_record(database, f, target)}
-
-    fused, funcs, recorded = fuse(mod)
-    if len(recorded) < len(funcs) / 2:  # mostly untuned: pad channels for full-width vectors
-        padded, changed = pad_channels(fold_constant_layouts(mod), params.lanes)
-        if changed:
-            fused, funcs, recorded = fuse(padded)
-            log.info("padded %d convolutions to multiples of %d channels", changed, params.lanes)
+    fused, funcs, recorded = fuse_for_device(mod, target, database, params)
     if recorded:
         with target, database:
             fused = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
