@@ -108,10 +108,14 @@ class _ProfileSession:
     def __call__(self, _rpc_config):
         from pipeline.device import open_session
 
-        # The runner drops the session when the candidate is done; the context manager's
-        # cleanup (closing the connection) then happens through garbage collection.
+        # The runner drops the RPC session when the candidate is done. The opener's context
+        # manager rides along on it: collected earlier, it would close the connection (and,
+        # over SSH, stop the tunnel and the remote server) while the runner still uploads;
+        # collected with it, it cleans up then.
         manager = open_session(self.profile)
-        return manager.__enter__().rpc
+        rpc = manager.__enter__().rpc
+        rpc.pipeline_opener = manager
+        return rpc
 
 
 def _records(database, task: PlannedTask) -> list:
@@ -200,22 +204,34 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
     work_dir = folder / "logs"
     bar = tqdm(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="pipeline-tune-") as export_root:
-        for task in bar:
-            before = _records(database, task)
-            done = max(0, len(before) - 1)  # the library seed is not a MetaSchedule trial
-            trials = min(max(0, budget.trials_per_task - done), left)
-            if trials > 0:
-                measurer = measurer or _builder_runner(profile, timeout_s, Path(export_root))
-                _tune_one(database, task, target, trials, budget, *measurer, work_dir)
-                left -= trials
-                checkpoint()
-            after = _records(database, task)
-            outcome = TaskOutcome(task.name, len(before), len(after), library.get(task.name), _best_us(after))
-            outcomes.append(outcome)
-            bar.set_postfix(best_us=outcome.best_us, trials_left=left)
-            log.info("%s: %d -> %d records, library %s us, best %s us", task.name, len(before), len(after),
-                     _fmt(outcome.library_us), _fmt(outcome.best_us))
+        try:
+            for task in bar:
+                before = _records(database, task)
+                done = max(0, len(before) - 1)  # the library seed is not a MetaSchedule trial
+                trials = min(max(0, budget.trials_per_task - done), left)
+                if trials > 0:
+                    measurer = measurer or _builder_runner(profile, timeout_s, Path(export_root))
+                    _tune_one(database, task, target, trials, budget, *measurer, work_dir)
+                    left -= trials
+                    checkpoint()
+                after = _records(database, task)
+                outcome = TaskOutcome(task.name, len(before), len(after), library.get(task.name), _best_us(after))
+                outcomes.append(outcome)
+                bar.set_postfix(best_us=outcome.best_us, trials_left=left)
+                log.info("%s: %d -> %d records, library %s us, best %s us", task.name, len(before), len(after),
+                         _fmt(outcome.library_us), _fmt(outcome.best_us))
+        finally:
+            _shutdown_pools(measurer)
     return outcomes
+
+
+def _shutdown_pools(measurer: tuple | None) -> None:
+    """Shut MetaSchedule's builder/runner worker pools down: a runner worker holds the last
+    device session (over SSH: the tunnel and the remote server) until it exits."""
+    for item in measurer or ():
+        pool = getattr(item, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def _fmt(us: float | None) -> str:
