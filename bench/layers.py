@@ -79,7 +79,7 @@ def _ort_kind(node: dict) -> str:
     return "pointwise"
 
 
-def _time_tvm(fused, lowered, target) -> dict[str, dict]:
+def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
     """Per kernel: kind, calls, FLOPs and microseconds per call, timed alone."""
     import numpy as np
     import tvm
@@ -103,7 +103,7 @@ def _time_tvm(fused, lowered, target) -> dict[str, dict]:
         lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
         timer = lib.time_evaluator("main", tvm.cpu(), number=20, repeat=5, min_repeat_ms=10)
         us = float(np.median(timer(*args).results)) * 1e6
-        kind, flops, extents = _tvm_kind(fused[name])
+        kind, flops, extents = _tvm_kind(unscheduled[name])
         out[name] = {"kind": kind, "calls": calls[name], "us": us, "flops": flops, "extents": extents}
     return out
 
@@ -199,9 +199,9 @@ def main() -> None:
         path = export_onnx(build_static(space, config, classes).eval(), config.resolution, Path(tmp) / "m.onnx")
         ort_by_kind, ort_total = _time_ort(path, x, args.threads, args.runs)
         lowered, coverage = lower_for_target(onnx_to_relax(path), target, profile.name)
-        _, fused, _ = fuse_for_device(onnx_to_relax(path), target, open_device_database(profile.name),
+        _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, open_device_database(profile.name),
                                       ScheduleParams.for_target(target))
-    kernels = _time_tvm(fused, lowered, target)
+    kernels = _time_tvm(unscheduled, lowered, target)
     in_graph, vm_overhead, tvm_wall = _time_in_graph(lowered, target, x, args.runs)
     for name, k in kernels.items():
         k["in_graph_us"] = in_graph.get(name, 0.0)

@@ -37,6 +37,20 @@ def running_farm(folder: Path, key: str, servers: int) -> Iterator[tuple[object,
         tracker.stop()
 
 
+def assert_seeded_and_tuned(outcome, folder: Path, task) -> list:
+    """One task tuned on a device into `folder`: its library schedule was measured and
+    committed first, MetaSchedule appended trials, and every record holds real device
+    times (a failed build or run is committed with no or huge run_secs). Returns them."""
+    from pipeline.kernels.database import open_database
+    from pipeline.kernels.tune import _records
+
+    assert outcome.library_us and outcome.library_us > 0
+    assert outcome.trials_after > outcome.trials_before == 1
+    records = _records(open_database(folder), task)
+    assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
+    return records
+
+
 @pytest.fixture
 def pipeline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Points `PIPELINE_CACHE` (generated state) at a fresh temporary folder."""

@@ -16,6 +16,8 @@ from pipeline.device.rpcserver import free_port
 from pipeline.device.session import probe
 from pipeline.errors import DeviceError
 
+from conftest import assert_seeded_and_tuned
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -165,9 +167,8 @@ def test_remote_server_stopped_when_client_killed(sshd, tmp_path: Path):
 def test_tuning_through_ssh_brings_the_server_up_and_down(sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Kernel tuning on an SSH device: seed and MetaSchedule trials timed on the server that
     the session starts over SSH; nothing is left running on the remote side afterwards."""
-    from pipeline.kernels.database import open_database
     from pipeline.kernels.plan import Plan, PlannedTask, subnet_module, subnet_tasks
-    from pipeline.kernels.tune import TuneBudget, _records, tune
+    from pipeline.kernels.tune import TuneBudget, tune
     from pipeline.space import SearchSpace
 
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
@@ -182,9 +183,7 @@ def test_tuning_through_ssh_brings_the_server_up_and_down(sshd, tmp_path: Path, 
     small = Plan(demo.name, profile.name, [demo.smallest()], [task])
     tuned = tune(small, profile, TuneBudget(trials_per_task=1, trials_per_iter=1), database_dir=tmp_path / "db",
                  timeout_s=120.0, progress=False)
-    assert tuned[0].library_us and tuned[0].trials_after > tuned[0].trials_before == 1
-    records = _records(open_database(tmp_path / "db"), task)
-    assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
+    assert_seeded_and_tuned(tuned[0], tmp_path / "db", task)
     deadline = time.monotonic() + 20
     while _servers_on(rpc_port) and time.monotonic() < deadline:
         time.sleep(0.2)

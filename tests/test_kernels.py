@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import running_farm
+from conftest import assert_seeded_and_tuned, running_farm
 
 from pipeline.compile import onnx_to_relax
 from pipeline.device import load_profile
@@ -178,12 +178,8 @@ def test_tuning_over_rpc_appends_measured_records(small_plan: Plan, local_rpc_se
 
     tuned = tune(sub, local_rpc_server, TuneBudget(trials_per_task=2, trials_per_iter=2),
                  database_dir=folder, timeout_s=60.0, progress=False)
-    assert tuned[0].library_us and tuned[0].library_us > 0  # library schedule measured over RPC
-    assert tuned[0].trials_before == 1 and tuned[0].trials_after > 1  # MetaSchedule trials appended
-    records = _records(open_database(folder), task)
+    records = assert_seeded_and_tuned(tuned[0], folder, task)
     assert len(records) == tuned[0].trials_after
-    # real device times (a failed build or run is committed with no or huge run_secs)
-    assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
     assert not list(temp.iterdir())  # no candidate library left behind
 
 
@@ -198,10 +194,7 @@ def test_tuning_on_emulated_arm64_cross_compiles_candidates(small_plan: Plan, em
 
     tuned = tune(sub, emulated_arm64, TuneBudget(trials_per_task=2, trials_per_iter=2),
                  database_dir=folder, timeout_s=120.0, progress=False)
-    assert tuned[0].library_us and tuned[0].library_us > 0
-    assert tuned[0].trials_after > tuned[0].trials_before == 1
-    records = _records(open_database(folder), task)
-    assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
+    records = assert_seeded_and_tuned(tuned[0], folder, task)
     assert all("aarch64" in str(r.target) for r in records)
 
 
@@ -213,8 +206,5 @@ def test_tuning_through_a_tracker(small_plan: Plan, tmp_path: Path, monkeypatch:
     with running_farm(tmp_path / "farm", key="tune", servers=1) as (profile, logs):
         tuned = tune(sub, profile, TuneBudget(trials_per_task=2, trials_per_iter=2),
                      database_dir=tmp_path / "db", timeout_s=60.0, progress=False)
-    assert tuned[0].library_us and tuned[0].library_us > 0
-    assert tuned[0].trials_after > tuned[0].trials_before == 1
-    records = _records(open_database(tmp_path / "db"), task)
-    assert all(r.run_secs and 0 < max(float(s) for s in r.run_secs) < 1.0 for r in records)
+    assert_seeded_and_tuned(tuned[0], tmp_path / "db", task)
     assert "load_module" in logs[0].read_text()  # the timings ran on the farm's server

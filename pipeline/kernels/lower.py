@@ -152,13 +152,16 @@ def fuse_for_device(mod: tvm.IRModule, target: tvm.target.Target, database, para
         funcs = prim_funcs(fused)
         return fused, funcs, {n for n, f in funcs.items() if database is not None and has_record(database, f, target)}
 
-    fused, funcs, recorded = fuse(mod)
-    if len(recorded) < len(funcs) / 2:
-        padded, changed = pad_channels(fold_constant_layouts(mod), params.lanes)
-        if changed:
-            log.info("padded %d convolutions to multiples of %d channels", changed, params.lanes)
-            return fuse(padded)
-    return fused, funcs, recorded
+    unpadded = None
+    if database is not None:  # without a database nothing is tuned: no need to look first
+        unpadded = fuse(mod)
+        if len(unpadded[2]) >= len(unpadded[1]) / 2:
+            return unpadded
+    padded, changed = pad_channels(fold_constant_layouts(mod), params.lanes)
+    if not changed:
+        return unpadded or fuse(mod)
+    log.info("padded %d convolutions to multiples of %d channels", changed, params.lanes)
+    return fuse(padded)
 
 
 def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,

@@ -18,6 +18,7 @@ the database with these schedules so it only keeps what beats them).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import tvm
@@ -147,13 +148,8 @@ def _weights_dominate(sch: Schedule, main) -> bool:
     reads = sch.get(main).reads
     if len(reads) < 2:
         return False
-    sizes = []
-    for region in reads[:2]:
-        size = 1
-        for dim in region.source.shape:
-            size *= int(dim)
-        sizes.append(size)
-    return sizes[1] > sizes[0]
+    activations, weights = (math.prod(int(d) for d in region.source.shape) for region in reads[:2])
+    return weights > activations
 
 
 def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParams) -> None:
@@ -182,10 +178,7 @@ def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParam
         unrolled = [w_inner, c_vectors]
     else:
         unrolled = [c_vectors]
-    positions = 1
-    for extent in s_ext[:-1]:
-        positions *= extent
-    gemv = positions == 1 and bool(reduce)
+    gemv = math.prod(s_ext[:-1]) == 1 and bool(reduce)
     if gemv:  # SE convs, classifier: stream the cold weight matrix row by row, once
         order = [*reduce, *outer, c_outer]
     else:
@@ -211,10 +204,7 @@ def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParam
         sch.vectorize(vec_inner)
         for loop in rest + ([] if gemv else [vec_outer]):
             sch.unroll(loop)
-    work = 1
-    for e in extents:
-        work *= e
-    if work >= PARALLEL_MIN_WORK and params.cores > 1 and not gemv:
+    if math.prod(extents) >= PARALLEL_MIN_WORK and params.cores > 1 and not gemv:
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
     if reduce:  # last: a decomposed update block no longer counts as a reduction
         sch.decompose_reduction(main, reduce[0])
@@ -235,9 +225,7 @@ def _schedule_injective(sch: Schedule, blocks: list, params: ScheduleParams) -> 
         if lanes == 1 or len(loops) == 1:
             loops = [sch.fuse(*loops)] if len(loops) > 1 else loops
             lanes = _divisor_at_most(int(sch.get(loops[0]).extent), params.lanes)
-        total = 1
-        for loop in loops:
-            total *= int(sch.get(loop).extent)
+        total = math.prod(int(sch.get(loop).extent) for loop in loops)
         outer, inner = sch.split(loops[-1], [None, lanes])
         sch.vectorize(inner)
         rest = sch.fuse(*loops[:-1], outer) if len(loops) > 1 else outer
