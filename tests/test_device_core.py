@@ -164,3 +164,39 @@ def test_stopping_a_server_stops_launcher_and_worker(tmp_path: Path):
     finally:
         server.stop()
     assert not group_members(server.pid)
+
+
+def _scaled_module(shape: tuple[int, ...]):
+    """`main(x) = x * 2` over `shape`: two of these differ in code and in input shape."""
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Scaled:
+        @R.function
+        def main(x: R.Tensor(shape, "float32")):
+            with R.dataflow():
+                out = R.multiply(x, R.const(2.0, "float32"))
+                R.output(out)
+            return out
+
+    return Scaled
+
+
+@pytest.mark.parametrize("where", ["local", "rpc"])
+def test_a_new_library_at_a_loaded_path_runs_its_own_code(where, request, tmp_path: Path):
+    """A library rebuilt into a path the process already loaded (a budget folder in the next
+    round): dlopen would hand back the open handle, i.e. the old code for the old shape."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    profile = load_profile("x86-host") if where == "local" else request.getfixturevalue("local_rpc_server")
+    path = tmp_path / "model.so"
+    with open_session(profile) as session:
+        for shape in [(4, 8), (2, 3)]:  # each library accepts only its own input shape
+            export_library(tvm.compile(_scaled_module(shape), target=profile.tvm_target()), path, profile)
+            x = np.arange(np.prod(shape), dtype="float32").reshape(shape)
+            vm = relax.VirtualMachine(session.load(path), session.device)
+            out = vm["main"](tvm.runtime.tensor(x, session.device)).numpy()
+            np.testing.assert_array_equal(out, 2 * x)

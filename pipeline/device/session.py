@@ -7,11 +7,15 @@ ask which kind they got. Remote sessions upload and load in the same RPC session
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
+import hashlib
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -75,6 +79,10 @@ class DeviceSession(ABC):
 class LocalSession(DeviceSession):
     """This machine, in-process."""
 
+    def __init__(self, profile: DeviceProfile):
+        super().__init__(profile)
+        self._loaded: dict[str, Any] = {}
+
     @property
     def device(self):
         import tvm
@@ -82,9 +90,19 @@ class LocalSession(DeviceSession):
         return tvm.cpu(0)
 
     def load(self, lib_path):
+        """Load a private copy named by the file's content; the same content loads once.
+
+        `dlopen` of a path already open in the process returns the open handle, i.e. the
+        OLD code when a different library was written to that path since (a budget folder
+        rebuilt in the next round); a copy named by its content hash is a new path for
+        new code and the same path for the same code.
+        """
         import tvm
 
-        return tvm.runtime.load_module(str(lib_path))
+        path, digest = _library_digest(lib_path)
+        if digest not in self._loaded:
+            self._loaded[digest] = tvm.runtime.load_module(str(_content_named_copy(path, digest)))
+        return self._loaded[digest]
 
     def get_function(self, name: str):
         import tvm
@@ -95,6 +113,34 @@ class LocalSession(DeviceSession):
     def is_remote(self) -> bool:
         return False
 
+    def close(self) -> None:
+        self._loaded.clear()
+
+
+def _library_digest(lib_path: str | os.PathLike) -> tuple[Path, str]:
+    """The library's path and a short hash of its bytes (what identifies its code)."""
+    path = Path(lib_path)
+    if not path.is_file():
+        raise DeviceError(f"library {path} does not exist; compile and export it first")
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
+_LOAD_DIR: Path | None = None
+
+
+def _content_named_copy(path: Path, digest: str) -> Path:
+    """`path` copied (once per content) into this process's load folder, removed at exit."""
+    global _LOAD_DIR
+    if _LOAD_DIR is None:
+        _LOAD_DIR = Path(tempfile.mkdtemp(prefix="pipeline-libs-"))
+        atexit.register(shutil.rmtree, _LOAD_DIR, True)
+    copy = _LOAD_DIR / f"{digest}-{path.name}"
+    if not copy.is_file():
+        partial = copy.with_name(f".{copy.name}.{threading.get_ident()}.part")
+        shutil.copyfile(path, partial)
+        os.replace(partial, copy)  # whole or absent: a concurrent loader never sees half a file
+    return copy
+
 
 class RemoteSession(DeviceSession):
     """A TVM RPC session (direct, through a tracker, an SSH tunnel or to the emulated device)."""
@@ -103,28 +149,25 @@ class RemoteSession(DeviceSession):
         super().__init__(profile)
         self.rpc = rpc_session
         self.where = where
-        self._loaded: dict[tuple[str, int, int], Any] = {}
+        self._loaded: dict[str, Any] = {}
 
     @property
     def device(self):
         return self.rpc.cpu(0)
 
     def load(self, lib_path):
-        """Upload under a name unique in this session and load; the same unchanged file loads once.
+        """Upload under a name made of the content hash and load; the same content loads once.
 
         Re-uploading over a library the server has already dlopen'ed rewrites a mapped file
-        and crashes the server on the next symbol lookup, hence unique names and the cache.
+        and crashes the server on the next symbol lookup, and dlopen of an open path returns
+        the old code: a name per content avoids both.
         """
-        path = Path(lib_path)
-        if not path.is_file():
-            raise DeviceError(f"library {path} does not exist; compile and export it first")
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        if key not in self._loaded:
-            remote_name = f"{len(self._loaded)}-{path.name}"
+        path, digest = _library_digest(lib_path)
+        if digest not in self._loaded:
+            remote_name = f"{digest}-{path.name}"
             self.rpc.upload(str(path), target=remote_name)
-            self._loaded[key] = self.rpc.load_module(remote_name)
-        return self._loaded[key]
+            self._loaded[digest] = self.rpc.load_module(remote_name)
+        return self._loaded[digest]
 
     def get_function(self, name: str):
         return self.rpc.get_function(name)
