@@ -20,10 +20,10 @@ from pathlib import Path
 
 from pipeline.device import MeasurePolicy, load_profile
 from pipeline.device.check import build_tiny, tiny_inputs
-from pipeline.device.farm import MeasureJob, measure_on_tracker
 from pipeline.device.profile import TrackerConnection
 from pipeline.device.rpcserver import start_rpc_farm
 from pipeline.device.store import RecordKey
+from pipeline.measure import MeasureJob, measure_batch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "device_farm.json"
 
@@ -40,13 +40,13 @@ def main() -> None:
                 TrackerConnection("127.0.0.1", tracker.port, "bench", timeout_s=60.0)),
                 policy=MeasurePolicy(repeat=2, min_repeat_ms=args.min_repeat_ms, max_spread=10.0, threads=1))
             lib = build_tiny(profile, Path(tmp) / "tiny.so")
-            jobs = [MeasureJob(RecordKey("bench", f"s{i}", "t", "v", "k"), {}, lib, tiny_inputs(i))
+            jobs = [MeasureJob(RecordKey(profile.name, f"s{i}", "t", "v", "k"), {}, lib, tiny_inputs(i), profile.policy)
                     for i in range(args.jobs)]
             time.sleep(2)  # let both servers register
             rows = []
             for workers in (1, 2):
                 t0 = time.perf_counter()
-                results = list(measure_on_tracker(profile, jobs, workers=workers))
+                results = list(measure_batch(profile, jobs, workers=workers, progress=False))
                 wall = time.perf_counter() - t0
                 rows.append({"workers": workers, "jobs": len(jobs), "ok": sum(r.error is None for r in results),
                              "wall_s": round(wall, 2), "by_worker": sorted({r.worker for r in results})})

@@ -31,7 +31,8 @@ from pipeline.predict.fit import default_kinds
 from pipeline.predict.transfer import transfer_study
 from pipeline.device import load_profile
 from pipeline.predict.workflow import load_block_table, load_dataset, split, stored_key_fields
-from pipeline.profiling import block_store_path, current_key_fields
+from pipeline.compile.keys import current_key_fields
+from pipeline.measure import block_store_path
 from pipeline.space import SearchSpace, encode_many
 
 RESULTS = REPO_ROOT / "bench" / "results" / "predictor.json"
@@ -39,9 +40,9 @@ log = logging.getLogger("bench.predictor")
 
 
 def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: float, fields, block_fields) -> dict:
-    data = load_dataset(device, space_name, key_fields=fields)
+    data = load_dataset(load_profile(device), SearchSpace.load(space_name), key_fields=fields)
     train, test = split(data, test_fraction)
-    lut = load_block_table(device, space_name, key_fields=block_fields)
+    lut = load_block_table(load_profile(device), SearchSpace.load(space_name), key_fields=block_fields)
     out = {"n_measured": len(data), "n_test": len(test), "n_train_available": len(train),
            "lut_entries": len(lut.entries) if lut else 0, "by_size": {}}
     if lut is not None and len(test):
@@ -49,7 +50,7 @@ def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: floa
     for n in sizes:
         used = min(n, len(train))
         sub = train.subset(np.arange(len(train)) < used)
-        chosen = fit_predictor(device, space_name, sub.encoded, sub.latency_ms, sub.ids, lut=lut)
+        chosen = fit_predictor(device, SearchSpace.load(space_name), sub.encoded, sub.latency_ms, sub.ids, lut=lut)
         plot = plot_predicted_vs_measured(test.latency_ms, chosen.predict(test.encoded),
                                           RESULTS.with_name(f"predictor_{device}_n{used}.png"),
                                           f"{device}: {chosen.kind}, n_train={used}, n_test={len(test)}")
@@ -57,21 +58,21 @@ def accuracy(device: str, space_name: str, sizes: list[int], test_fraction: floa
                "selected_metrics": error_metrics(test.latency_ms, chosen.predict(test.encoded)),
                "cv": chosen.info["cv"], "kinds": {}}
         for kind in default_kinds(lut):
-            model = fit_kind(kind, device, space_name, sub.encoded, sub.latency_ms, lut=lut)
+            model = fit_kind(kind, device, SearchSpace.load(space_name), sub.encoded, sub.latency_ms, lut=lut)
             row["kinds"][kind] = error_metrics(test.latency_ms, model.predict(test.encoded))
         out["by_size"][str(n)] = row
     return out
 
 
 def throughput(device: str, space_name: str, fields, block_fields, n: int = 100_000) -> dict:
-    data = load_dataset(device, space_name, key_fields=fields)
-    lut = load_block_table(device, space_name, key_fields=block_fields)
+    data = load_dataset(load_profile(device), SearchSpace.load(space_name), key_fields=fields)
+    lut = load_block_table(load_profile(device), SearchSpace.load(space_name), key_fields=block_fields)
     space = SearchSpace.load(space_name)
     rng = random.Random(0)
     encoded = encode_many([space.sample(rng) for _ in range(n)])
     rates, cpu_rates = {}, {}
     for kind in default_kinds(lut):
-        model = fit_kind(kind, device, space_name, data.encoded, data.latency_ms, lut=lut)
+        model = fit_kind(kind, device, SearchSpace.load(space_name), data.encoded, data.latency_ms, lut=lut)
         model.predict(encoded[:100])  # warm the table caches
         wall, cpu = zip(*(_timed(lambda: model.predict(encoded)) for _ in range(5)))
         rates[kind] = n / min(wall)
@@ -93,7 +94,7 @@ def noise(device: str, space_name: str, repeats: int, fields) -> dict:
     from pipeline.compile import INPUT_NAME, fixed_input
 
     profile = load_profile(device)
-    data = load_dataset(device, space_name, key_fields=fields)
+    data = load_dataset(load_profile(device), SearchSpace.load(space_name), key_fields=fields)
     order = np.argsort(data.latency_ms)
     picks = [order[0], order[len(order) // 2], order[-1]]
     subnets = []
@@ -123,14 +124,14 @@ def transfer(device: str, target: str, space_name: str, n_target: int, n_source_
     board: another ISA, compiler and runtime) from K of its measured subnets."""
     from pipeline.profiling import profile_subnets, sampling_plan
 
-    source_data = load_dataset(device, space_name, key_fields=fields)
+    source_data = load_dataset(load_profile(device), SearchSpace.load(space_name), key_fields=fields)
     train, _ = split(source_data, 0.3)
     train = train.subset(np.arange(len(train)) < n_source_train)
-    source = fit_predictor(device, space_name, train.encoded, train.latency_ms, train.ids,
-                           lut=load_block_table(device, space_name, key_fields=block_fields))
+    source = fit_predictor(device, SearchSpace.load(space_name), train.encoded, train.latency_ms, train.ids,
+                           lut=load_block_table(load_profile(device), SearchSpace.load(space_name), key_fields=block_fields))
     space = SearchSpace.load(space_name)
-    profile_subnets(target, space, sampling_plan(space, n_target))
-    data = load_dataset(target, space_name)
+    profile_subnets(load_profile(target), space, sampling_plan(space, n_target))
+    data = load_dataset(load_profile(target), space)
     study = transfer_study(source, target, data.encoded, data.latency_ms)
     study["source_kind"] = source.kind
     return study

@@ -9,36 +9,43 @@ only adds subnets and everything already measured is reused.
 
 Measuring: subnets are compiled in batches (in parallel worker processes through
 `pipeline.compile.compile_many`, with the device's tuned kernels when it has them), and
-each batch is measured only after its compilation finished, one subnet at a time, so
-that compiler processes never share the CPU with a timing run. Each measurement is
-committed to the store when it is taken; stored ones are skipped, so a re-run resumes.
-Blocks for the lookup table go through the same loop into their own store file.
+each batch is measured only after its compilation finished, through
+`pipeline.measure.measure_batch` (serially, or over every server behind a tracker key),
+so that compiler processes never share the CPU with a timing run. Each measurement is
+committed to the store when it is taken, beside the contention reference; stored ones
+are skipped, so a re-run resumes. Blocks for the lookup table go through the same loop
+into their own store file.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
+from pipeline.compile.keys import current_key_fields
+from pipeline.device.store import RecordKey
+from pipeline.measure import MeasureJob, Reference, block_store_path, measure_batch
 from pipeline.paths import cache_dir
 from pipeline.space import SearchSpace, SubnetConfig, encode_many
 from pipeline.space.arch import BlockSpec
 
+if TYPE_CHECKING:
+    from pipeline.compile import Artifact
+    from pipeline.device import DeviceProfile, DeviceSession, MeasurementStore
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Random candidates the plan picks from. Fixed (not scaled with n) so that the plan
 #: for n is a prefix of the plan for any larger n.
 POOL_SIZE = 4000
-#: Value stored as `kernel_db_hash` when the device has no tuning database.
-UNTUNED = "untuned"
 
 
 # ----------------------------------------------------------------- the plan
@@ -85,41 +92,7 @@ class ProfileSummary:
         return dict(self.__dict__)
 
 
-def current_key_fields(profile) -> tuple[str, str, str]:
-    """(target, TVM version, kernel database hash) that measurements taken now are stored under."""
-    import tvm
-
-    from pipeline.kernels import kernel_db_hash
-
-    return str(profile.tvm_target()), tvm.__version__, kernel_db_hash(profile.name) or UNTUNED
-
-
-def block_store_path() -> Path:
-    """Block measurements live apart from subnet measurements: `cache_dir()/block_measurements.sqlite`."""
-    return cache_dir() / "block_measurements.sqlite"
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A fixed subnet timed right before every measurement (contention tracker).
-
-    On a shared machine other processes slow a timing run by up to several times for
-    seconds at a stretch; the same slowdown hits a reference timed a moment earlier, so
-    `median_ms / reference_ms` cancels most of it. The fit uses that ratio (see
-    `pipeline.predict.workflow.load_dataset`); raw times stay in the store.
-    """
-
-    subnet_id: str
-    library: Path
-    inputs: dict
-
-    def measure(self, session, policy) -> float:
-        from pipeline.device import measure
-
-        return measure(session, self.library, self.inputs, policy).median_ms
-
-
-def compile_reference(space: SearchSpace, profile, workers: int | None = None) -> Reference:
+def compile_reference(space: SearchSpace, profile: "DeviceProfile", workers: int | None = None) -> Reference:
     """The space's largest subnet compiled for the device (a compile-cache hit after the first time)."""
     from pipeline.compile import INPUT_NAME, compile_many, fixed_input
 
@@ -129,64 +102,67 @@ def compile_reference(space: SearchSpace, profile, workers: int | None = None) -
     return Reference(config.id, artifact.library, {INPUT_NAME: fixed_input(config.resolution)})
 
 
-def _measure_and_store(session, store, key, config: dict, lib: Path, inputs: dict, policy,
-                       meta: dict, reference: Reference | None) -> None:
-    from pipeline.device import MeasurementRecord, measure
+def subnet_job(profile: "DeviceProfile", space: SearchSpace, config: SubnetConfig, artifact: "Artifact",
+               source: str, **meta: Any) -> MeasureJob:
+    """The job timing a compiled subnet, keyed by what its library was actually built with
+    (the kernel database or the code may change while a run goes on)."""
+    from pipeline.compile import INPUT_NAME, fixed_input
 
-    if reference is not None:
-        meta = {**meta, "reference_id": reference.subnet_id, "reference_ms": reference.measure(session, policy)}
-    result = measure(session, lib, inputs, policy)
-    meta = {**meta, "load_avg_1min": os.getloadavg()[0]}
-    store.add(MeasurementRecord.from_measurement(key, config, result, meta))
-    log.debug("%s: %.3f ms (spread %.1f%%)", key.subnet_id, result.median_ms, 100 * result.spread)
+    build = artifact.manifest["build"]
+    coverage = build.get("kernel_coverage") or {}
+    key = RecordKey(profile.name, config.id, build["target"], current_key_fields(profile)[1], build["kernel_db_hash"])
+    return MeasureJob(key, config.to_dict(), artifact.library, {INPUT_NAME: fixed_input(config.resolution)},
+                      profile.policy, {"space": space.name, "source": source, "kernels_tuned": coverage.get("tuned"),
+                                       "kernels_total": coverage.get("total"),
+                                       "compile_seconds": build.get("compile_seconds"), **meta})
 
 
-def profile_subnets(device: str, space: SearchSpace, configs: Sequence[SubnetConfig],
+def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[T]], list[MeasureJob]],
+                profile: "DeviceProfile", store: "MeasurementStore", reference: Reference,
+                session: "DeviceSession | None", desc: str) -> int:
+    """Prepare (compile) and measure `todo` a batch at a time; returns how many were stored."""
+    stored = 0
+    for start in range(0, len(todo), batch_size):
+        jobs = prepare(todo[start:start + batch_size])
+        stored += sum(r.measurement is not None
+                      for r in measure_batch(profile, jobs, store, reference, session,
+                                             desc=f"{desc} {start + len(jobs)}/{len(todo)}"))
+    return stored
+
+
+def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Sequence[SubnetConfig],
                     store_path: str | os.PathLike | None = None, workers: int | None = None,
-                    batch_size: int | None = None) -> ProfileSummary:
-    """Compile and measure every config not yet stored for `device`.
+                    batch_size: int | None = None, session: "DeviceSession | None" = None,
+                    reference: Reference | None = None) -> ProfileSummary:
+    """Compile and measure every config not yet stored for the profile's device.
 
-    Each measurement is preceded by one of the reference subnet and committed at once.
+    Each measurement is preceded by one of the reference (compiled here if not given) and
+    committed at once; `session`, if given, is used for serial measuring.
     """
-    from pipeline.compile import INPUT_NAME, compile_many, fixed_input
-    from pipeline.device import MeasurementStore, RecordKey, load_profile, open_session
+    from pipeline.compile import compile_many
+    from pipeline.device import MeasurementStore
 
-    profile = load_profile(device)
     fields = current_key_fields(profile)
     workers = workers or os.cpu_count() or 1
-    batch_size = batch_size or 2 * workers
     out_root = cache_dir() / "profile" / profile.name
     with MeasurementStore(store_path) as store:
         todo = [c for c in configs if not store.has(RecordKey(profile.name, c.id, *fields))]
-        log.info("%s: %d planned, %d stored, %d to compile and measure", device, len(configs),
+        log.info("%s: %d planned, %d stored, %d to compile and measure", profile.name, len(configs),
                  len(configs) - len(todo), len(todo))
         if todo:
-            reference = compile_reference(space, profile, workers)
-            with open_session(profile) as session, tqdm(total=len(todo), desc=f"profile {device}",
-                                                         unit="subnet") as bar:
-                for start in range(0, len(todo), batch_size):
-                    batch = todo[start:start + batch_size]
-                    artifacts = compile_many(space, batch, profile, out_root, workers=workers, verify=False)
-                    for config, artifact in zip(batch, artifacts):
-                        build = artifact.manifest["build"]
-                        coverage = build.get("kernel_coverage") or {}
-                        # keyed by what the library was actually built with (the code may change mid-run)
-                        key = RecordKey(profile.name, config.id, build["target"], fields[1], build["kernel_db_hash"])
-                        _measure_and_store(session, store, key,
-                                           config.to_dict(), artifact.library,
-                                           {INPUT_NAME: fixed_input(config.resolution)}, profile.policy,
-                                           {"space": space.name, "source": "profile",
-                                            "kernels_tuned": coverage.get("tuned"),
-                                            "kernels_total": coverage.get("total"),
-                                            "compile_seconds": build.get("compile_seconds")}, reference)
-                        bar.update()
-        return ProfileSummary(device, len(configs), len(configs) - len(todo), len(todo), str(store.path))
+            reference = reference or compile_reference(space, profile, workers)
+
+            def prepare(batch: Sequence[SubnetConfig]) -> list[MeasureJob]:
+                artifacts = compile_many(space, batch, profile, out_root, workers=workers, verify=False)
+                return [subnet_job(profile, space, c, a, "profile") for c, a in zip(batch, artifacts)]
+
+            _in_batches(todo, batch_size or 2 * workers, prepare, profile, store, reference, session,
+                        f"profile {profile.name}")
+        return ProfileSummary(profile.name, len(configs), len(configs) - len(todo), len(todo), str(store.path))
 
 
 def _stored_artifact(device: str, subnet_id: str, kernel_db_hash: str) -> Path | None:
     """The profile run's library of a subnet, if it was built with exactly that kernel hash."""
-    import json
-
     folder = cache_dir() / "profile" / device / f"{subnet_id}-{device}"
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -196,59 +172,63 @@ def _stored_artifact(device: str, subnet_id: str, kernel_db_hash: str) -> Path |
     return lib if manifest["build"]["kernel_db_hash"] == kernel_db_hash and lib.is_file() else None
 
 
-def remeasure_stored(device: str, space: SearchSpace, store_path: str | os.PathLike | None = None
+def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: str | os.PathLike | None = None
                      ) -> ProfileSummary:
-    """Time again every stored subnet of `device` whose library is still on disk, beside the reference.
+    """Time again every stored subnet of the device whose library is still on disk, beside the reference.
 
     No recompilation: each record is replaced under its own key by a new timing of the very
     library it was measured from (the manifest's kernel hash must match), e.g. to add the
     contention reference to measurements taken before it existed or on a busy machine.
+    Records whose kernel hash has no stored reference library are left as they are.
     """
     from pipeline.compile import INPUT_NAME, fixed_input
-    from pipeline.device import MeasurementStore, load_profile, open_session
+    from pipeline.device import MeasurementStore
 
-    profile = load_profile(device)
     largest = space.largest()
+    done = 0
     with MeasurementStore(store_path) as store:
-        records = [r for r in store.records(device) if _stored_artifact(device, r.subnet_id, r.kernel_db_hash)]
-        done = 0
-        with open_session(profile) as session:
-            for r in tqdm(records, desc=f"remeasure {device}", unit="subnet"):
-                ref_lib = _stored_artifact(device, largest.id, r.kernel_db_hash)
-                reference = Reference(largest.id, ref_lib, {INPUT_NAME: fixed_input(largest.resolution)}) \
-                    if ref_lib else None
-                config = SubnetConfig.from_dict(r.config)
-                _measure_and_store(session, store, r.key, r.config, _stored_artifact(device, r.subnet_id,
-                                                                                      r.kernel_db_hash),
-                                   {INPUT_NAME: fixed_input(config.resolution)}, profile.policy,
-                                   {**r.meta, "remeasured_from_artifact": True}, reference)
-                done += 1
-        return ProfileSummary(device, len(records), 0, done, str(store.path))
+        records = [r for r in store.records(profile.name)
+                   if _stored_artifact(profile.name, r.subnet_id, r.kernel_db_hash)]
+        by_hash: dict[str, list] = {}
+        for r in records:
+            by_hash.setdefault(r.kernel_db_hash, []).append(r)
+        for kernel_hash, group in by_hash.items():
+            ref_lib = _stored_artifact(profile.name, largest.id, kernel_hash)
+            if ref_lib is None:
+                log.warning("%s: no reference library built with kernels %s; %d record(s) left as they are",
+                            profile.name, kernel_hash[:12], len(group))
+                continue
+            reference = Reference(largest.id, ref_lib, {INPUT_NAME: fixed_input(largest.resolution)})
+            jobs = [MeasureJob(r.key, r.config, _stored_artifact(profile.name, r.subnet_id, kernel_hash),
+                               {INPUT_NAME: fixed_input(SubnetConfig.from_dict(r.config).resolution)},
+                               profile.policy, {**r.meta, "remeasured_from_artifact": True}) for r in group]
+            done += sum(res.measurement is not None
+                        for res in measure_batch(profile, jobs, store, reference, skip_stored=False,
+                                                 desc=f"remeasure {profile.name}"))
+        return ProfileSummary(profile.name, len(records), 0, done, str(store.path))
 
 
-def profile_blocks(device: str, space: SearchSpace, blocks: Sequence[BlockSpec],
-                   store_path: str | os.PathLike | None = None) -> ProfileSummary:
+def profile_blocks(profile: "DeviceProfile", space: SearchSpace, blocks: Sequence[BlockSpec],
+                   store_path: str | os.PathLike | None = None, session: "DeviceSession | None" = None,
+                   reference: Reference | None = None, batch_size: int = 8) -> ProfileSummary:
     """Build and measure each distinct block not yet stored (the lookup table's entries)."""
-    from pipeline.device import MeasurementStore, RecordKey, load_profile, open_session
+    from pipeline.device import MeasurementStore
     from pipeline.predict.blocks import block_id, block_inputs, block_record_config, build_block_library
 
-    profile = load_profile(device)
     fields = current_key_fields(profile)
     unique = list({b.key: b for b in blocks}.values())
     with MeasurementStore(store_path or block_store_path()) as store:
         todo = [b for b in unique if not store.has(RecordKey(profile.name, block_id(b), *fields))]
-        log.info("%s: %d distinct blocks, %d stored, %d to build and measure", device, len(unique),
+        log.info("%s: %d distinct blocks, %d stored, %d to build and measure", profile.name, len(unique),
                  len(unique) - len(todo), len(todo))
         if todo:
-            reference = compile_reference(space, profile)
-            with open_session(profile) as session:
-                for spec in tqdm(todo, desc=f"blocks {device}", unit="block"):
-                    folder = Path(tempfile.mkdtemp(prefix="block-", dir=cache_dir()))
-                    try:
-                        lib = build_block_library(spec, profile, folder)
-                        _measure_and_store(session, store, RecordKey(profile.name, block_id(spec), *fields),
-                                           block_record_config(spec), lib, block_inputs(spec), profile.policy,
-                                           {"source": "blocks", "space": space.name}, reference)
-                    finally:
-                        shutil.rmtree(folder, ignore_errors=True)
-        return ProfileSummary(device, len(unique), len(unique) - len(todo), len(todo), str(store.path))
+            reference = reference or compile_reference(space, profile)
+            with tempfile.TemporaryDirectory(prefix="blocks-", dir=cache_dir()) as tmp:
+
+                def prepare(batch: Sequence[BlockSpec]) -> list[MeasureJob]:
+                    return [MeasureJob(RecordKey(profile.name, block_id(b), *fields), block_record_config(b),
+                                       build_block_library(b, profile, Path(tmp) / block_id(b)), block_inputs(b),
+                                       profile.policy, {"source": "blocks", "space": space.name}) for b in batch]
+
+                _in_batches(todo, batch_size, prepare, profile, store, reference, session, f"blocks {profile.name}")
+        return ProfileSummary(profile.name, len(unique), len(unique) - len(todo), len(todo), str(store.path))

@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from pipeline.device import load_profile
-from pipeline.device.farm import tracker_servers
+from pipeline.measure import tracker_servers
 from pipeline.device.profile import RPCConnection, TrackerConnection
 from pipeline.device.rpcserver import start_rpc_farm, start_rpc_server
 from pipeline.paths import REPO_ROOT

@@ -137,7 +137,7 @@ def test_closed_loop_tightens_after_a_miss(host_build, tiny):
     # exactly the fastest measured subnet's latency: met at the latest by the fallback to it
     with MeasurementStore() as store:
         fastest = min(store.get("x86-host", i, *data.key_fields).median_ms
-                      for data in [load_dataset("x86-host", space.name)] for i in data.ids)
+                      for data in [load_dataset(profile, space)] for i in data.ids)
     budget = round(fastest * 0.5, 4)
     accuracy = supernet_setup(space, supernet, cfg.supernet, cfg.data, cfg.accuracy_subnets,
                               cfg.recalib_batches, cfg.eval_batch_size)

@@ -1,4 +1,4 @@
-"""Batches of measurements: a tracker with two servers in parallel, resumable runs into the store."""
+"""Batches of measurements (`pipeline.measure`): a tracker with two servers in parallel, resumable runs into the store."""
 from __future__ import annotations
 
 import os
@@ -13,18 +13,17 @@ import pytest
 
 from pipeline.device import MeasurePolicy
 from pipeline.device.check import build_tiny, tiny_inputs
-from pipeline.device.farm import MeasureJob, measure_on_tracker
 from pipeline.device.profile import TrackerConnection
-from pipeline.device.runner import run_measurements
 from pipeline.device.store import MeasurementStore, RecordKey
 from pipeline.errors import DeviceError
+from pipeline.measure import MeasureJob, Reference, measure_batch
 
 from conftest import running_farm
 
 
 def _jobs(profile, lib: Path, n: int) -> list[MeasureJob]:
     return [MeasureJob(RecordKey(profile.name, f"subnet{i}", str(profile.tvm_target()), "0.27", "none"),
-                       {"resolution": 160 + 32 * i}, lib, tiny_inputs(i)) for i in range(n)]
+                       {"resolution": 160 + 32 * i}, lib, tiny_inputs(i), profile.policy) for i in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +38,15 @@ def test_tracker_spreads_jobs_over_both_servers(farm, tmp_path: Path):
     profile = replace(profile, policy=MeasurePolicy(repeat=3, min_repeat_ms=100, max_spread=10.0))
     lib = build_tiny(profile, tmp_path / "tiny.so")
     jobs = _jobs(profile, lib, 6)
+    reference = Reference("tiny", lib, tiny_inputs(99))
     with MeasurementStore(tmp_path / "m.sqlite") as store:
-        records = list(run_measurements(profile, jobs, store, progress=False))
-        assert sorted(r.subnet_id for r in records) == sorted(j.key.subnet_id for j in jobs)
+        results = list(measure_batch(profile, jobs, store, reference, progress=False))
+        assert sorted(r.job.key.subnet_id for r in results) == sorted(j.key.subnet_id for j in jobs)
+        records = store.records()
         assert len({r.meta["worker"] for r in records}) == 2
-        assert list(run_measurements(profile, jobs, store, progress=False)) == []  # all stored: skipped
+        # every row carries the reference timed beside it, on the server that ran it
+        assert all(r.meta["reference_id"] == "tiny" and r.meta["reference_ms"] > 0 for r in records)
+        assert list(measure_batch(profile, jobs, store, reference, progress=False)) == []  # all stored: skipped
         assert len(store) == 6
     for log in logs:  # each real server loaded and ran modules
         assert "load_module" in log.read_text()
@@ -53,7 +56,7 @@ def test_tracker_without_servers_under_key_says_so(farm, tmp_path: Path):
     profile, _ = farm
     lonely = profile.with_connection(TrackerConnection(profile.connection.host, profile.connection.port, "nobody"))
     with pytest.raises(DeviceError, match="no RPC server is registered under key 'nobody'"):
-        list(measure_on_tracker(lonely, _jobs(lonely, tmp_path / "x.so", 1)))
+        list(measure_batch(lonely, _jobs(lonely, tmp_path / "x.so", 1)))
 
 
 _RUN = """
@@ -62,15 +65,15 @@ from pathlib import Path
 from dataclasses import replace
 from pipeline.device import MeasurePolicy, load_profile
 from pipeline.device.check import build_tiny, tiny_inputs
-from pipeline.device.farm import MeasureJob
-from pipeline.device.runner import run_measurements
 from pipeline.device.store import MeasurementStore, RecordKey
+from pipeline.measure import MeasureJob, Reference, measure_batch
 tmp = Path(sys.argv[1])
 profile = replace(load_profile("x86-host"), policy=MeasurePolicy(repeat=2, min_repeat_ms=150, max_spread=10.0))
 lib = build_tiny(profile, tmp / "tiny.so")
-jobs = [MeasureJob(RecordKey("x86-host", f"s{i}", "t", "v", "k"), {}, lib, tiny_inputs(i)) for i in range(8)]
+jobs = [MeasureJob(RecordKey("x86-host", f"s{i}", "t", "v", "k"), {}, lib, tiny_inputs(i), profile.policy)
+        for i in range(8)]
 with MeasurementStore(tmp / "m.sqlite") as store:
-    for _ in run_measurements(profile, jobs, store, progress=False):
+    for _ in measure_batch(profile, jobs, store, Reference("tiny", lib, tiny_inputs(0)), progress=False):
         pass
 """
 

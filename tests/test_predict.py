@@ -18,7 +18,7 @@ from sklearn.ensemble import GradientBoostingRegressor
 from pipeline.errors import ConfigError
 from pipeline.predict import (BlockLatencyTable, PredictorNotFound, error_metrics, fit_kind,
                               fit_predictor, load_predictor, save_predictor)
-from pipeline.predict.features import all_blocks, distinct_blocks, tables_for
+from pipeline.predict.features import all_blocks, distinct_blocks, space_tables
 from pipeline.predict.models import fit_trees
 from pipeline.predict.transfer import transfer_study
 from pipeline.profiling import sampling_plan
@@ -52,8 +52,8 @@ def test_vectorised_features_equal_the_space_counts(name):
     space = SearchSpace.load(name)
     rng = random.Random(1)
     configs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(50)]
-    feats = tables_for(name).subnet_features(encode_many(configs))
-    names = tables_for(name).feature_names()
+    feats = space_tables(space).subnet_features(encode_many(configs))
+    names = space_tables(space).feature_names()
     assert feats.shape == (len(configs), len(names))
     np.testing.assert_allclose(feats[:, names.index("total_mflops")],
                                [count_flops(space, c) / 1e6 for c in configs], rtol=1e-12)
@@ -65,13 +65,13 @@ def test_vectorised_features_equal_the_space_counts(name):
 def test_encoded_values_outside_the_space_are_refused():
     bad = SearchSpace.load("attentivenas").largest()
     with pytest.raises(ConfigError, match="not one of"):
-        tables_for(DEMO).subnet_features(encode_many([bad]))
+        space_tables(SearchSpace.load(DEMO)).subnet_features(encode_many([bad]))
 
 
 def test_lut_sums_the_measured_blocks_of_each_config(demo):
     space, configs, encoded, _ = demo
     entries = {b.key: block_cost(b) for b in all_blocks(space)}
-    lut = BlockLatencyTable.build(tables_for(DEMO), entries)
+    lut = BlockLatencyTable.build(space_tables(space), entries)
     expected = [sum(entries[b.key] for b in block_specs(space, c)) for c in configs]
     np.testing.assert_allclose(lut.block_sum(encoded), expected, rtol=1e-12)
     np.testing.assert_allclose(lut.coverage(encoded), 1.0)
@@ -80,7 +80,7 @@ def test_lut_sums_the_measured_blocks_of_each_config(demo):
 def test_lut_estimates_unmeasured_blocks_and_says_so(demo):
     space, configs, encoded, _ = demo
     measured = distinct_blocks(space, configs[:10])
-    lut = BlockLatencyTable.build(tables_for(DEMO), {b.key: block_cost(b) for b in measured})
+    lut = BlockLatencyTable.build(space_tables(space), {b.key: block_cost(b) for b in measured})
     coverage = lut.coverage(encoded)
     np.testing.assert_allclose(coverage[:10], 1.0)
     assert coverage[10:].min() < 1.0
@@ -90,8 +90,8 @@ def test_lut_estimates_unmeasured_blocks_and_says_so(demo):
 
 
 def test_exported_trees_predict_like_sklearn(demo):
-    _, _, encoded, latency = demo
-    feats = tables_for(DEMO).subnet_features(encoded)
+    space, _, encoded, latency = demo
+    feats = space_tables(space).subnet_features(encoded)
     ours = fit_trees(feats, latency, n_trees=50, seed=3)
     theirs = GradientBoostingRegressor(n_estimators=50, max_depth=3, learning_rate=0.05, subsample=0.8,
                                        min_samples_leaf=2, random_state=3).fit(feats, latency)
@@ -101,8 +101,8 @@ def test_exported_trees_predict_like_sklearn(demo):
 @pytest.mark.parametrize("kind", ["ridge", "trees", "lut", "lut+ridge", "lut+trees"])
 def test_batched_prediction_matches_one_by_one(demo, kind):
     space, configs, encoded, latency = demo
-    lut = BlockLatencyTable.build(tables_for(DEMO), {b.key: block_cost(b) for b in distinct_blocks(space, configs)})
-    predictor = fit_kind(kind, "dev", DEMO, encoded[:40], latency[:40], lut=lut)
+    lut = BlockLatencyTable.build(space_tables(space), {b.key: block_cost(b) for b in distinct_blocks(space, configs)})
+    predictor = fit_kind(kind, "dev", space, encoded[:40], latency[:40], lut=lut)
     batch = predictor.predict(encoded)
     assert batch.shape == (len(configs),) and batch.dtype == np.float64
     one_by_one = np.array([predictor.predict([c])[0] for c in configs])
@@ -112,8 +112,8 @@ def test_batched_prediction_matches_one_by_one(demo, kind):
 
 def test_selection_by_cv_learns_the_device(demo):
     space, configs, encoded, latency = demo
-    lut = BlockLatencyTable.build(tables_for(DEMO), {b.key: block_cost(b) for b in distinct_blocks(space, configs)})
-    predictor = fit_predictor("dev", DEMO, encoded[:50], latency[:50], [c.id for c in configs[:50]], lut=lut)
+    lut = BlockLatencyTable.build(space_tables(space), {b.key: block_cost(b) for b in distinct_blocks(space, configs)})
+    predictor = fit_predictor("dev", space, encoded[:50], latency[:50], [c.id for c in configs[:50]], lut=lut)
     info = predictor.info
     assert set(info["cv"]) == {"ridge", "trees", "lut", "lut+ridge", "lut+trees"}
     assert info["selected"] == predictor.kind == min(info["cv"], key=lambda k: info["cv"][k]["mape"])
@@ -131,11 +131,11 @@ def test_error_metrics_values():
 
 
 def test_saved_predictors_are_versioned_and_round_trip(demo, pipeline_cache):
-    _, _, encoded, latency = demo
+    space, _, encoded, latency = demo
     with pytest.raises(PredictorNotFound, match="pipeline predictor fit --device dev"):
         load_predictor("dev")
-    first = fit_kind("ridge", "dev", DEMO, encoded[:30], latency[:30])
-    second = fit_kind("trees", "dev", DEMO, encoded[:30], latency[:30])
+    first = fit_kind("ridge", "dev", space, encoded[:30], latency[:30])
+    second = fit_kind("trees", "dev", space, encoded[:30], latency[:30])
     p1, p2 = save_predictor(first), save_predictor(second)
     assert (p1.name, p2.name) == ("r0001.json", "r0002.json")
     assert json.loads(p2.read_text())["format_version"] == 1
@@ -147,7 +147,7 @@ def test_saved_predictors_are_versioned_and_round_trip(demo, pipeline_cache):
 
 def test_transfer_study_reports_both_fits_per_k(demo):
     space, configs, encoded, latency = demo
-    source = fit_predictor("src", DEMO, encoded, latency, kinds=["ridge"])
+    source = fit_predictor("src", space, encoded, latency, kinds=["ridge"])
     target = device_latency(space, configs, np.random.default_rng(1), dw_factor=3.0)
     study = transfer_study(source, "dst", encoded, target, ks=(5, 10), draws=2)
     for k in ("5", "10"):
@@ -174,7 +174,7 @@ def _fill_store(path, device: str, configs, latency) -> None:
     """A real measurement store holding the analytic device's latencies under the current key."""
     from pipeline.device import MeasurementRecord, MeasurementStore, RecordKey, load_profile
     from pipeline.device.measure import Measurement
-    from pipeline.profiling import current_key_fields
+    from pipeline.compile.keys import current_key_fields
 
     fields = current_key_fields(load_profile(device))
     with MeasurementStore(path) as store:

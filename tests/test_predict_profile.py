@@ -59,9 +59,9 @@ def test_profile_measures_the_plan_and_a_rerun_skips_it(profiled):
 def test_predictor_from_the_real_store(profiled):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PIPELINE_CACHE", str(profiled["root"] / "cache"))
-        data = load_dataset("x86-host", "demo", profiled["store"])
+        data = load_dataset(load_profile("x86-host"), SearchSpace.load("demo"), profiled["store"])
     assert len(data) == N_SUBNETS
-    predictor = fit_predictor("x86-host", "demo", data.encoded, data.latency_ms, data.ids, kinds=["ridge"])
+    predictor = fit_predictor("x86-host", SearchSpace.load("demo"), data.encoded, data.latency_ms, data.ids, kinds=["ridge"])
     predicted = predictor.predict(data.encoded)
     assert predicted.shape == (N_SUBNETS,) and np.all(np.isfinite(predicted))
     assert predictor.info["measurement_ids"] == list(data.ids)
@@ -74,9 +74,10 @@ def test_blocks_are_measured_once_and_feed_the_lookup_table(profiled, tmp_path):
     block_store = tmp_path / "blocks.sqlite"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PIPELINE_CACHE", str(profiled["root"] / "cache"))
-        first = profile_blocks("x86-host", space, blocks + blocks[:1], block_store)
-        again = profile_blocks("x86-host", space, blocks, block_store)
-        lut = load_block_table("x86-host", "demo", block_store)
+        profile = load_profile("x86-host")
+        first = profile_blocks(profile, space, blocks + blocks[:1], block_store)
+        again = profile_blocks(profile, space, blocks, block_store)
+        lut = load_block_table(profile, space, block_store)
     assert (first.planned, first.measured) == (2, 2) and (again.skipped, again.measured) == (2, 0)
     assert lut is not None and set(lut.entries) == {b.key for b in blocks}
     assert all(ms > 0 for ms in lut.entries.values())

@@ -104,13 +104,14 @@ def supernet_setup(space: SearchSpace, supernet: Any, checkpoint: Path, data_roo
     return AccuracySetup(ranker, exact, "supernet (BN recalibrated)", str(data_root), info, data)
 
 
-def load_supernet_for(cfg: BuildConfig) -> tuple[Any, Path, SearchSpace]:
-    """The configured checkpoint (default: the demo supernet, trained on first use), in eval mode."""
+def load_supernet_for(cfg: BuildConfig, space: SearchSpace | None = None) -> tuple[Any, Path, SearchSpace]:
+    """The configured checkpoint (default: the demo supernet, trained on first use), in eval mode;
+    checked against `space` (else `cfg.space`) when one is given."""
     from pipeline.model import load_supernet
     from pipeline.train import ensure_demo_supernet
 
     checkpoint = Path(cfg.supernet) if cfg.supernet else ensure_demo_supernet()
-    space = SearchSpace.load(cfg.space) if cfg.space else None
+    space = space or (SearchSpace.load(cfg.space) if cfg.space else None)
     supernet = load_supernet(checkpoint, space)
     return supernet.eval(), checkpoint, supernet.space
 

@@ -66,11 +66,12 @@ def kernels_status(profile: Any) -> dict[str, Any]:
     return {"kernel_db_hash": kernel_db_hash(profile.name), "tuned_database": tuned}
 
 
-def profile_device(profile: Any, space: SearchSpace, n_subnets: int, workers: int | None) -> dict[str, Any]:
+def profile_device(profile: Any, space: SearchSpace, n_subnets: int, workers: int | None,
+                   reference: Any) -> dict[str, Any]:
     """Measure the sampling plan's first `n_subnets` subnets (stored ones are skipped)."""
     from pipeline.profiling import profile_subnets, sampling_plan
 
-    summary = profile_subnets(profile.name, space, sampling_plan(space, n_subnets), workers=workers)
+    summary = profile_subnets(profile, space, sampling_plan(space, n_subnets), workers=workers, reference=reference)
     return summary.to_dict()
 
 
@@ -84,9 +85,9 @@ def fit_latency(profile: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]]:
     from pipeline.predict import fit_predictor, save_predictor
     from pipeline.predict.workflow import load_block_table, load_dataset
 
-    data = load_dataset(profile.name, space.name)
-    predictor = fit_predictor(profile.name, space.name, data.encoded, data.latency_ms, data.ids,
-                              lut=load_block_table(profile.name, space.name))
+    data = load_dataset(profile, space)
+    predictor = fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids,
+                              lut=load_block_table(profile, space))
     revision = int(save_predictor(predictor).stem[1:])
     cv = predictor.info.get("cv", {}).get(predictor.kind, {})
     report = {"kind": predictor.kind, "revision": revision, "n_train": len(data),

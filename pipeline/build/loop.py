@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pipeline.build.accuracy import AccuracySetup, deployable
+from pipeline.measure import Reference, measure_batch
+from pipeline.profiling import subnet_job
 from pipeline.search import Budget, Candidate, EvolutionConfig, SearchResult, evolve
 from pipeline.space import SearchSpace, SubnetConfig
 
@@ -72,10 +74,11 @@ def artifact_folder(out: Path, device: str, budget_ms: float) -> Path:
 
 
 def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predictor: Any,
-             refit: Callable[[], Any], store: Any, session: Any, timings: dict[str, float]
+             refit: Callable[[], Any], store: Any, session: Any, reference: Reference, timings: dict[str, float]
              ) -> tuple[list[BudgetOutcome], list[SearchResult]]:
     """Emit one verified artifact per budget whose measured latency meets it (see module doc).
-    `timings` accumulates seconds spent in search, compile+verify and measure."""
+    Every measurement is stored beside `reference`, so `refit` sees it; `timings`
+    accumulates seconds spent in search, compile+verify and measure."""
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
         start = time.perf_counter()
@@ -92,10 +95,18 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
         missed = []
         artifacts = timed("compile+verify",
                           lambda: _compile(ctx, profile, [(b, c.config) for b, c in chosen], session, accuracy))
-        for (b, cand), artifact in zip(chosen, artifacts):
+        jobs = [subnet_job(profile, ctx.space, cand.config, artifact, "build")
+                for (_, cand), artifact in zip(chosen, artifacts)]
+        timed("measure", lambda: list(measure_batch(profile, jobs, store, reference, session, progress=False)))
+        for (b, cand), artifact, job in zip(chosen, artifacts, jobs):
             outcome = outcomes[b]
-            measured = timed("measure", lambda: _measure(profile, store, session, cand.config, artifact.library,
-                                                         ctx.space.name))
+            stored = store.get(*job.key)
+            if stored is None:  # the measurement failed (logged by the batch)
+                shutil.rmtree(artifact.folder, ignore_errors=True)
+                outcome.reason = f"measuring {cand.config.id} failed after {round_no} round(s)"
+                missed.append(b)
+                continue
+            measured = stored.median_ms
             predicted = cand.latency[profile.name]
             outcome.rounds.append({"round": round_no, "effective_ms": round(outcome.effective_ms, 6),
                                    "subnet_id": cand.config.id, "predicted_ms": round(predicted, 6),
@@ -179,7 +190,7 @@ def _measured_within(ctx: LoopContext, profile: Any, store: Any, predictor: Any,
 
     if not budgets_ms:
         return []
-    data = load_dataset(profile.name, ctx.space.name, store.path)
+    data = load_dataset(profile, ctx.space, store.path)
     if not len(data):
         return []
     rank = ctx.accuracy.rank.predict(list(data.configs))
@@ -211,22 +222,6 @@ def _compile(ctx: LoopContext, profile: Any, jobs: list[tuple[float, SubnetConfi
     return compile_many(ctx.space, [c for _, c in jobs], profile, ctx.out, subnets,
                         out_dirs=[artifact_folder(ctx.out, profile.name, b) for b, _ in jobs],
                         checkpoint=ctx.checkpoint, workers=ctx.workers, session=session)
-
-
-def _measure(profile: Any, store: Any, session: Any, config: SubnetConfig, library: Path, space_name: str) -> float:
-    """Median latency (ms) on the device: from the store if taken before, else measured and stored."""
-    from pipeline.compile import INPUT_NAME, fixed_input
-    from pipeline.device import MeasurementRecord, RecordKey, measure
-    from pipeline.profiling import current_key_fields
-
-    key = RecordKey(profile.name, config.id, *current_key_fields(profile))
-    stored = store.get(*key)
-    if stored is not None:
-        return stored.median_ms
-    result = measure(session, library, {INPUT_NAME: fixed_input(config.resolution)}, profile.policy)
-    store.add(MeasurementRecord.from_measurement(key, config.to_dict(), result,
-                                                 {"space": space_name, "source": "build"}))
-    return result.median_ms
 
 
 def _finish_manifest(ctx: LoopContext, profile: Any, outcome: BudgetOutcome, predictor: Any) -> None:

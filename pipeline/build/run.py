@@ -20,6 +20,7 @@ from pipeline.build.journal import Journal
 from pipeline.build.loop import BudgetOutcome, LoopContext, run_loop
 from pipeline.build.report import plot_pareto, write_report
 from pipeline.errors import DeviceError, PipelineError
+from pipeline.profiling import compile_reference
 from pipeline.search import SearchResult
 from pipeline.search.budgets import spread_budgets
 from pipeline.space import SearchSpace
@@ -42,7 +43,7 @@ class BuildResult:
         return all(o.emitted for o in self.outcomes)
 
 
-def _budgets(cfg: BuildConfig, device: str, space: SearchSpace) -> list[float]:
+def _budgets(cfg: BuildConfig, profile: Any, space: SearchSpace) -> list[float]:
     """The user's budgets, else spread from the fastest to the median measured subnet.
 
     Raw medians, not the contention-corrected ones the predictor learns from: a budget is
@@ -55,7 +56,7 @@ def _budgets(cfg: BuildConfig, device: str, space: SearchSpace) -> list[float]:
 
     from pipeline.predict.workflow import load_dataset
 
-    measured = load_dataset(device, space.name, normalise=False).latency_ms
+    measured = load_dataset(profile, space, normalise=False).latency_ms
     return spread_budgets(float(measured.min()), float(np.median(measured)), cfg.n_budgets)
 
 
@@ -87,11 +88,12 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             with journal.stage("kernels", profile.name) as st:
                 st.update(kernels_status(profile))
             with journal.stage("profile", profile.name) as st:
-                st.update(profile_device(profile, space, cfg.profile_subnets, cfg.workers))
+                reference = compile_reference(space, profile, cfg.workers)
+                st.update(profile_device(profile, space, cfg.profile_subnets, cfg.workers, reference))
             with journal.stage("fit predictor", profile.name) as st:
                 predictor, report = fit_latency(profile, space)
                 st.update(report)
-            budgets = _budgets(cfg, profile.name, space)
+            budgets = _budgets(cfg, profile, space)
             journal.data.setdefault("budgets_ms", {})[profile.name] = budgets
             timings: dict[str, float] = {}
 
@@ -102,7 +104,8 @@ def run_build(cfg: BuildConfig) -> BuildResult:
                 return fitted
 
             with MeasurementStore() as store, open_session(profile) as session:
-                device_outcomes, searches = run_loop(ctx, profile, budgets, predictor, refit, store, session, timings)
+                device_outcomes, searches = run_loop(ctx, profile, budgets, predictor, refit, store, session,
+                                                     reference, timings)
             for name in ("search", "compile+verify", "measure", "refit"):
                 if name in timings:
                     journal.record(name, profile.name, timings[name],

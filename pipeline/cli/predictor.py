@@ -49,20 +49,21 @@ def _echo_report(result: dict, as_json: bool) -> None:
 def profile(device: str, n_subnets: int, space_name: str, blocks: bool, all_blocks: bool, only_blocks: bool,
             workers: int | None, seed: int, remeasure: bool, store_path: str | None, as_json: bool) -> None:
     """Compile and measure the sampling plan's subnets on DEVICE; resumable (stored ones are skipped)."""
+    from pipeline.device import load_profile
     from pipeline.predict.features import all_blocks as space_blocks, distinct_blocks
     from pipeline.profiling import profile_blocks, profile_subnets, remeasure_stored, sampling_plan
     from pipeline.space import SearchSpace
 
-    space = SearchSpace.load(space_name)
+    device_profile, space = load_profile(device), SearchSpace.load(space_name)
     plan = sampling_plan(space, n_subnets, seed)
     summary = {}
     if remeasure:
-        summary["subnets"] = remeasure_stored(device, space, store_path).to_dict()
+        summary["subnets"] = remeasure_stored(device_profile, space, store_path).to_dict()
     elif not only_blocks:
-        summary["subnets"] = profile_subnets(device, space, plan, store_path, workers).to_dict()
+        summary["subnets"] = profile_subnets(device_profile, space, plan, store_path, workers).to_dict()
     if blocks or all_blocks or only_blocks:
         wanted = space_blocks(space) if all_blocks else distinct_blocks(space, plan)
-        summary["blocks"] = profile_blocks(device, space, wanted).to_dict()
+        summary["blocks"] = profile_blocks(device_profile, space, wanted).to_dict()
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -89,9 +90,12 @@ def predictor() -> None:
 def fit(device: str, space_name: str, test_fraction: float, kinds: tuple[str, ...], max_train: int | None,
         store_path: str | None, as_json: bool) -> None:
     """Fit DEVICE's predictor (kind chosen by cross-validation), report held-out error, save it."""
+    from pipeline.device import load_profile
     from pipeline.predict.workflow import fit_device
+    from pipeline.space import SearchSpace
 
-    _, result = fit_device(device, space_name, test_fraction, store_path, kinds=kinds or None, max_train=max_train)
+    _, result = fit_device(load_profile(device), SearchSpace.load(space_name), test_fraction, store_path,
+                           kinds=kinds or None, max_train=max_train)
     _echo_report(result, as_json)
 
 
@@ -101,9 +105,10 @@ def fit(device: str, space_name: str, test_fraction: float, kinds: tuple[str, ..
 @json_option
 def eval_cmd(device: str, store_path: str | None, as_json: bool) -> None:
     """Test DEVICE's saved predictor on every stored measurement it was not fitted on."""
+    from pipeline.device import load_profile
     from pipeline.predict.workflow import evaluate_device
 
-    _echo_report(evaluate_device(device, store_path), as_json)
+    _echo_report(evaluate_device(load_profile(device), store_path), as_json)
 
 
 @predictor.command()
@@ -116,12 +121,13 @@ def eval_cmd(device: str, store_path: str | None, as_json: bool) -> None:
 @json_option
 def transfer(source: str, device: str, ks: str, draws: int, store_path: str | None, as_json: bool) -> None:
     """Few-shot: SOURCE's predictor + K of DEVICE's measurements vs a from-scratch fit on the same K."""
+    from pipeline.device import load_profile
     from pipeline.predict import load_predictor
     from pipeline.predict.transfer import transfer_study
     from pipeline.predict.workflow import load_dataset
 
     src = load_predictor(source)
-    data = load_dataset(device, src.space_name, store_path)
+    data = load_dataset(load_profile(device), src.space, store_path)
     try:
         k_values = [int(k) for k in ks.split(",") if k.strip()]
     except ValueError:

@@ -30,15 +30,13 @@ def search(devices: tuple[str, ...], budgets_ms: str, accuracy_trees: Path | Non
     from pipeline.build import BuildConfig
     from pipeline.build.accuracy import accuracy_for, load_supernet_for
     from pipeline.predict import load_predictor
-    from pipeline.space import SearchSpace
-
     predictors = {d: load_predictor(d) for d in devices}
-    spaces = {p.space_name for p in predictors.values()}
+    spaces = {p.space for p in predictors.values()}  # each predictor carries its space
     if len(spaces) != 1:
-        raise click.UsageError(f"the devices' predictors are for different spaces {sorted(spaces)}")
-    cfg = BuildConfig(supernet=supernet, data=data, accuracy_trees=accuracy_trees, space=spaces.pop())
-    net, checkpoint, space = load_supernet_for(cfg) if accuracy_trees is None else (None, None, None)
-    space = space or SearchSpace.load(cfg.space)
+        raise click.UsageError(f"the devices' predictors are for different spaces {sorted(s.name for s in spaces)}")
+    space = spaces.pop()
+    cfg = BuildConfig(supernet=supernet, data=data, accuracy_trees=accuracy_trees)
+    net, checkpoint, _ = load_supernet_for(cfg, space) if accuracy_trees is None else (None, None, None)
     accuracy = accuracy_for(cfg, space, net, checkpoint).rank
     budgets = [Budget(tuple((d, ms) for d in devices)) for ms in parse_budgets(budgets_ms)]
     evo = EvolutionConfig.load(evolution_config) if evolution_config else EvolutionConfig()

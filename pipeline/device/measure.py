@@ -84,21 +84,23 @@ def configure_threads(session: DeviceSession, threads: int | None) -> None:
 
 
 def measure(session: DeviceSession, lib_path: str | os.PathLike, inputs: dict[str, np.ndarray],
-            policy: MeasurePolicy, entry: str = "main") -> Measurement:
-    """Time `entry` of the Relax VM library at `lib_path` on the session's device.
+            policy: MeasurePolicy, entry: str = "main", vm: bool = True) -> Measurement:
+    """Time `entry` of the library at `lib_path` on the session's device.
 
-    `inputs` are passed positionally in their dict order (name -> array).
+    `vm`: the library is a Relax VM executable (a subnet, a block); else `entry` is a
+    function of the module itself (a kernel). `inputs` are passed positionally in their
+    dict order (name -> array).
     """
     from tvm import relax
 
     configure_threads(session, policy.threads)
     lib = session.load(lib_path)
-    vm = relax.VirtualMachine(lib, session.device)
+    module = relax.VirtualMachine(lib, session.device) if vm else lib
     args = _to_device(session, inputs)
     for _ in range(policy.warmup):
-        vm[entry](*args)
-    timer = vm.time_evaluator(entry, session.device, number=policy.number, repeat=policy.repeat,
-                              min_repeat_ms=policy.min_repeat_ms)
+        module[entry](*args)
+    timer = module.time_evaluator(entry, session.device, number=policy.number, repeat=policy.repeat,
+                                  min_repeat_ms=policy.min_repeat_ms)
     attempt = 1
     while True:
         repeats = [float(r) * 1e3 for r in timer(*args).results]

@@ -133,14 +133,18 @@ def seed_library(database, tasks: list[PlannedTask], profile, params: SchedulePa
                  progress: bool = True) -> dict[str, float]:
     """Measure the library schedule of each task without records and commit it as one.
 
-    Built in-process and timed through the profile's device session (no builder/runner
-    worker pools: on a loaded 2-core machine their start-up alone hits their timeouts).
-    Each record is committed as soon as it is measured. Returns microseconds by task.
+    Built in-process and timed as one batch through `pipeline.measure` on the profile's
+    device (no MetaSchedule builder/runner pools: on a loaded 2-core machine their start-up
+    alone hits their timeouts). Each record is committed as soon as it is measured.
+    Returns microseconds by task.
     """
+    from dataclasses import replace
+
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.database import TuningRecord
 
-    from pipeline.device import export_library, open_session
+    from pipeline.device import RecordKey, export_library
+    from pipeline.measure import MeasureJob, measure_batch
 
     target = profile.tvm_target()
     todo = [(t, tr) for t in tasks if not _records(database, t)
@@ -148,19 +152,27 @@ def seed_library(database, tasks: list[PlannedTask], profile, params: SchedulePa
     measured: dict[str, float] = {}
     if not todo:
         return measured
+    # what MetaSchedule's own runner does for the trials that follow: a few timed calls,
+    # the thread pool left as the device has it, no re-measuring
+    policy = replace(profile.policy, warmup=0, number=5, repeat=3, min_repeat_ms=20, threads=None, remeasure=0)
     rng = np.random.default_rng(0)
-    with open_session(profile) as session, tempfile.TemporaryDirectory() as tmp:
-        for i, (task, trace) in enumerate(tqdm(todo, desc="measure library schedules", unit="task",
-                                               disable=not progress)):
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs, by_key = [], {}
+        for i, (task, trace) in enumerate(todo):
             sch = tvm.s_tir.Schedule(task.mod)
             trace.apply_to_schedule(sch, remove_postproc=False)
             lib_path = export_library(tvm.tirx.build(sch.mod, target=target), Path(tmp) / f"k{i}.so", profile)
             args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
-            args = [tvm.runtime.tensor(rng.random([int(d) for d in a.shape]).astype(a.dtype), device=session.device)
-                    for a in args_info]
-            timer = session.load(lib_path).time_evaluator("main", session.device, number=5, repeat=3,
-                                                          min_repeat_ms=20)
-            run_secs = [float(x) for x in timer(*args).results]
+            inputs = {f"arg{j}": rng.random([int(d) for d in a.shape]).astype(a.dtype)
+                      for j, a in enumerate(args_info)}
+            key = RecordKey(profile.name, task.name, str(target), tvm.__version__, "library-seed")
+            jobs.append(MeasureJob(key, {}, lib_path, inputs, policy, vm=False))
+            by_key[key] = (task, trace, args_info)
+        for result in measure_batch(profile, jobs, progress=progress, desc="measure library schedules"):
+            if result.measurement is None:
+                continue
+            task, trace, args_info = by_key[result.job.key]
+            run_secs = [ms_ / 1e3 for ms_ in result.measurement.repeats_ms]
             database.commit_tuning_record(TuningRecord(trace, database.commit_workload(task.mod), run_secs,
                                                        target, args_info))
             measured[task.name] = sum(run_secs) / len(run_secs) * 1e6

@@ -215,12 +215,6 @@ def space_tables(space: SearchSpace) -> SpaceTables:
     return SpaceTables(space, tuple(comps), table)
 
 
-@lru_cache(maxsize=8)
-def tables_for(space_name: str) -> SpaceTables:
-    """`space_tables` of a built-in space name or space file, loaded once per process."""
-    return space_tables(SearchSpace.load(space_name))
-
-
 def as_encoded(configs_or_array) -> np.ndarray:
     """Accept a list of SubnetConfig or an (N, 31) array; return a float (N, 31) array."""
     if isinstance(configs_or_array, np.ndarray):

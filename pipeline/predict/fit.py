@@ -16,11 +16,12 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from pipeline.errors import ConfigError
-from pipeline.predict.features import as_encoded, tables_for
+from pipeline.predict.features import as_encoded, space_tables
 from pipeline.predict.lut import BlockLatencyTable
 from pipeline.predict.metrics import error_metrics
 from pipeline.predict.models import fit_ridge, fit_trees
 from pipeline.predict.predictor import LatencyPredictor
+from pipeline.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _affine(base: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[float,
     return float(scale), float(offset)
 
 
-def fit_kind(kind: str, device: str, space_name: str, configs, latency_ms: np.ndarray,
+def fit_kind(kind: str, device: str, space: SearchSpace, configs, latency_ms: np.ndarray,
              lut: BlockLatencyTable | None = None, source: LatencyPredictor | None = None) -> LatencyPredictor:
     """Fit one predictor kind on measured configs (list of SubnetConfig or encoded array)."""
     encoded = as_encoded(configs)
@@ -61,21 +62,21 @@ def fit_kind(kind: str, device: str, space_name: str, configs, latency_ms: np.nd
     base = bases[base_name]
     if base_name and base is None:
         raise ConfigError(f"predictor kind {kind!r} needs a {'block table' if base_name == 'lut' else 'source predictor'}")
-    predictor = LatencyPredictor(device, space_name, kind, 0.0, 0.0, base, None)
+    predictor = LatencyPredictor(device, space, kind, 0.0, 0.0, base, None)
     residual = y
     if base is not None:
         scale, offset = _affine(predictor.base_predict(encoded), y, weight)
-        predictor = LatencyPredictor(device, space_name, kind, scale, offset, base, None)
+        predictor = LatencyPredictor(device, space, kind, scale, offset, base, None)
         residual = y - predictor.predict(encoded)
     if model_name:
-        features = tables_for(space_name).subnet_features(encoded)
+        features = space_tables(space).subnet_features(encoded)
         fit = fit_ridge if model_name == "ridge" else fit_trees
-        predictor = LatencyPredictor(device, space_name, kind, predictor.scale, predictor.offset, base,
+        predictor = LatencyPredictor(device, space, kind, predictor.scale, predictor.offset, base,
                                      fit(features, residual, weight))
     return predictor
 
 
-def cross_validate(kinds: Sequence[str], device: str, space_name: str, configs, latency_ms: np.ndarray,
+def cross_validate(kinds: Sequence[str], device: str, space: SearchSpace, configs, latency_ms: np.ndarray,
                    lut: BlockLatencyTable | None = None, source: LatencyPredictor | None = None,
                    folds: int = 5, seed: int = 0) -> dict[str, dict]:
     """Out-of-fold error metrics of each kind (K-fold, pooled over folds)."""
@@ -86,13 +87,13 @@ def cross_validate(kinds: Sequence[str], device: str, space_name: str, configs, 
     for kind in kinds:
         oof = np.zeros_like(y)
         for train, test in splitter.split(encoded):
-            model = fit_kind(kind, device, space_name, encoded[train], y[train], lut, source)
+            model = fit_kind(kind, device, space, encoded[train], y[train], lut, source)
             oof[test] = model.predict(encoded[test])
         results[kind] = error_metrics(y, oof)
     return results
 
 
-def fit_predictor(device: str, space_name: str, configs, latency_ms: np.ndarray,
+def fit_predictor(device: str, space: SearchSpace, configs, latency_ms: np.ndarray,
                   measurement_ids: Sequence = (), lut: BlockLatencyTable | None = None,
                   source: LatencyPredictor | None = None, kinds: Sequence[str] | None = None,
                   folds: int = 5, seed: int = 0) -> LatencyPredictor:
@@ -110,13 +111,13 @@ def fit_predictor(device: str, space_name: str, configs, latency_ms: np.ndarray,
         kinds = TRANSFER_KINDS if source is not None else default_kinds(lut)
     cv: dict[str, dict] = {}
     if len(y) >= MIN_CV_SAMPLES and len(kinds) > 1:
-        cv = cross_validate(kinds, device, space_name, encoded, y, lut, source, folds, seed)
+        cv = cross_validate(kinds, device, space, encoded, y, lut, source, folds, seed)
         selected = min(kinds, key=lambda k: cv[k]["mape"])
     else:
         selected = kinds[0]
     log.info("%s: selected %s among %s (CV MAPE %s)", device, selected, list(kinds),
              {k: round(v["mape"], 4) for k, v in cv.items()})
-    predictor = fit_kind(selected, device, space_name, encoded, y, lut, source)
+    predictor = fit_kind(selected, device, space, encoded, y, lut, source)
     return predictor.with_info(
         selected=selected, cv=cv, n_train=int(len(y)), measurement_ids=list(measurement_ids),
         fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

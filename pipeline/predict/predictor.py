@@ -27,9 +27,10 @@ import numpy as np
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import cache_dir
-from pipeline.predict.features import SpaceTables, tables_for
+from pipeline.predict.features import SpaceTables, space_tables
 from pipeline.predict.lut import BlockLatencyTable
 from pipeline.predict.models import LinearModel, TreeEnsemble, model_from_dict
+from pipeline.space import SearchSpace
 
 FORMAT = "pipeline.latency-predictor"
 FORMAT_VERSION = 1
@@ -47,7 +48,7 @@ class LatencyPredictor:
     """scale * base + offset + model(features); see the module docstring."""
 
     device: str
-    space_name: str
+    space: SearchSpace
     kind: str
     scale: float
     offset: float
@@ -56,8 +57,12 @@ class LatencyPredictor:
     info: dict[str, Any] = field(default_factory=dict)  # metrics, cv, measurement ids, revision
 
     @property
+    def space_name(self) -> str:
+        return self.space.name
+
+    @property
     def tables(self) -> SpaceTables:
-        return tables_for(self.space_name)
+        return space_tables(self.space)
 
     def predict(self, configs) -> np.ndarray:
         """Latency in ms of each config (a list of SubnetConfig or an (N, 31) `encode_many` array)."""
@@ -90,7 +95,7 @@ class LatencyPredictor:
             base = {"type": "predictor", "predictor": self.base.to_dict()}
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "device": self.device,
-            "space": self.space_name, "kind": self.kind, "scale": self.scale, "offset": self.offset,
+            "space": self.space.name, "space_definition": self.space.to_dict(), "kind": self.kind, "scale": self.scale, "offset": self.offset,
             "base": base, "model": None if self.model is None else self.model.to_dict(), "info": self.info,
         }
 
@@ -100,7 +105,10 @@ class LatencyPredictor:
             raise ConfigError(f"not a latency predictor of format {FORMAT} v{FORMAT_VERSION} "
                               f"(got {raw.get('format')} v{raw.get('format_version')}); refit it with "
                               "`pipeline predictor fit --device NAME`")
-        tables = tables_for(raw["space"])
+        # the definition travels in the file: a space loaded from a user's YAML is not re-read by name
+        space = SearchSpace.from_dict(raw["space_definition"], raw["space"]) if "space_definition" in raw \
+            else SearchSpace.load(raw["space"])
+        tables = space_tables(space)
         base_raw = raw.get("base")
         base: Base = None
         if base_raw and base_raw["type"] == "lut":
@@ -108,7 +116,7 @@ class LatencyPredictor:
         elif base_raw and base_raw["type"] == "predictor":
             base = cls.from_dict(base_raw["predictor"])
         model = model_from_dict(raw["model"]) if raw.get("model") else None
-        return cls(raw["device"], raw["space"], raw["kind"], float(raw["scale"]), float(raw["offset"]),
+        return cls(raw["device"], space, raw["kind"], float(raw["scale"]), float(raw["offset"]),
                    base, model, dict(raw.get("info", {})))
 
 

@@ -25,7 +25,7 @@ def fit_transfer(source: LatencyPredictor, device: str, encoded: np.ndarray, lat
                  measurement_ids: Sequence[str] = ()) -> LatencyPredictor:
     """`source` recalibrated on the target device's measurements (kind chosen by CV when K allows)."""
     kinds = TRANSFER_KINDS if len(latency_ms) >= 2 * MIN_CV_SAMPLES else TRANSFER_KINDS[:1]
-    return fit_predictor(device, source.space_name, encoded, latency_ms, measurement_ids,
+    return fit_predictor(device, source.space, encoded, latency_ms, measurement_ids,
                          source=source, kinds=kinds).with_info(source_device=source.device)
 
 
@@ -56,7 +56,7 @@ def transfer_study(source: LatencyPredictor, device: str, encoded: np.ndarray, l
             train = np.zeros(len(y), dtype=bool)
             train[rng.choice(len(y), size=k, replace=False)] = True
             transferred = fit_transfer(source, device, encoded[train], y[train])
-            scratch = fit_predictor(device, source.space_name, encoded[train], y[train])
+            scratch = fit_predictor(device, source.space, encoded[train], y[train])
             transfer_runs.append(error_metrics(y[~train], transferred.predict(encoded[~train])))
             scratch_runs.append(error_metrics(y[~train], scratch.predict(encoded[~train])))
         results["by_k"][str(k)] = {"n_test": int(len(y) - k), "transfer": _mean_metrics(transfer_runs),

@@ -13,17 +13,21 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.predict.features import tables_for
+from pipeline.measure import block_store_path
+from pipeline.predict.features import space_tables
 from pipeline.predict.fit import fit_predictor
 from pipeline.predict.lut import BlockLatencyTable
 from pipeline.predict.metrics import error_metrics, plot_predicted_vs_measured
 from pipeline.predict.predictor import LatencyPredictor, load_predictor, predictors_dir, save_predictor
 from pipeline.space import SearchSpace, SubnetConfig, encode_many
+
+if TYPE_CHECKING:
+    from pipeline.device import DeviceProfile
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +57,10 @@ class Dataset:
 KeyFields = tuple[str, str, str]
 
 
-def _fields(device: str, key_fields: KeyFields | None) -> KeyFields:
-    from pipeline.device import load_profile
-    from pipeline.profiling import current_key_fields
+def _fields(profile: "DeviceProfile", key_fields: KeyFields | None) -> KeyFields:
+    from pipeline.compile.keys import current_key_fields  # the compiler stack loads only when asked
 
-    return tuple(key_fields) if key_fields else current_key_fields(load_profile(device))
+    return tuple(key_fields) if key_fields else current_key_fields(profile)
 
 
 def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) -> list[tuple[KeyFields, int]]:
@@ -84,19 +87,19 @@ def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray) -> np
     return latency_ms * (np.percentile(reference_ms, 10) / reference_ms)
 
 
-def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | None = None,
+def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str | os.PathLike | None = None,
                  key_fields: KeyFields | None = None, normalise: bool = True) -> Dataset:
     """The device's stored subnet measurements whose configs belong to the space.
 
     Only measurements under `key_fields` (default: the current target, TVM version and
     kernel hash) count. With `normalise`, when measurements were taken beside the
-    reference subnet (`pipeline.profiling.Reference`), only those are used, contention-
-    corrected by `reference_normalised`.
+    reference subnet (`pipeline.measure.Reference`; every row `pipeline.measure` stores
+    is), only those are used, contention-corrected by `reference_normalised`.
     """
     from pipeline.device import MeasurementStore
 
-    fields = _fields(device, key_fields)
-    space = SearchSpace.load(space_name)
+    device = profile.name
+    fields = _fields(profile, key_fields)
     ids, configs, latency, reference = [], [], [], []
     with MeasurementStore(store_path) as store:
         for rec in store.records(device):
@@ -110,7 +113,7 @@ def load_dataset(device: str, space_name: str, store_path: str | os.PathLike | N
             configs.append(config)
             latency.append(rec.median_ms)
             reference.append(rec.meta.get("reference_ms"))
-    log.info("%s: %d measured subnets of space %s under kernel hash %s", device, len(ids), space_name,
+    log.info("%s: %d measured subnets of space %s under kernel hash %s", device, len(ids), space.name,
              fields[2][:12])
     data = Dataset(device, tuple(ids), tuple(configs), encode_many(configs), np.asarray(latency, dtype=np.float64),
                    fields)
@@ -139,25 +142,24 @@ def split(data: Dataset, test_fraction: float, seed: int = 0) -> tuple[Dataset, 
     return data.subset(~mask), data.subset(mask)
 
 
-def load_block_table(device: str, space_name: str, store_path: str | os.PathLike | None = None,
+def load_block_table(profile: "DeviceProfile", space: SearchSpace, store_path: str | os.PathLike | None = None,
                      key_fields: KeyFields | None = None) -> BlockLatencyTable | None:
     """The device's measured blocks (under `key_fields`, default current) laid onto the space, or None."""
     from pipeline.device import MeasurementStore
-    from pipeline.profiling import block_store_path
 
     path = Path(store_path) if store_path else block_store_path()
     if not path.is_file():
         return None
-    fields = _fields(device, key_fields)
+    fields = _fields(profile, key_fields)
     with MeasurementStore(path) as store:
-        records = [r for r in store.records(device) if (r.target, r.tvm_version, r.kernel_db_hash) == fields]
+        records = [r for r in store.records(profile.name) if (r.target, r.tvm_version, r.kernel_db_hash) == fields]
     if not records:
         return None
     latency = np.array([r.median_ms for r in records])
     reference = [r.meta.get("reference_ms") for r in records]
     if None not in reference:
         latency = reference_normalised(latency, np.asarray(reference, dtype=np.float64))
-    return BlockLatencyTable.build(tables_for(space_name),
+    return BlockLatencyTable.build(space_tables(space),
                                    {tuple(r.config["block_key"]): ms for r, ms in zip(records, latency)})
 
 
@@ -176,21 +178,21 @@ def report(predictor: LatencyPredictor, test: Dataset, plot_path: Path | None) -
     return out
 
 
-def fit_device(device: str, space_name: str = "demo", test_fraction: float = DEFAULT_TEST_FRACTION,
+def fit_device(profile: "DeviceProfile", space: SearchSpace, test_fraction: float = DEFAULT_TEST_FRACTION,
                store_path: str | os.PathLike | None = None, block_store: str | os.PathLike | None = None,
                kinds: Sequence[str] | None = None, max_train: int | None = None, seed: int = 0,
                save: bool = True, plot: bool = True) -> tuple[LatencyPredictor, dict[str, Any]]:
     """Fit on the train split (CV-selected kind), test on the held-out split, save with both."""
-    data = load_dataset(device, space_name, store_path)
+    data = load_dataset(profile, space, store_path)
     train, test = split(data, test_fraction, seed)
     if max_train is not None:
         train = train.subset(np.arange(len(train)) < max_train)
-    lut = load_block_table(device, space_name, block_store)
-    predictor = fit_predictor(device, space_name, train.encoded, train.latency_ms, train.ids, lut=lut,
+    lut = load_block_table(profile, space, block_store)
+    predictor = fit_predictor(profile.name, space, train.encoded, train.latency_ms, train.ids, lut=lut,
                               kinds=kinds, seed=seed)
     predictor = predictor.with_info(key_fields=list(data.key_fields), test_fraction=test_fraction,
                                     test_ids=list(test.ids))
-    plot_path = predictors_dir(device) / "fit.png" if plot else None
+    plot_path = predictors_dir(profile.name) / "fit.png" if plot else None
     result = report(predictor, test, plot_path)
     predictor = predictor.with_info(test_metrics={k: result[k] for k in ("n_test", "rmse_ms", "mape", "within_5pct",
                                                                         "within_10pct", "kendall_tau")})
@@ -201,11 +203,11 @@ def fit_device(device: str, space_name: str = "demo", test_fraction: float = DEF
     return predictor, result
 
 
-def evaluate_device(device: str, store_path: str | os.PathLike | None = None, plot: bool = True
+def evaluate_device(profile: "DeviceProfile", store_path: str | os.PathLike | None = None, plot: bool = True
                     ) -> dict[str, Any]:
-    """The saved predictor against every stored measurement it was not fitted on."""
-    predictor = load_predictor(device)
-    data = load_dataset(device, predictor.space_name, store_path)
+    """The saved predictor against every stored measurement it was not fitted on (in its own space)."""
+    predictor = load_predictor(profile.name)
+    data = load_dataset(profile, predictor.space, store_path)
     used = set(predictor.info.get("measurement_ids", ()))
     test = data.subset(np.array([i not in used for i in data.ids], dtype=bool))
-    return report(predictor, test, predictors_dir(device) / "eval.png" if plot else None)
+    return report(predictor, test, predictors_dir(profile.name) / "eval.png" if plot else None)

@@ -125,6 +125,19 @@ class SearchSpace:
             use_v3_head=bool(cfg.get("use_v3_head", True)),
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The official layout (`from_dict(space.to_dict(), space.name) == space`), so a
+        space loaded from a user's file travels inside what was made with it (a predictor)."""
+        stages = {s.name: {"c": list(s.channels), "d": list(s.depths), "k": list(s.kernel_sizes),
+                           "t": list(s.expand_ratios), "s": s.stride, "act_func": s.act, "se": s.use_se}
+                  for s in self.stages}
+        return {"supernet_config": {
+            "use_v3_head": self.use_v3_head, "resolutions": list(self.resolutions),
+            "first_conv": {"c": list(self.first_conv_channels), "act_func": self.first_conv_act,
+                           "s": self.first_conv_stride},
+            **stages,
+            "last_conv": {"c": list(self.last_conv_channels), "act_func": self.last_conv_act}}}
+
     # ------------------------------------------------------------- the choices
     def width_choices(self) -> tuple[tuple[int, ...], ...]:
         """Allowed values of each of the nine `width` entries."""

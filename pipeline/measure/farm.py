@@ -1,50 +1,28 @@
-"""Measuring many modules at once across every server registered under a tracker key.
+"""Spreading jobs over every server registered under a tracker key.
 
-One worker thread per registered server: each asks the tracker for a session (the
-tracker hands every request a different free server), then pulls jobs from a shared
-queue until it is empty. Results are yielded as they complete, so the caller can store
-each one at once. The timing loops run on the servers; the threads only wait on RPC.
+One worker thread per registered server: each holds one session (the tracker hands every
+request a different free server; a session the caller already holds counts as one of
+them) and pulls jobs from a shared queue until it is empty. Results are yielded as they
+complete, so the caller can store each one at once. The timing loops run on the
+servers; the threads only wait on RPC.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
-import numpy as np
-
-from pipeline.device.measure import Measurement, measure
 from pipeline.device.profile import DeviceProfile, TrackerConnection
-from pipeline.device.session import call_with_timeout, open_session, probe
-from pipeline.device.store import RecordKey
+from pipeline.device.session import DeviceSession, call_with_timeout, open_session, probe
 from pipeline.errors import DeviceError
+from pipeline.measure.jobs import JobResult, MeasureJob
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class MeasureJob:
-    """One library to time: where its result goes in the store and what to feed it."""
-
-    key: RecordKey
-    config: dict[str, Any]
-    lib_path: Path
-    inputs: dict[str, np.ndarray] = field(compare=False)
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """A finished job: its measurement, or the error that stopped it; `worker` names who ran it."""
-
-    job: MeasureJob
-    worker: str
-    measurement: Measurement | None = None
-    error: str | None = None
-
+#: Runs one job in a session and returns its result (the batch runner's `run_job`).
+RunJob = Callable[[DeviceSession, MeasureJob, str], JobResult]
 
 _DONE = object()
 
@@ -63,12 +41,13 @@ def tracker_servers(conn: TrackerConnection) -> int:
     return sum(1 for s in summary.get("server_info", []) if s.get("key") == f"server:{conn.key}")
 
 
-def measure_on_tracker(profile: DeviceProfile, jobs: Sequence[MeasureJob],
-                       workers: int | None = None) -> Iterator[JobResult]:
-    """Measure `jobs` in parallel over the servers under the profile's tracker key; yields as they finish.
+def on_tracker(profile: DeviceProfile, jobs: Sequence[MeasureJob], run_job: RunJob,
+               session: DeviceSession | None = None, workers: int | None = None) -> Iterator[JobResult]:
+    """Run `jobs` in parallel over the servers under the profile's tracker key; yields as they finish.
 
-    `workers` defaults to the number of servers registered under the key. A worker whose
-    job fails reports the error and stops (its session may be broken); the others go on.
+    `workers` defaults to the number of servers registered under the key; `session`, one
+    the caller holds on one of them, serves as the first worker. A worker whose job fails
+    reports the error and stops (its session may be broken); the others go on.
     """
     conn = profile.connection
     if not isinstance(conn, TrackerConnection):
@@ -86,27 +65,25 @@ def measure_on_tracker(profile: DeviceProfile, jobs: Sequence[MeasureJob],
     results: queue.Queue = queue.Queue()
     stop = threading.Event()
 
-    def work(name: str) -> None:
+    def work(name: str, held: DeviceSession | None) -> None:
         try:
-            with open_session(profile) as session:
+            with contextlib.nullcontext(held) if held is not None else open_session(profile) as sess:
                 while not stop.is_set():
                     try:
                         job = todo.get_nowait()
                     except queue.Empty:
                         return
-                    try:
-                        results.put(JobResult(job, name, measurement=measure(session, job.lib_path, job.inputs,
-                                                                             profile.policy)))
-                    except Exception as err:  # reported to the caller, who decides what to do
-                        results.put(JobResult(job, name, error=f"{type(err).__name__}: {err}"))
+                    result = run_job(sess, job, name)
+                    results.put(result)
+                    if result.error is not None:
                         return
         except DeviceError as err:
             log.warning("%s could not get a session: %s", name, err)
         finally:
             results.put(_DONE)
 
-    threads = [threading.Thread(target=work, args=(f"{conn.key}-worker{i}",), daemon=True)
-               for i in range(min(n, len(jobs)))]
+    threads = [threading.Thread(target=work, args=(f"{conn.key}-worker{i}", session if i == 0 else None),
+                                daemon=True) for i in range(min(n, len(jobs)))]
     for t in threads:
         t.start()
     finished = 0

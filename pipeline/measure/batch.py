@@ -1,0 +1,96 @@
+"""`measure_batch`: the one way a batch of libraries is timed on a device and stored.
+
+Jobs already in the store are skipped; each finished measurement is committed before
+the next is awaited, so Ctrl-C or kill -9 loses at most the ones in flight. Every stored
+row carries the reference timed just before it on the same server (`reference_id`,
+`reference_ms`), so a fit can correct every row for contention, the build's own
+included. Tracker profiles spread the batch over all servers under their key; other
+profiles measure one after another in a single session (the caller's, if given).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator, Sequence
+
+from tqdm import tqdm
+
+from pipeline.device.measure import measure
+from pipeline.device.profile import DeviceProfile, TrackerConnection
+from pipeline.device.session import DeviceSession, open_session
+from pipeline.device.store import MeasurementRecord, MeasurementStore
+from pipeline.measure.farm import on_tracker
+from pipeline.measure.jobs import JobResult, MeasureJob, Reference
+
+log = logging.getLogger(__name__)
+
+
+def _runner(reference: Reference | None):
+    """The function that runs one job in a session: reference first (if any), then the job."""
+
+    def run_job(session: DeviceSession, job: MeasureJob, worker: str) -> JobResult:
+        try:
+            reference_ms = None if reference is None else \
+                measure(session, reference.library, reference.inputs, job.policy).median_ms
+            result = measure(session, job.library, job.inputs, job.policy, job.entry, vm=job.vm)
+            return JobResult(job, worker, result, reference_ms)
+        except Exception as err:  # reported to the caller, who logs it and leaves it unstored
+            return JobResult(job, worker, error=f"{type(err).__name__}: {err}")
+
+    return run_job
+
+
+def _record(result: JobResult, reference: Reference) -> MeasurementRecord:
+    job = result.job
+    meta = {**job.meta, "worker": result.worker, "reference_id": reference.subnet_id,
+            "reference_ms": result.reference_ms, "load_avg_1min": os.getloadavg()[0]}
+    return MeasurementRecord.from_measurement(job.key, job.config, result.measurement, meta)
+
+
+def measure_batch(profile: DeviceProfile, jobs: Sequence[MeasureJob], store: MeasurementStore | None = None,
+                  reference: Reference | None = None, session: DeviceSession | None = None,
+                  progress: bool = True, desc: str | None = None, skip_stored: bool = True,
+                  workers: int | None = None) -> Iterator[JobResult]:
+    """Measure on `profile`'s device what `store` lacks; yields every finished job (stored first).
+
+    With a `store`, a `reference` is required: no row goes in without the contention
+    reference beside it. Failed jobs are yielded with their error, logged and left out of
+    the store, so the next run retries them. `session`, if given, is used (not closed).
+    `skip_stored=False` times stored jobs again and replaces their rows one by one.
+    `workers` caps the servers used behind a tracker (default: all registered).
+    """
+    if store is not None and reference is None:
+        raise ValueError("stored measurements need a contention reference beside them")
+    foreign = {j.key.device for j in jobs} - {profile.name}
+    if foreign:
+        raise ValueError(f"jobs for device(s) {sorted(foreign)} given to a batch on {profile.name}")
+    unique = list({job.key: job for job in jobs}.values())  # two budgets may pick one subnet
+    pending = [job for job in unique if store is None or not skip_stored or not store.has(job.key)]
+    if store is not None:
+        log.info("%s: %d of %d measurement(s) already stored, %d to do", profile.name,
+                 len(unique) - len(pending), len(unique), len(pending))
+    if not pending:
+        return
+    run_job = _runner(reference)
+    if isinstance(profile.connection, TrackerConnection):
+        results = on_tracker(profile, pending, run_job, session, workers)
+    else:
+        results = _serially(profile, pending, run_job, session)
+    with tqdm(total=len(pending), desc=desc or f"measure on {profile.name}", unit="job",
+              disable=not progress) as bar:
+        for result in results:
+            bar.update()
+            if result.measurement is None:
+                log.warning("%s: measuring %s failed on %s: %s", profile.name, result.job.key.subnet_id,
+                            result.worker, result.error)
+            elif store is not None:
+                store.add(_record(result, reference))
+            yield result
+
+
+def _serially(profile: DeviceProfile, jobs: Sequence[MeasureJob], run_job, session: DeviceSession | None
+              ) -> Iterator[JobResult]:
+    with contextlib.nullcontext(session) if session is not None else open_session(profile) as sess:
+        for job in jobs:
+            yield run_job(sess, job, profile.name)

@@ -1,0 +1,57 @@
+"""What to measure (`MeasureJob`), beside what (`Reference`), and what came back (`JobResult`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.device.measure import Measurement
+from pipeline.device.profile import MeasurePolicy
+from pipeline.device.store import RecordKey
+
+
+@dataclass(frozen=True)
+class MeasureJob:
+    """One library to time on the device `key.device`: what to feed it, how to time it, where it goes.
+
+    `vm` says whether the library is a Relax VM executable (subnets, blocks) or a plain
+    module whose function `entry` is timed directly (a kernel being tuned).
+    """
+
+    key: RecordKey
+    config: dict[str, Any]
+    library: Path
+    inputs: dict[str, np.ndarray] = field(compare=False)
+    policy: MeasurePolicy
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    entry: str = "main"
+    vm: bool = True
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A fixed library timed right before every stored measurement (contention tracker).
+
+    On a shared machine other processes slow a timing run by up to several times for
+    seconds at a stretch; the same slowdown hits a reference timed a moment earlier on the
+    same server, so `median_ms / reference_ms` cancels most of it. The fit uses that ratio
+    (`pipeline.predict.workflow.load_dataset`); raw times stay in the store.
+    """
+
+    subnet_id: str
+    library: Path
+    inputs: dict[str, np.ndarray] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job: its measurement (and the reference's median beside it), or the error
+    that stopped it; `worker` names the session that ran it."""
+
+    job: MeasureJob
+    worker: str
+    measurement: Measurement | None = None
+    reference_ms: float | None = None
+    error: str | None = None
