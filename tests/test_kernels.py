@@ -139,6 +139,23 @@ def test_committed_x86_database_covers_random_demo_subnets(tmp_path, pipeline_ca
     assert kernel_db_hash("x86-host") != kernel_db_hash("no-such-device")
 
 
+@pytest.mark.parametrize("where", ["local", "rpc"])
+def test_library_seeds_are_timed_as_one_batch_and_committed(where, small_plan: Plan, request, tmp_path: Path):
+    """The seeds go through the measurement layer (`pipeline.measure`): each task's library
+    schedule is timed on the device and committed as its record with real device times."""
+    profile = load_profile("x86-host") if where == "local" else request.getfixturevalue("local_rpc_server")
+    light = sorted(small_plan.tasks, key=lambda t: t.flops)
+    tasks = [next(t for t in light if "mean" in t.name), next(t for t in light if "matmul" in t.name)]
+    sub = Plan(small_plan.space, small_plan.device, small_plan.configs, tasks)
+    seeded = tune(sub, profile, TuneBudget(trials_per_task=0), database_dir=tmp_path / "db", progress=False)
+    assert [o.trials_after for o in seeded] == [1, 1]
+    database = open_database(tmp_path / "db")
+    for outcome, task in zip(seeded, sorted(tasks, key=lambda t: -t.weighted_flops)):
+        (record,) = _records(database, task)
+        assert outcome.library_us == pytest.approx(1e6 * np.mean([float(x) for x in record.run_secs]))
+        assert 0 < outcome.library_us < 1e6
+
+
 @pytest.mark.slow  # MetaSchedule's builder/runner pools: a minute on a quiet machine, ten on a loaded one
 def test_tuning_appends_records_and_resumes(small_plan: Plan, tmp_path: Path):
     profile = load_profile("x86-host")

@@ -213,3 +213,32 @@ def test_cli_fit_and_eval_print_the_error_report(demo, pipeline_cache, tmp_path)
 
     missing = runner.invoke(main, ["predictor", "eval", "--device", "rpi4", "--store", str(store)])
     assert missing.exit_code == 2 and "pipeline predictor fit --device rpi4" in missing.output
+
+
+def test_cli_fit_and_eval_with_a_space_from_a_yaml_file(demo, pipeline_cache, tmp_path):
+    """`--space my.yaml`: the fitted predictor carries the space, so eval (which names no space)
+    and every later load work without the file being found by name."""
+    import yaml
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.paths import DATA_DIR
+
+    _, configs, _, latency = demo
+    raw = yaml.safe_load((DATA_DIR / "demo.yaml").read_text())
+    space_file = tmp_path / "mine.yaml"
+    space_file.write_text(yaml.safe_dump(raw))
+    store = tmp_path / "measurements.sqlite"
+    _fill_store(store, "x86-host", configs[:60], latency[:60])
+    runner = CliRunner()
+    fitted = runner.invoke(main, ["predictor", "fit", "--device", "x86-host", "--space", str(space_file),
+                                  "--store", str(store), "--kind", "ridge", "--json"])
+    assert fitted.exit_code == 0, fitted.output
+    assert json.loads(fitted.stdout.strip().splitlines()[-1])["space"] == "mine"
+    space_file.unlink()  # from here on, only the predictor file knows the space
+    _fill_store(store, "x86-host", configs[60:], latency[60:])
+    evaluated = runner.invoke(main, ["predictor", "eval", "--device", "x86-host", "--store", str(store), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["n_test"] == len(configs) - 60 + \
+        json.loads(fitted.stdout.strip().splitlines()[-1])["n_test"]
+    assert load_predictor("x86-host").space == SearchSpace.from_dict(raw, "mine")
