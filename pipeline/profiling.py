@@ -133,11 +133,12 @@ def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[
 def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Sequence[SubnetConfig],
                     store_path: str | os.PathLike | None = None, workers: int | None = None,
                     batch_size: int | None = None, session: "DeviceSession | None" = None,
-                    reference: Reference | None = None) -> ProfileSummary:
+                    reference: Reference | None = None, source: str = "profile") -> ProfileSummary:
     """Compile and measure every config not yet stored for the profile's device.
 
     Each measurement is preceded by one of the reference (compiled here if not given) and
-    committed at once; `session`, if given, is used for serial measuring.
+    committed at once; `session`, if given, is used for serial measuring. `source` (e.g.
+    "build") is recorded in each row's metadata.
     """
     from pipeline.compile import compile_many
     from pipeline.device import MeasurementStore
@@ -154,7 +155,7 @@ def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Seque
 
             def prepare(batch: Sequence[SubnetConfig]) -> list[MeasureJob]:
                 artifacts = compile_many(space, batch, profile, out_root, workers=workers, verify=False)
-                return [subnet_job(profile, space, c, a, "profile") for c, a in zip(batch, artifacts)]
+                return [subnet_job(profile, space, c, a, source) for c, a in zip(batch, artifacts)]
 
             _in_batches(todo, batch_size or 2 * workers, prepare, profile, store, reference, session,
                         f"profile {profile.name}")

@@ -36,6 +36,11 @@ class BuildConfig:
     accuracy_trees: Path | None = None
     out: Path = Path("build")
     profile_subnets: int = 16
+    #: also measure every distinct block of the profiled subnets, so the latency model can
+    #: be the block table plus a residual (it holds outside the sampled subnets)
+    profile_blocks: bool = True
+    #: candidates measured per budget in each round of the closed loop
+    measure_top: int = 3
     accuracy_subnets: int = 32
     recalib_batches: int = 4
     eval_batch_size: int = 100
@@ -50,7 +55,7 @@ class BuildConfig:
         if any(b <= 0 for b in self.budgets_ms):
             raise ConfigError(f"budgets must be positive milliseconds, got {list(self.budgets_ms)}")
         for name in ("n_budgets", "profile_subnets", "accuracy_subnets", "recalib_batches",
-                     "eval_batch_size", "max_rounds"):
+                     "eval_batch_size", "max_rounds", "measure_top"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"build setting {name} must be >= 1, got {getattr(self, name)}")
         if self.profile_subnets < 4:

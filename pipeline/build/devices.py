@@ -66,13 +66,19 @@ def kernels_status(profile: Any) -> dict[str, Any]:
     return {"kernel_db_hash": kernel_db_hash(profile.name), "tuned_database": tuned}
 
 
-def profile_device(profile: Any, space: SearchSpace, n_subnets: int, workers: int | None,
+def profile_device(profile: Any, space: SearchSpace, n_subnets: int, blocks: bool, workers: int | None,
                    reference: Any) -> dict[str, Any]:
-    """Measure the sampling plan's first `n_subnets` subnets (stored ones are skipped)."""
-    from pipeline.profiling import profile_subnets, sampling_plan
+    """Measure the sampling plan's first `n_subnets` subnets and, with `blocks`, their
+    distinct blocks (the lookup table); stored ones are skipped."""
+    from pipeline.predict.features import distinct_blocks
+    from pipeline.profiling import profile_blocks, profile_subnets, sampling_plan
 
-    summary = profile_subnets(profile, space, sampling_plan(space, n_subnets), workers=workers, reference=reference)
-    return summary.to_dict()
+    plan = sampling_plan(space, n_subnets)
+    summary = profile_subnets(profile, space, plan, workers=workers, reference=reference).to_dict()
+    if blocks:
+        done = profile_blocks(profile, space, distinct_blocks(space, plan), reference=reference)
+        summary.update(blocks_planned=done.planned, blocks_measured=done.measured)
+    return summary
 
 
 def fit_latency(profile: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]]:
@@ -86,10 +92,11 @@ def fit_latency(profile: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]]:
     from pipeline.predict.workflow import load_block_table, load_dataset
 
     data = load_dataset(profile, space)
-    predictor = fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids,
-                              lut=load_block_table(profile, space))
+    lut = load_block_table(profile, space)
+    predictor = fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids, lut=lut)
     revision = int(save_predictor(predictor).stem[1:])
     cv = predictor.info.get("cv", {}).get(predictor.kind, {})
     report = {"kind": predictor.kind, "revision": revision, "n_train": len(data),
+              "blocks": len(lut.entries) if lut is not None else 0,
               **{f"cv_{k}": cv.get(k) for k in ("mape", "within_10pct", "kendall_tau", "rmse_ms")}}
     return predictor.with_info(revision=revision), report

@@ -1,13 +1,16 @@
-"""The closed loop on one device: search, compile, verify, measure, and tighten on a miss.
+"""The closed loop on one device: search, measure the top candidates, refit, emit the best measured.
 
-For each budget the search picks the most accurate subnet whose predicted latency fits.
-It is compiled (verified on the device against PyTorch) and measured; the measurement
-goes to the store at once. A subnet measured over its budget is not emitted: the
-budget the search works with is tightened by the observed relative error
-(`effective *= predicted / measured`), the predictor is refitted with the new
-measurements, and the search runs again, for at most `max_rounds` rounds. A budget still
-unmet after that gets the best-ranked subnet already measured within it, if any. Last, a
-larger budget never ships a less accurate (evaluated) subnet than a smaller budget did.
+Each round searches every budget still open under the latency model, takes the top few
+candidates per budget (the most accurate predicted within its search budget, from the
+search's Pareto front) and measures them all as one batch (`pipeline.measure`, over the
+farm where the profile has one), each row stored beside the contention reference. A
+budget whose favourite measured within it is settled; one whose favourite missed gets a
+refit (on every stored measurement of the device, the misses included) and a search
+budget tightened by the refitted model's remaining error on its misses, for at most
+`max_rounds` rounds. What is emitted for a budget is the most accurate subnet MEASURED
+within it (profiled ones included), never a prediction; it is compiled with its own
+recalibrated weights and verified on the device. Last, a larger budget never ships a
+less accurate (evaluated) subnet than a smaller budget did.
 """
 from __future__ import annotations
 
@@ -19,8 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pipeline.build.accuracy import AccuracySetup, deployable
-from pipeline.measure import Reference, measure_batch
-from pipeline.profiling import subnet_job
+from pipeline.measure import Reference
+from pipeline.profiling import profile_subnets
 from pipeline.search import Budget, Candidate, EvolutionConfig, SearchResult, evolve
 from pipeline.space import SearchSpace, SubnetConfig
 
@@ -40,10 +43,16 @@ class BudgetOutcome:
     accuracy: float | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     reason: str | None = None  # why nothing was emitted
+    misses: list[tuple[SubnetConfig, float]] = field(default_factory=list)  # (config, measured ms) over budget
 
     @property
     def emitted(self) -> bool:
         return self.folder is not None
+
+    @property
+    def n_rounds(self) -> int:
+        """Search rounds this budget took (a reuse of a smaller budget's pick is not one)."""
+        return sum(r["round"] != "reuse" for r in self.rounds)
 
     def to_dict(self) -> dict[str, Any]:
         c = self.candidate
@@ -52,7 +61,7 @@ class BudgetOutcome:
                 "subnet_id": c.config.id if c else None, "config": c.config.to_dict() if c else None,
                 "predicted_accuracy": round(c.accuracy, 3) if c else None, "accuracy": self.accuracy,
                 "predicted_ms": round(c.latency[self.device], 4) if c else None, "measured_ms": self.measured_ms,
-                "rounds": self.rounds, "reason": self.reason}
+                "n_rounds": self.n_rounds, "rounds": self.rounds, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class LoopContext:
     out: Path
     max_rounds: int
     workers: int | None
+    #: candidates measured per budget and round
+    measure_top: int = 3
 
 
 def artifact_folder(out: Path, device: str, budget_ms: float) -> Path:
@@ -76,9 +87,10 @@ def artifact_folder(out: Path, device: str, budget_ms: float) -> Path:
 def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predictor: Any,
              refit: Callable[[], Any], store: Any, session: Any, reference: Reference, timings: dict[str, float]
              ) -> tuple[list[BudgetOutcome], list[SearchResult]]:
-    """Emit one verified artifact per budget whose measured latency meets it (see module doc).
-    Every measurement is stored beside `reference`, so `refit` sees it; `timings`
-    accumulates seconds spent in search, compile+verify and measure."""
+    """Emit per budget the most accurate subnet measured within it, verified (see module doc).
+
+    Every measurement is stored beside `reference`, so `refit` (called after a round with a
+    miss) sees it; `timings` accumulates seconds spent in search, measure, compile+verify."""
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
         start = time.perf_counter()
@@ -88,73 +100,102 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
     outcomes = {b: BudgetOutcome(profile.name, b, b) for b in budgets_ms}
-    accuracy: dict[SubnetConfig, float] = {}
-
-    def try_picks(chosen: list[tuple[float, Candidate]], round_no: int | str) -> list[float]:
-        """Compile, verify and measure the picks; emit those within budget, return the missed budgets."""
-        missed = []
-        artifacts = timed("compile+verify",
-                          lambda: _compile(ctx, profile, [(b, c.config) for b, c in chosen], session, accuracy))
-        jobs = [subnet_job(profile, ctx.space, cand.config, artifact, "build")
-                for (_, cand), artifact in zip(chosen, artifacts)]
-        timed("measure", lambda: list(measure_batch(profile, jobs, store, reference, session, progress=False)))
-        for (b, cand), artifact, job in zip(chosen, artifacts, jobs):
-            outcome = outcomes[b]
-            stored = store.get(*job.key)
-            if stored is None:  # the measurement failed (logged by the batch)
-                shutil.rmtree(artifact.folder, ignore_errors=True)
-                outcome.reason = f"measuring {cand.config.id} failed after {round_no} round(s)"
-                missed.append(b)
-                continue
-            measured = stored.median_ms
-            predicted = cand.latency[profile.name]
-            outcome.rounds.append({"round": round_no, "effective_ms": round(outcome.effective_ms, 6),
-                                   "subnet_id": cand.config.id, "predicted_ms": round(predicted, 6),
-                                   "measured_ms": round(measured, 6)})
-            if measured <= b:
-                outcome.folder, outcome.candidate, outcome.measured_ms = artifact.folder, cand, measured
-                outcome.accuracy = round(float(accuracy[cand.config]), 3)
-                outcome.reason = None
-            else:
-                log.warning("%s, %g ms budget: %s measured %.3f ms (predicted %.3f): tightening", profile.name, b,
-                            cand.config.id, measured, predicted)
-                shutil.rmtree(artifact.folder, ignore_errors=True)
-                outcome.effective_ms *= predicted / measured
-                outcome.reason = f"measured {measured:.3f} ms > {b:g} ms after {round_no} round(s)"
-                missed.append(b)
-        return missed
-
-    pending = list(budgets_ms)
+    pending = sorted(budgets_ms)
     searches: list[SearchResult] = []
     for round_no in range(1, ctx.max_rounds + 1):
         budgets = [Budget.single(profile.name, outcomes[b].effective_ms) for b in pending]
         result = timed("search", lambda: evolve(ctx.space, ctx.accuracy.rank, {profile.name: predictor},
                                                 budgets, ctx.evolution))
         searches.append(result)
-        chosen = []
-        for b, cand in zip(pending, result.best):
-            if cand is None:
-                outcomes[b].reason = (f"no subnet is predicted within {outcomes[b].effective_ms:.3g} ms "
-                                      f"on {profile.name}")
-                outcomes[b].rounds.append({"round": round_no, "effective_ms": outcomes[b].effective_ms,
-                                           "found": None})
-            else:
-                chosen.append((b, cand))
-        missed = try_picks(chosen, round_no)
+        picks = {b: top_within(result, profile.name, outcomes[b].effective_ms, ctx.measure_top) for b in pending}
+        batch = list({c.config: c for cands in picks.values() for c in cands})
+        timed("measure", lambda: profile_subnets(profile, ctx.space, batch, store.path, ctx.workers,
+                                                 session=session, reference=reference, source="build"))
+        measured = measured_subnets(profile, ctx.space, store)
+        missed = []
+        for b in pending:
+            outcome = outcomes[b]
+            tried = [{"subnet_id": c.config.id, "predicted_ms": round(c.latency[profile.name], 6),
+                      "measured_ms": round(measured[c.config], 6) if c.config in measured else None}
+                     for c in picks[b]]
+            outcome.rounds.append({"round": round_no, "effective_ms": round(outcome.effective_ms, 6),
+                                   "measured": tried})
+            outcome.misses += [(c.config, measured[c.config]) for c in picks[b]
+                               if c.config in measured and measured[c.config] > b]
+            favourite = picks[b][0] if picks[b] else None
+            if favourite is not None and measured.get(favourite.config, float("inf")) > b:
+                log.warning("%s, %g ms budget: favourite %s measured %s ms (predicted %.3f)", profile.name, b,
+                            favourite.config.id, measured.get(favourite.config), favourite.latency[profile.name])
+                missed.append(b)
         pending = missed
-        if not pending:
+        if not pending or round_no == ctx.max_rounds:
             break
-        if round_no < ctx.max_rounds:
-            predictor = refit()
-    left = [b for b in budgets_ms if not outcomes[b].emitted]
-    fallback = _measured_within(ctx, profile, store, predictor, left)
-    if fallback:
-        try_picks(fallback, "measured")
+        predictor = timed("refit", refit)
+        for b in pending:
+            _tighten(outcomes[b], predictor)
+    measured = measured_subnets(profile, ctx.space, store)
+    _emit(ctx, profile, outcomes, measured, predictor, session, timed)
     _never_worse_with_more_budget([outcomes[b] for b in sorted(budgets_ms)])
     for outcome in outcomes.values():
         if outcome.emitted:
             _finish_manifest(ctx, profile, outcome, predictor)
     return [outcomes[b] for b in budgets_ms], searches
+
+
+def top_within(result: SearchResult, device: str, limit_ms: float, k: int) -> list[Candidate]:
+    """The `k` most accurate front members predicted within `limit_ms` (most accurate first)."""
+    within = [c for c in result.front if c.latency[device] <= limit_ms]
+    return sorted(within, key=lambda c: -c.accuracy)[:k]
+
+
+def measured_subnets(profile: Any, space: SearchSpace, store: Any) -> dict[SubnetConfig, float]:
+    """Every subnet of the space measured on the device with current code: raw median ms
+    (a budget is judged by what the device really measured, not a contention-corrected value)."""
+    from pipeline.predict.workflow import load_dataset
+
+    data = load_dataset(profile, space, store.path, normalise=False)
+    return dict(zip(data.configs, (float(ms) for ms in data.latency_ms)))
+
+
+def _tighten(outcome: BudgetOutcome, predictor: Any) -> None:
+    """Search budget = budget x the refitted model's worst remaining optimism on this budget's misses."""
+    configs = [c for c, _ in outcome.misses]
+    ratios = predictor.predict(configs) / [ms for _, ms in outcome.misses]
+    outcome.effective_ms = outcome.budget_ms * min(1.0, float(min(ratios)))
+
+
+def _emit(ctx: LoopContext, profile: Any, outcomes: dict[float, BudgetOutcome], measured: dict[SubnetConfig, float],
+          predictor: Any, session: Any, timed: Callable[[str, Callable[[], Any]], Any]) -> None:
+    """Per budget the most accurate measured subnet within it, compiled and verified into its folder.
+
+    Most accurate: of the `measure_top` best-ranked measured subnets within the budget, the
+    one the exact source (a supernet evaluation) scores highest; the ranker alone errs."""
+    if not measured:
+        for outcome in outcomes.values():
+            outcome.reason = f"nothing measured on {profile.name}"
+        return
+    configs = list(measured)
+    rank = ctx.accuracy.rank.predict(configs)
+    predicted = predictor.predict(configs)
+    chosen = []
+    for b, outcome in outcomes.items():
+        within = [i for i, c in enumerate(configs) if measured[c] <= b]
+        if not within:
+            outcome.reason = (f"no measured subnet within {b:g} ms on {profile.name} after "
+                              f"{len(outcome.rounds)} round(s) (fastest: {min(measured.values()):.3f} ms)")
+            continue
+        # the ranker's top few measured within, decided by the exact accuracy source (memoised)
+        shortlist = sorted(within, key=lambda i: -rank[i])[:ctx.measure_top]
+        exact = ctx.accuracy.exact.predict([configs[i] for i in shortlist])
+        best = shortlist[int(max(range(len(shortlist)), key=lambda j: exact[j]))]
+        chosen.append((b, Candidate(configs[best], float(rank[best]), {profile.name: float(predicted[best])})))
+    accuracy: dict[SubnetConfig, float] = {}
+    artifacts = timed("compile+verify",
+                      lambda: _compile(ctx, profile, [(b, c.config) for b, c in chosen], session, accuracy))
+    for (b, cand), artifact in zip(chosen, artifacts):
+        outcome = outcomes[b]
+        outcome.folder, outcome.candidate, outcome.measured_ms = artifact.folder, cand, measured[cand.config]
+        outcome.accuracy = round(float(accuracy[cand.config]), 3)
 
 
 def _never_worse_with_more_budget(ascending: Sequence[BudgetOutcome]) -> None:
@@ -180,33 +221,6 @@ def _never_worse_with_more_budget(ascending: Sequence[BudgetOutcome]) -> None:
             outcome.candidate, outcome.measured_ms, outcome.accuracy = best.candidate, best.measured_ms, best.accuracy
         else:
             best = outcome
-
-
-def _measured_within(ctx: LoopContext, profile: Any, store: Any, predictor: Any,
-                     budgets_ms: Sequence[float]) -> list[tuple[float, Candidate]]:
-    """For budgets the search could not meet: the best-ranked subnet already measured within
-    each (profiling measured the smallest subnet, so a budget above it is never left empty)."""
-    from pipeline.predict.workflow import load_dataset
-
-    if not budgets_ms:
-        return []
-    data = load_dataset(profile, ctx.space, store.path)
-    if not len(data):
-        return []
-    rank = ctx.accuracy.rank.predict(list(data.configs))
-    # as measured and stored (the dataset's latencies may be normalised for machine load)
-    measured = [store.get(profile.name, i, *data.key_fields).median_ms for i in data.ids]
-    picks = []
-    for b in budgets_ms:
-        within = [i for i, ms in enumerate(measured) if ms <= b]
-        if within:
-            best = max(within, key=lambda i: rank[i])
-            config = data.configs[best]
-            predicted = float(predictor.predict([config])[0])
-            picks.append((b, Candidate(config, float(rank[best]), {profile.name: predicted})))
-            log.info("%s, %g ms budget: falling back to %s, measured %.3f ms before", profile.name, b, config.id,
-                     measured[best])
-    return picks
 
 
 def _compile(ctx: LoopContext, profile: Any, jobs: list[tuple[float, SubnetConfig]], session: Any,

@@ -8,19 +8,26 @@ from pipeline.build.loop import BudgetOutcome
 from pipeline.search import SearchResult
 
 
-def plot_pareto(path: Path, device_results: dict[str, tuple[SearchResult, list[BudgetOutcome]]]) -> Path:
-    """Per device: the search's predicted front, the budgets, and each emitted subnet's
-    predicted -> measured latency."""
+#: What the plot shows per device: the last search, the outcomes, and every measured
+#: subnet as (measured ms, predicted accuracy).
+DevicePlot = tuple[SearchResult, list[BudgetOutcome], list[tuple[float, float]]]
+
+
+def plot_pareto(path: Path, device_results: dict[str, DevicePlot]) -> Path:
+    """Per device: the search's predicted front, every measured subnet beside it, the
+    budgets, and each emitted subnet's predicted -> measured latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(device_results), figsize=(6 * len(device_results), 4.5), squeeze=False)
-    for ax, (device, (search, outcomes)) in zip(axes[0], device_results.items()):
+    for ax, (device, (search, outcomes, measured)) in zip(axes[0], device_results.items()):
         front = sorted(search.front, key=lambda c: c.latency[device])
         ax.plot([c.latency[device] for c in front], [c.accuracy for c in front], ".-", color="0.6",
-                label="Pareto front (predicted)")
+                label="Pareto front (predicted latency)")
+        ax.plot([ms for ms, _ in measured], [acc for _, acc in measured], "x", color="k", ms=5,
+                label=f"measured subnets ({len(measured)})")
         for i, o in enumerate(outcomes):
             ax.axvline(o.budget_ms, color=f"C{i}", ls=":", lw=1)
             if o.emitted and o.candidate is not None:
@@ -53,19 +60,31 @@ def write_report(path: Path, summary: dict[str, Any], outcomes: Sequence[BudgetO
             mflops = summary.get("mflops", {}).get(o.candidate.config.id, "")
             lines.append(f"| {o.device} | {o.budget_ms:g} | `{o.candidate.config.id}` | {o.accuracy:.2f} | "
                          f"{o.candidate.latency[o.device]:.3f} | {o.measured_ms:.3f} | yes | {mflops} | "
-                         f"{len(o.rounds)} | `{o.folder.name}/` |")
+                         f"{o.n_rounds} | `{o.folder.name}/` |")
         else:
-            lines.append(f"| {o.device} | {o.budget_ms:g} | none | | | | no | | {len(o.rounds)} | {o.reason} |")
-    lines += ["", "Every round (a miss tightens the budget the search uses by the relative error):", ""]
+            lines.append(f"| {o.device} | {o.budget_ms:g} | none | | | | no | | {o.n_rounds} | {o.reason} |")
+    lines += ["", "Every round measures the top candidates per budget; a budget whose favourite misses is "
+              "searched again under a budget tightened by the refitted model's error on its misses:", ""]
     for o in outcomes:
         for r in o.rounds:
             if r["round"] == "reuse":
                 lines.append(f"- {o.device} {o.budget_ms:g} ms: `{r['subnet_id']}` (emitted for {r['from_budget_ms']:g} ms) "
                              f"is more accurate than this budget's pick `{r['replaced']}`; reused")
                 continue
-            lines.append(f"- {o.device} {o.budget_ms:g} ms, round {r['round']}: search budget {r['effective_ms']:.3f} ms"
-                         + (f", `{r['subnet_id']}` predicted {r['predicted_ms']:.3f} ms, measured "
-                            f"{r['measured_ms']:.3f} ms" if r.get("subnet_id") else ", nothing predicted within"))
+            tried = ", ".join(f"`{m['subnet_id']}` {m['predicted_ms']:.3f} -> "
+                              + (f"{m['measured_ms']:.3f}" if m["measured_ms"] is not None else "failed") + " ms"
+                              for m in r["measured"]) or "nothing predicted within"
+            lines.append(f"- {o.device} {o.budget_ms:g} ms, round {r['round']}: search budget "
+                         f"{r['effective_ms']:.3f} ms; predicted -> measured: {tried}")
+    lines += ["", "## Latency model (the last fit of each device)", "",
+              "Held-out error: out-of-fold over the cross-validation that selected the kind.", "",
+              "| device | kind | measured subnets | block table | held-out MAPE % | held-out within ±10 % |",
+              "| --- | --- | ---: | :---: | ---: | ---: |"]
+    for device, m in summary.get("latency_model", {}).items():
+        mape, within = m.get("cv_mape"), m.get("cv_within_10pct")
+        lines.append(f"| {device} | {m['kind']} | {m['n_train']} | {'yes' if m.get('blocks') else 'no'} | "
+                     f"{'' if mape is None else f'{100 * mape:.1f}'} | "
+                     f"{'' if within is None else f'{100 * within:.0f}'} |")
     lines += ["", "## Stages", "", "| stage | device | seconds | details |", "| --- | --- | ---: | --- |"]
     for s in summary["stages"]:
         details = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("name", "device", "seconds"))

@@ -8,20 +8,18 @@ after every stage and says how far the build got.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pipeline.build.accuracy import accuracy_for, load_supernet_for
 from pipeline.build.config import BuildConfig
 from pipeline.build.devices import bring_up, fit_latency, kernels_status, profile_device, select_profiles
 from pipeline.build.journal import Journal
-from pipeline.build.loop import BudgetOutcome, LoopContext, run_loop
-from pipeline.build.report import plot_pareto, write_report
+from pipeline.build.loop import BudgetOutcome, LoopContext, measured_subnets, run_loop
+from pipeline.build.report import DevicePlot, plot_pareto, write_report
 from pipeline.errors import DeviceError, PipelineError
 from pipeline.profiling import compile_reference
-from pipeline.search import SearchResult
 from pipeline.search.budgets import spread_budgets
 from pipeline.space import SearchSpace
 from pipeline.space.arch import count_flops
@@ -60,15 +58,18 @@ def _budgets(cfg: BuildConfig, profile: Any, space: SearchSpace) -> list[float]:
     return spread_budgets(float(measured.min()), float(np.median(measured)), cfg.n_budgets)
 
 
-def run_build(cfg: BuildConfig) -> BuildResult:
-    """The whole flow; see the module docstring. Raises after writing build.json on failure."""
+def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildResult:
+    """The whole flow; see the module docstring. Raises after writing build.json on failure.
+
+    `profiles` (live `DeviceProfile` objects, e.g. pointed at a farm) are the devices
+    built for as they are; default: those `cfg` names or its target's reachable ones."""
     from pipeline.device import MeasurementStore, open_session
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal(out / "build.json", {"target": cfg.target, "out": str(out)})
     outcomes: list[BudgetOutcome] = []
-    plots: dict[str, tuple[SearchResult, list[BudgetOutcome]]] = {}
+    plots: dict[str, DevicePlot] = {}
     try:
         with journal.stage("supernet") as st:
             supernet, checkpoint, space = load_supernet_for(cfg)
@@ -78,9 +79,10 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             accuracy = accuracy_for(cfg, space, supernet, checkpoint)
             st.update(accuracy.info)
         journal.data["accuracy"] = accuracy.info
-        profiles = select_profiles(cfg)
+        profiles = list(profiles) if profiles is not None else select_profiles(cfg)
         journal.data["devices"] = [p.name for p in profiles]
-        ctx = LoopContext(space, supernet, str(checkpoint), accuracy, cfg.evolution, out, cfg.max_rounds, cfg.workers)
+        ctx = LoopContext(space, supernet, str(checkpoint), accuracy, cfg.evolution, out, cfg.max_rounds, cfg.workers,
+                          cfg.measure_top)
         for profile in profiles:
             with journal.stage("device up", profile.name) as st:
                 profile, info = bring_up(profile)
@@ -89,30 +91,34 @@ def run_build(cfg: BuildConfig) -> BuildResult:
                 st.update(kernels_status(profile))
             with journal.stage("profile", profile.name) as st:
                 reference = compile_reference(space, profile, cfg.workers)
-                st.update(profile_device(profile, space, cfg.profile_subnets, cfg.workers, reference))
+                st.update(profile_device(profile, space, cfg.profile_subnets, cfg.profile_blocks, cfg.workers,
+                                         reference))
             with journal.stage("fit predictor", profile.name) as st:
                 predictor, report = fit_latency(profile, space)
                 st.update(report)
             budgets = _budgets(cfg, profile, space)
             journal.data.setdefault("budgets_ms", {})[profile.name] = budgets
             timings: dict[str, float] = {}
+            refits: list[dict[str, Any]] = []
 
-            def refit(profile=profile, timings=timings) -> Any:
-                start = time.perf_counter()
-                fitted = fit_latency(profile, space)[0]
-                timings["refit"] = timings.get("refit", 0.0) + time.perf_counter() - start
+            def refit(profile=profile, refits=refits) -> Any:
+                fitted, fit_report = fit_latency(profile, space)
+                refits.append(fit_report)
                 return fitted
 
             with MeasurementStore() as store, open_session(profile) as session:
                 device_outcomes, searches = run_loop(ctx, profile, budgets, predictor, refit, store, session,
                                                      reference, timings)
-            for name in ("search", "compile+verify", "measure", "refit"):
+                measured = measured_subnets(profile, space, store)
+            details = {"search": {"rounds": len(searches), "candidates": sum(s.n_evaluated for s in searches)},
+                       "refit": {"fits": refits}}
+            for name in ("search", "measure", "refit", "compile+verify"):
                 if name in timings:
-                    journal.record(name, profile.name, timings[name],
-                                   **({"rounds": len(searches), "candidates": sum(s.n_evaluated for s in searches)}
-                                      if name == "search" else {}))
+                    journal.record(name, profile.name, timings[name], **details.get(name, {}))
+            journal.data.setdefault("latency_model", {})[profile.name] = refits[-1] if refits else report
             outcomes += device_outcomes
-            plots[profile.name] = (searches[0], device_outcomes)
+            ranks = accuracy.rank.predict(list(measured)) if measured else []
+            plots[profile.name] = (searches[-1], device_outcomes, list(zip(measured.values(), map(float, ranks))))
             journal.data.setdefault("chosen", []).extend(o.to_dict() for o in device_outcomes)
             journal.write()
         with journal.stage("emit") as st:
