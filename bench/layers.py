@@ -199,7 +199,7 @@ def main() -> None:
         path = export_onnx(build_static(space, config, classes).eval(), config.resolution, Path(tmp) / "m.onnx")
         ort_by_kind, ort_total = _time_ort(path, x, args.threads, args.runs)
         lowered, coverage = lower_for_target(onnx_to_relax(path), target, profile.name)
-        _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, open_device_database(profile.name),
+        _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, open_device_database(profile.name, target),
                                       ScheduleParams.for_target(target))
     kernels = _time_tvm(unscheduled, lowered, target)
     in_graph, vm_overhead, tvm_wall = _time_in_graph(lowered, target, x, args.runs)
@@ -238,7 +238,7 @@ def main() -> None:
               f"  {k['flops'] / k['us'] / 1e3:6.1f} GFLOP/s  {k['extents']}")
     out = RESULTS / f"layers_{Path(args.model).stem}.json"
     out.write_text(json.dumps({"model": args.model, "space": space.name, "resolution": config.resolution,
-                               "threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernel_db_hash": kernel_db_hash(profile.name),
+                               "threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernel_db_hash": kernel_db_hash(profile.name, target),
                                "coverage": coverage.to_dict(), "ort_wall_us": ort_total,
                                "tvm_wall_us": tvm_wall, "tvm_vm_alloc_us": vm_overhead, "kinds": rows,
                                "kernels": kernels}, indent=1))

@@ -14,7 +14,7 @@ from conftest import assert_seeded_and_tuned, running_farm
 from pipeline.compile import onnx_to_relax
 from pipeline.device import load_profile
 from pipeline.kernels import kernel_db_hash, lower_for_target
-from pipeline.kernels.database import device_kernel_dir, has_database, open_database
+from pipeline.kernels.database import TunedOn, device_kernel_dir, has_database, open_database
 from pipeline.kernels.lower import fold_constant_layouts
 from pipeline.kernels.pad import pad_channels, padded_channels
 from pipeline.kernels.plan import (
@@ -130,13 +130,74 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     assert [padded_channels(c, 16) for c in (8, 16, 24, 200, 1000)] == [8, 16, 32, 208, 1008]
 
 
-def test_committed_x86_database_covers_random_demo_subnets(tmp_path, pipeline_cache):
+def _other_cpu(target) -> str:
+    """An x86 -mcpu other than `target`'s (with another feature set)."""
+    return "haswell" if TunedOn.of(target).mcpu == "znver5" else "znver5"
+
+
+def test_committed_x86_database_applies_only_on_the_cpu_it_was_tuned_on(tmp_path, monkeypatch, pipeline_cache):
+    """The committed database stamped for another CPU is not applied (library schedules,
+    coverage and hash say so); the same tables stamped for this CPU cover a random demo
+    subnet completely, and both compiles match PyTorch."""
+    import shutil
+
+    import tvm
+
     assert has_database("x86-host"), f"no committed database in {device_kernel_dir('x86-host')}"
+    assert TunedOn.read("x86-host") is not None, "the committed database states no CPU"
+    kernels = tmp_path / "kernels"
+    shutil.copytree(device_kernel_dir("x86-host"), kernels / "x86-host")
+    monkeypatch.setenv("PIPELINE_KERNELS", str(kernels))
+    target = load_profile("x86-host").tvm_target()
     space = SearchSpace.load("demo")
     config = space.sample(random.Random(7))
+    hash_without = kernel_db_hash("no-such-device", target)
+
+    TunedOn.of(tvm.target.Target({"kind": "llvm", "mcpu": _other_cpu(target)})).write(kernels / "x86-host")
+    coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
+    assert coverage.tuned == 0 and coverage.library == coverage.total, coverage.summary()
+    assert "not applied" in coverage.database and _other_cpu(target) in coverage.database
+    assert kernel_db_hash("x86-host", target) == hash_without  # what compiled does not depend on it
+
+    TunedOn.of(target).write(kernels / "x86-host")
     coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.complete, coverage.summary()
-    assert kernel_db_hash("x86-host") != kernel_db_hash("no-such-device")
+    assert "this CPU" in coverage.database
+    assert kernel_db_hash("x86-host", target) != hash_without
+
+
+def test_publish_stamps_the_cpu_and_tuning_on_another_cpu_starts_empty(tmp_path, monkeypatch, pipeline_cache):
+    import tvm
+
+    from pipeline.kernels.database import RECORD_FILE, WORKLOAD_FILE, database_status, publish, tuning_dir
+
+    monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "kernels"))
+    target = load_profile("x86-host").tvm_target()
+    working = tmp_path / "working"
+    working.mkdir()
+    (working / WORKLOAD_FILE).write_text("")
+    (working / RECORD_FILE).write_text("")
+    publish("x86-host", working, target)
+    assert TunedOn.read("x86-host") == TunedOn.of(target)
+    assert database_status("x86-host", target)[0]
+    other = tvm.target.Target({"kind": "llvm", "mcpu": _other_cpu(target)})
+    assert not database_status("x86-host", other)[0]
+    assert tuning_dir("x86-host", other) != tuning_dir("x86-host", target)
+    assert not (tuning_dir("x86-host", other) / WORKLOAD_FILE).exists()  # not filled from another CPU's tables
+    assert (tuning_dir("x86-host", target) / WORKLOAD_FILE).exists()
+
+
+def test_database_without_a_cpu_stamp_is_not_applied(tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline.kernels.database import database_status
+
+    kernels = tmp_path / "kernels"
+    shutil.copytree(device_kernel_dir("x86-host"), kernels / "x86-host")
+    (kernels / "x86-host" / "tuned-on.json").unlink()
+    monkeypatch.setenv("PIPELINE_KERNELS", str(kernels))
+    applies, note = database_status("x86-host", load_profile("x86-host").tvm_target())
+    assert not applies and "states no CPU" in note
 
 
 @pytest.mark.slow  # MetaSchedule's builder/runner pools: a minute on a quiet machine, ten on a loaded one
