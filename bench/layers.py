@@ -28,40 +28,6 @@ from pathlib import Path
 from roofline import bandwidth_gbs, peak_gflops
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KINDS = ("stem", "pointwise", "depthwise", "conv kxk", "SE", "pool", "classifier", "elementwise")
-
-
-def _tvm_kind(func) -> tuple[str, float, str]:
-    """Layer kind, FLOPs (2 x multiply-adds of the reduction) and loop extents of an
-    unscheduled fused NHWC PrimFunc, from its reduction block."""
-    import tvm
-    from tvm.s_tir import Schedule
-
-    sch = Schedule(tvm.IRModule({"main": func}))
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        node = sch.get(block)
-        reduce = [int(iv.dom.extent) for iv in node.iter_vars if int(iv.iter_type) == 2]
-        if reduce:
-            spatial = [int(iv.dom.extent) for iv in node.iter_vars if int(iv.iter_type) != 2]
-            macs = 1
-            for extent in spatial + reduce:
-                macs *= extent
-            return _reduction_kind(spatial, reduce, len(node.reads)), 2.0 * macs, f"{spatial} x {reduce}"
-    return "elementwise", 0.0, ""
-
-
-def _reduction_kind(spatial: list[int], reduce: list[int], reads: int) -> str:
-    if reads == 1:
-        return "pool"
-    if len(spatial) == 2:
-        return "classifier"
-    if len(spatial) == 4 and spatial[1] == spatial[2] == 1:
-        return "SE"
-    if len(reduce) == 2:
-        return "depthwise"
-    if len(reduce) == 3 and reduce[0] * reduce[1] > 1:  # NHWC conv2d reduces (kh, kw, ci)
-        return "depthwise" if reduce[2] == 1 else "stem" if reduce[2] <= 4 else "conv kxk"
-    return "pointwise"
 
 
 def _ort_kind(node: dict) -> str:
@@ -86,6 +52,7 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
+    from pipeline.kernels.kinds import kernel_kind
     from pipeline.kernels.lower import prim_funcs
 
     calls = collections.Counter()
@@ -103,7 +70,7 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
         lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
         timer = lib.time_evaluator("main", tvm.cpu(), number=20, repeat=5, min_repeat_ms=10)
         us = float(np.median(timer(*args).results)) * 1e6
-        kind, flops, extents = _tvm_kind(unscheduled[name])
+        kind, flops, extents = kernel_kind(unscheduled[name])
         out[name] = {"kind": kind, "calls": calls[name], "us": us, "flops": flops, "extents": extents}
     return out
 
@@ -181,6 +148,7 @@ def main() -> None:
     from pipeline.device import load_profile
     from pipeline.kernels import kernel_db_hash, lower_for_target
     from pipeline.kernels.database import open_device_database
+    from pipeline.kernels.kinds import KINDS
     from pipeline.kernels.lower import fuse_for_device
     from pipeline.kernels.schedules import ScheduleParams
     from pipeline.model import build_static

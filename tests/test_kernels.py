@@ -124,7 +124,8 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     config = space.validate(space.smallest())
     coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.library == coverage.total and not coverage.untuned_tasks
-    # untuned, so the compile padded 24/216-channel convolutions to 32/224 (and stayed exact above)
+    # at AVX-512's 16 lanes an untuned compile pads the 24/216-channel convolutions to 32/224
+    # (AVX2's 8 lanes divide them); padding keeps the logits exact (checked above where it applies)
     _, changed = pad_channels(fold_constant_layouts(onnx_to_relax(tmp_path / "m.onnx")), lanes=16)
     assert changed > 0
     assert [padded_channels(c, 16) for c in (8, 16, 24, 200, 1000)] == [8, 16, 32, 208, 1008]
@@ -269,3 +270,63 @@ def test_tuning_through_a_tracker(small_plan: Plan, tmp_path: Path, monkeypatch:
                      database_dir=tmp_path / "db", timeout_s=60.0, progress=False)
     assert_seeded_and_tuned(tuned[0], tmp_path / "db", task)
     assert "load_module" in logs[0].read_text()  # the timings ran on the farm's server
+
+
+@pytest.mark.slow  # emulated arm64 (qemu): the device comes up in about a minute
+def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_arm64, tmp_path, pipeline_cache):
+    """The same schedules at NEON's width (4 lanes): a demo subnet with every layer kind
+    (stem, 1x1 expand/project, depthwise 3x3 and 5x5, SE, pool, classifier, element-wise
+    residual adds and activations) cross-compiled for aarch64 with library schedules only,
+    run on the emulated device and compared with PyTorch. Numbers only: no timing."""
+    from dataclasses import replace
+
+    import tvm
+
+    from pipeline.compile import export_onnx, onnx_to_relax
+    from pipeline.compile.numerics import compare
+    from pipeline.compile.verify import run_on_device
+    from pipeline.device import export_library, open_session
+    from pipeline.kernels.kinds import kernel_kind
+    from pipeline.kernels.lower import fuse_for_device
+    from pipeline.kernels.schedules import ScheduleParams
+
+    space = SearchSpace.load("demo")
+    kernels = tuple(max(c) if i % 2 else min(c) for i, c in enumerate(space.choices()["kernel_size"]))
+    config = space.validate(replace(space.largest(), resolution=32, kernel_size=kernels))
+    model = _randomise(build_static(space, config, 10), seed=3)
+    path = export_onnx(model, config.resolution, tmp_path / "m.onnx")
+    target = emulated_arm64.tvm_target()
+    params = ScheduleParams.for_target(target)
+    assert params.lanes == 4
+    _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, None, params)
+    kinds = {kernel_kind(f)[0] for f in unscheduled.values()}
+    assert {"stem", "pointwise", "depthwise", "SE", "pool", "classifier", "elementwise"} <= kinds, kinds
+    windows = {kernel_kind(f)[2].split(" x ")[1] for f in unscheduled.values() if kernel_kind(f)[0] == "depthwise"}
+    assert {"[3, 3]", "[5, 5]"} <= windows, windows
+
+    lowered, coverage = lower_for_target(onnx_to_relax(path), target, emulated_arm64.name)
+    assert coverage.library == coverage.total and not coverage.untuned_tasks, coverage.summary()
+    lib = export_library(tvm.compile(lowered, target=target), tmp_path / "m.so", emulated_arm64)
+    x = np.random.default_rng(0).random((1, 3, config.resolution, config.resolution), dtype=np.float32)
+    with open_session(emulated_arm64) as session:
+        got = run_on_device(session, lib, x)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    result = compare(want, got)
+    assert result.ok, (result.max_abs_diff, result.tolerance)
+
+
+def test_simd_width_comes_from_the_cpu_features():
+    """LLVM's vector width query says 512 bits for every x86 CPU; the features do not."""
+    import tvm
+
+    from pipeline.kernels.schedules import ScheduleParams, simd_lanes
+
+    def lanes(**spec) -> int:
+        return simd_lanes(tvm.target.Target({"kind": "llvm", **spec}))
+
+    assert lanes(mcpu="znver1") == lanes(mcpu="haswell") == 8  # AVX2
+    assert lanes(mcpu="znver5") == lanes(mcpu="skylake-avx512") == 16
+    assert lanes(mtriple="aarch64-linux-gnu", mattr=["+neon"]) == 4
+    assert lanes(mcpu="x86-64") == 4  # SSE2 only
+    assert ScheduleParams.for_target(load_profile("rpi4").tvm_target()).lanes == 4
