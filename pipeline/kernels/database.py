@@ -27,8 +27,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.paths import cache_dir, kernels_dir
+
+if TYPE_CHECKING:
+    from tvm.target import Target
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
@@ -59,7 +63,7 @@ class TunedOn:
     features: tuple[str, ...]  # LLVM's CPU feature set for the target (avx2, avx512f, neon, ...)
 
     @classmethod
-    def of(cls, target) -> "TunedOn":
+    def of(cls, target: "Target") -> "TunedOn":
         from tvm.target import codegen
 
         triple = str(target.attrs.get("mtriple") or codegen.llvm_get_system_triple())
@@ -86,7 +90,7 @@ class TunedOn:
         return f"{self.arch} {self.mcpu or 'generic'} ({widest})"
 
 
-def database_status(device_name: str, target) -> tuple[bool, str]:
+def database_status(device_name: str, target: "Target") -> tuple[bool, str]:
     """Whether the device's committed database applies to `target`, and a line saying so.
 
     It applies only when it was tuned on the same architecture, -mcpu and feature set."""
@@ -136,7 +140,7 @@ def _unpack(device_name: str, dest: Path) -> None:
     tmp.rename(dest)
 
 
-def open_device_database(device_name: str, target):
+def open_device_database(device_name: str, target: "Target"):
     """The device's committed database for reading (None when it has none, or when it
     was tuned on another CPU than `target`'s: see `database_status`).
 
@@ -156,7 +160,7 @@ def _open_unpacked(device_name: str, digest: str, cache_root: str):
     return open_database(folder)
 
 
-def tuning_dir(device_name: str, target) -> Path:
+def tuning_dir(device_name: str, target: "Target") -> Path:
     """Working copy a tuning run for `target` appends to; (re)filled from the committed
     tables when they changed since it was last published (e.g. a newer database was
     pulled) and were tuned on this CPU. A database of another CPU is not extended (its
@@ -171,11 +175,11 @@ def tuning_dir(device_name: str, target) -> Path:
     return folder
 
 
-def _cpu_key(target) -> str:
+def _cpu_key(target: "Target") -> str:
     return hashlib.sha256(repr(TunedOn.of(target)).encode()).hexdigest()[:12]
 
 
-def publish(device_name: str, working: Path, target) -> None:
+def publish(device_name: str, working: Path, target: "Target") -> None:
     """Pack the working tables into `kernels/<device>/` (atomic per file), stamped with
     the CPU of `target` they were measured on."""
     dest = device_kernel_dir(device_name)
@@ -199,7 +203,7 @@ def lowering_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def kernel_db_hash(device_name: str, target) -> str:
+def kernel_db_hash(device_name: str, target: "Target") -> str:
     """SHA-256 over the lowering code and the device's packed database when it applies
     to `target` (`database_status`).
 
