@@ -37,6 +37,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtimes.json"
 DEMO_RESOLUTIONS = (32, 48, 64)
+#: TVM's logits may differ from onnxruntime's by this much (float32 reassociation).
+MAX_ABS_DIFF = 1e-3
 
 
 def cpu_model() -> str:
@@ -76,16 +78,18 @@ def _timer(fn, runs: int) -> list[float]:
     return times
 
 
-def _compiled(name: str, onnx_path: Path, target, profile_name: str, db_hash: str):
+def _compiled(name: str, model, onnx_path: Path, target, profile_name: str, db_hash: str):
     """The model's TVM library (built, or loaded from the bench cache), its kernel
-    coverage and the compile time measured when it was built."""
+    coverage and the compile time measured when it was built. The key holds the weights:
+    a library embeds them, and one built for other weights gives other outputs."""
     import tvm
 
     from pipeline.compile import onnx_to_relax
+    from pipeline.compile.cache import weights_digest
     from pipeline.kernels import lower_for_target
     from pipeline.paths import cache_dir
 
-    key = hashlib.sha256(f"{name}|{target}|{db_hash}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{name}|{weights_digest(model)}|{target}|{db_hash}".encode()).hexdigest()[:16]
     folder = cache_dir() / "bench-runtimes"
     lib_path, meta_path = folder / f"{name}-{key}.so", folder / f"{name}-{key}.json"
     if lib_path.is_file() and meta_path.is_file():
@@ -115,6 +119,7 @@ def main() -> None:
 
     import numpy as np
     import onnxruntime as ort
+    import torch
     import tvm
     from tvm import relax
 
@@ -139,6 +144,7 @@ def main() -> None:
     entries = [e for e in previous.get("models", []) if (e["model"], e["threads"]) not in keys
                and e.get("cpu") == cpu] if previous.get("cpu", cpu) == cpu else []
     for name, space, config, classes in models:
+        torch.manual_seed(0)  # the same random weights in every run: cached libraries stay valid
         model = build_static(space, config, classes).eval()
         res = config.resolution
         x = np.random.default_rng(0).random((1, 3, res, res), dtype=np.float32)
@@ -147,7 +153,7 @@ def main() -> None:
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            lib, meta = _compiled(name, path, target, profile.name, db_hash)
+            lib, meta = _compiled(name, model, path, target, profile.name, db_hash)
         vm = relax.VirtualMachine(lib, tvm.cpu())
         xt = tvm.runtime.tensor(x)
         max_abs = float(np.abs(vm["main"](xt).numpy() - session.run(None, {"input": x})[0]).max())
@@ -160,10 +166,12 @@ def main() -> None:
         entries.append({
             "model": name, "space": space.name, "resolution": res, "mflops": count_flops(space, config, classes) / 1e6,
             "config": config.to_dict(), "tvm_ms": ms["tvm"], "ort_ms": ms["ort"], "tvm_over_ort": ms["tvm"] / ms["ort"],
-            "max_abs_diff_vs_ort": max_abs, "kernels": meta["kernels"], "compile_s": meta["compile_s"],
+            "max_abs_diff_vs_ort": max_abs, "outputs_match": max_abs <= MAX_ABS_DIFF, "kernels": meta["kernels"], "compile_s": meta["compile_s"],
             "threads": args.threads, "cpu": cpu, "load_average": list(os.getloadavg()),
         })
         e = entries[-1]
+        if not e["outputs_match"]:
+            print(f"{name}: TVM's output differs from onnxruntime's by {max_abs:.3g}", flush=True)
         tuned = e["kernels"]
         print(f"{name:<16} {res:4d}px {e['mflops']:7.1f} MFLOPs  tvm {e['tvm_ms']:7.3f} ms  ort {e['ort_ms']:7.3f} ms"
               f"  tvm/ort {e['tvm_over_ort']:5.2f}  |diff| {max_abs:.1e}  tuned {tuned['tuned']}/{tuned['total']}"
