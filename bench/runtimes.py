@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.atomic import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results" / "runtimes.json"
 
 
@@ -132,14 +134,13 @@ def _write(entries: list[dict], args, db_hash: str) -> None:
         summary[space] = {"median_tvm_over_ort": statistics.median(e["tvm_over_ort"] for e in subset),
                           "median_tvm_over_torch": statistics.median(e["tvm_over_torch"] for e in subset),
                           "models": len(subset)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    write_json(RESULTS, {
         "threads": sorted({e["threads"] for e in entries}), "runs_per_round": args.runs, "rounds": args.rounds, "batch": 1,
         "device": "x86-host", "kernel_db_hash": db_hash,
         "note": ("demo-space kernels come from the committed kernels/x86-host database (library schedules "
                  "measured as records, MetaSchedule on the heaviest tasks); full-space models are not tuned: "
                  "their kernels use the hand-written library schedules only"),
-        "summary": summary, "models": entries}, indent=1))
+        "summary": summary, "models": entries}, indent=1)
 
 
 def _summary(entries: list[dict]) -> None:

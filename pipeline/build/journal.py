@@ -6,13 +6,12 @@ says how far it got and what it had found; the final write adds the chosen subne
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from pipeline.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,4 @@ class Journal:
         self.write()
 
     def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".build.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.data, fh, indent=1, default=str)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the summary is meant to be read
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data, indent=1, default=str)

@@ -33,6 +33,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from pipeline.atomic import write_json
 from pipeline.device.profile import DeviceProfile, EmulatedConnection
 from pipeline.device.rpcserver import ServerProcess, pid_alive, rpc_server_args, start_background, stop_group
 from pipeline.errors import DeviceError
@@ -236,7 +237,7 @@ class EmulatedDevice:
                 self.run_dir / f"{port}.log", env={"PYTHONPATH": "/opt/site", "HOME": "/tmp"},
                 ready_timeout_s=ready_timeout_s, what=f"emulated device {self.profile.name}")
             state = EmulatedState(pid=server.pid, port=server.port, host=server.host, started_at=time.time())
-            self._state_file(port).write_text(json.dumps(asdict(state)))
+            write_json(self._state_file(port), asdict(state))
             return state, True
 
     def down(self, port: int | None = None) -> list[EmulatedState]:

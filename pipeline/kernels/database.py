@@ -13,13 +13,15 @@ The fingerprint (`kernel_db_hash`) goes into artifact manifests and the compile 
 """
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import lzma
-import os
 import shutil
+import tempfile
 from pathlib import Path
 
+from pipeline.atomic import write_bytes, write_text
 from pipeline.paths import cache_dir, kernels_dir
 
 WORKLOAD_FILE = "database_workload.json"
@@ -61,15 +63,21 @@ def _packed_hash(device_name: str) -> str:
 
 
 def _unpack(device_name: str, dest: Path) -> None:
-    """Decompress the committed tables into `dest` (atomically: a temp dir then rename)."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for table in TABLES:
-        (tmp / table).write_bytes(lzma.decompress((device_kernel_dir(device_name) / (table + PACKED_SUFFIX)).read_bytes()))
-    (tmp / _STAMP).write_text(_packed_hash(device_name))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    """Decompress the committed tables into `dest` (atomically: a private temp dir then rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        for table in TABLES:
+            packed = (device_kernel_dir(device_name) / (table + PACKED_SUFFIX)).read_bytes()
+            (tmp / table).write_bytes(lzma.decompress(packed))
+        (tmp / _STAMP).write_text(_packed_hash(device_name))
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # else: another process unpacked first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def open_device_database(device_name: str):
@@ -111,10 +119,8 @@ def publish(device_name: str, working: Path) -> None:
     for table in TABLES:
         source = working / table
         data = source.read_bytes() if source.is_file() else b""
-        tmp = dest / f".{table}{PACKED_SUFFIX}.tmp"
-        tmp.write_bytes(lzma.compress(data, preset=6))
-        tmp.replace(dest / (table + PACKED_SUFFIX))
-    (working / _STAMP).write_text(_packed_hash(device_name))
+        write_bytes(dest / (table + PACKED_SUFFIX), lzma.compress(data, preset=6))
+    write_text(working / _STAMP, _packed_hash(device_name))
 
 
 def lowering_fingerprint() -> str:

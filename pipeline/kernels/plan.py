@@ -25,6 +25,7 @@ import tvm
 import tvm_ffi
 from tqdm import tqdm
 
+from pipeline.atomic import write_json
 from pipeline.kernels.database import lowering_fingerprint
 from pipeline.paths import cache_dir
 from pipeline.space import SearchSpace, SubnetConfig
@@ -234,6 +235,4 @@ def _cached_tasks(path: Path, target_key: str) -> list[tuple[str, tvm.IRModule, 
 def _write_tasks(path: Path, target_key: str, entries: list[tuple[str, tvm.IRModule, int]]) -> None:
     data = {"target": target_key,
             "tasks": [{"name": n, "mod": tvm.ir.save_json(m), "occurrences": w} for n, m, w in entries]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)  # atomic: a killed plan never leaves a half-written entry
+    write_json(path, data)  # atomic: a killed plan never leaves a half-written entry
