@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 #: Random candidates the plan picks from. Fixed (not scaled with n) so that the plan
 #: for n is a prefix of the plan for any larger n.
 POOL_SIZE = 4000
-#: Value stored as `kernel_db_hash` when the device has no tuning database.
-UNTUNED = "untuned"
 
 
 # ----------------------------------------------------------------- the plan
@@ -91,7 +89,7 @@ def current_key_fields(profile) -> tuple[str, str, str]:
 
     from pipeline.kernels import kernel_db_hash
 
-    return str(profile.tvm_target()), tvm.__version__, kernel_db_hash(profile.name) or UNTUNED
+    return str(profile.tvm_target()), tvm.__version__, kernel_db_hash(profile.name, profile.tvm_target())
 
 
 def block_store_path() -> Path:

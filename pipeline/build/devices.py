@@ -57,13 +57,14 @@ def bring_up(profile: Any) -> tuple[Any, dict[str, Any]]:
 def kernels_status(profile: Any) -> dict[str, Any]:
     """Whether compiled subnets get a tuned database on this device, or library schedules only."""
     from pipeline.kernels import kernel_db_hash
-    from pipeline.kernels.database import has_database
+    from pipeline.kernels.database import database_status
 
-    tuned = has_database(profile.name)
+    target = profile.tvm_target()
+    tuned, note = database_status(profile.name, target)
     if not tuned:
-        log.warning("%s has no tuned kernel database: subnets compile with the library schedules; "
-                    "`pipeline kernels tune --device %s` tunes them", profile.name, profile.name)
-    return {"kernel_db_hash": kernel_db_hash(profile.name), "tuned_database": tuned}
+        log.warning("%s: %s: subnets compile with the library schedules; "
+                    "`pipeline kernels tune --device %s` tunes them", profile.name, note, profile.name)
+    return {"kernel_db_hash": kernel_db_hash(profile.name, target), "tuned_database": tuned}
 
 
 def profile_device(profile: Any, space: SearchSpace, n_subnets: int, workers: int | None) -> dict[str, Any]:

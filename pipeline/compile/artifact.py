@@ -113,7 +113,7 @@ def _prepare(space: SearchSpace, config: SubnetConfig, name: str | None, out_dir
         config=json.dumps(config.to_dict(), sort_keys=True), space=space.name,
         weights=weights_digest(module), target=str(profile.tvm_target()),
         cross_compiler=profile.cross_compiler, tvm_version=tvm.__version__,
-        kernel_db_hash=kernel_db_hash(profile.name), pipeline_version=pipeline.__version__,
+        kernel_db_hash=kernel_db_hash(profile.name, profile.tvm_target()), pipeline_version=pipeline.__version__,
         code=code_digest(), onnx_opset=ONNX_OPSET)
     reference = torch_reference(module, fixed_input(config.resolution, INPUT_SEED))
     staged, onnx_diff = None, None

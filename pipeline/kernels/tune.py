@@ -186,12 +186,12 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
     Without `database_dir` the device's database is used and published into
     `kernels/<device>/` after the library seeds and after every tuned task."""
     target = profile.tvm_target()
-    folder = database_dir or tuning_dir(profile.name)
+    folder = database_dir or tuning_dir(profile.name, target)
     database = open_database(folder)
 
     def checkpoint() -> None:  # device databases are packed into kernels/<device>/ as they grow
         if database_dir is None:
-            publish(profile.name, folder)
+            publish(profile.name, folder, target)
 
     measurer = None  # MetaSchedule's builder/runner pools, started only when trials are due
     params = ScheduleParams.for_target(target)
