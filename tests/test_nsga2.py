@@ -155,3 +155,49 @@ def test_nsga2_search_serves_every_budget(space, official):
 def test_config_validation():
     with pytest.raises(ConfigError, match="population >= 4"):
         NSGA2Config(population=2)
+
+
+def test_cli_nsga2_with_a_proxy_on_two_devices(tmp_path, pipeline_cache):
+    """`pipeline search --method nsga2 --accuracy proxy:synflow`: real supernet checkpoint,
+    real image folders, two saved device predictors; the saved set serves the budgets."""
+    import json
+
+    import torch
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.model import Supernet, save_checkpoint
+    from pipeline.predict import fit_kind, save_predictor
+    from pipeline.profiling import sampling_plan
+    from pipeline.train import SyntheticSpec, generate_synthetic
+
+    demo = SearchSpace.load("demo")
+    data = generate_synthetic(tmp_path / "data", SyntheticSpec(num_classes=4, train_per_class=16, val_per_class=4,
+                                                               resolution=32, seed=3))
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "net.pt", Supernet(demo, num_classes=4))
+    plan = sampling_plan(demo, 30)
+    for device, factor in (("dev-a", 1.0), ("dev-b", 3.0)):
+        ms = FlopsModel(demo).predict(plan) * factor / 10 + 0.1
+        save_predictor(fit_kind("ridge", device, "demo", plan, ms))
+    (tmp_path / "evo.yaml").write_text("population: 8\nparents: 4\ngenerations: 2\nseed: 1\n")
+    out = tmp_path / "pareto.json"
+    args = ["search", "--device", "dev-a", "--device", "dev-b", "--method", "nsga2",
+            "--objectives", "accuracy,latency,params", "--accuracy", "proxy:synflow",
+            "--supernet", str(checkpoint), "--data", str(data), "--budgets-ms", "0.6,1.2",
+            "--evolution-config", str(tmp_path / "evo.yaml"), "--pareto-out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "hypervolume" in result.output and str(out) in result.output
+    pareto = ParetoResult.load(out)
+    assert pareto.objectives == ("accuracy", "latency:dev-a", "latency:dev-b", "params")
+    assert all(c.latency["dev-a"] <= 1.2 and c.latency["dev-b"] <= 1.2 for c in pareto.front)
+    assert list((pipeline_cache / "proxies").glob("synflow-*.jsonl"))  # scores memoised on disk
+    again = CliRunner().invoke(main, args + ["--json"]).output
+    printed = json.loads(again[again.index('{"method"'):].splitlines()[0])  # after the progress bars
+    for pick, ms in zip(printed["best"], (0.6, 1.2)):
+        if pick["candidate"] is not None:
+            assert max(pick["candidate"]["latency_ms"].values()) <= ms
+    assert printed["n_evaluated"] == pareto.n_evaluated  # same seed: the same search
+    bad = CliRunner().invoke(main, ["search", "--device", "dev-a", "--method", "evolution"])
+    assert bad.exit_code == 2 and "needs --budgets-ms" in bad.output

@@ -187,6 +187,11 @@ class ParetoResult:
         """One pick per budget (None when nothing on the front meets it)."""
         return tuple(self.best(b) for b in budgets)
 
+    def search_result(self, budgets: Sequence[Budget]) -> SearchResult:
+        """The set seen through `budgets`: one pick per budget, as the other methods return."""
+        return SearchResult("nsga2", tuple(budgets), self.serve(budgets), self.front, self.n_evaluated,
+                            self.seconds, self.hypervolume)
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": "pipeline.pareto-set", "objectives": list(self.objectives),
                 "n_evaluated": self.n_evaluated, "seconds": round(self.seconds, 3),
@@ -299,12 +304,19 @@ def nsga2_search(space: SearchSpace, accuracy: AccuracySource, latency: Mapping[
     device and budget at once (objectives: accuracy and latency on each budget device;
     region: each device's loosest budget). What `pipeline build` calls instead of one
     evolution per budget."""
+    limits = budget_limits(budgets)
+    if limits is None:
+        raise ConfigError("nsga2_search needs at least one budget")
+    devices = limits.devices
+    objectives = (ACCURACY, *(LATENCY_PREFIX + d for d in devices))
+    return nsga2(space, accuracy, {d: latency[d] for d in devices}, objectives, config, limits,
+                 progress=progress).search_result(budgets)
+
+
+def budget_limits(budgets: Sequence[Budget]) -> Budget | None:
+    """The loosest limit per device over `budgets` (None without budgets): the region
+    NSGA-II needs to cover to serve all of them."""
     devices = list(dict.fromkeys(d for b in budgets for d in b.devices))
     if not devices:
-        raise ConfigError("nsga2_search needs at least one budget")
-    objectives = (ACCURACY, *(LATENCY_PREFIX + d for d in devices))
-    limits = Budget(tuple((d, max(b.to_dict()[d] for b in budgets if d in b.devices)) for d in devices))
-    pareto = nsga2(space, accuracy, {d: latency[d] for d in devices}, objectives, config, limits,
-                   progress=progress)
-    return SearchResult("nsga2", tuple(budgets), pareto.serve(budgets), pareto.front, pareto.n_evaluated,
-                        pareto.seconds, pareto.hypervolume)
+        return None
+    return Budget(tuple((d, max(b.to_dict()[d] for b in budgets if d in b.devices)) for d in devices))

@@ -208,3 +208,13 @@ def parse_proxy(spec: str) -> tuple[str, bool]:
     if name not in PROXIES or where not in ("", "init"):
         raise ConfigError(f"--accuracy {spec!r}: use proxy:NAME or proxy:NAME@init with NAME in {sorted(PROXIES)}")
     return name, where == "init"
+
+
+def proxy_accuracy(spec: str, supernet: Any, data_root: str | Path, batch_size: int = 64,
+                   seed: int = 0) -> ProxyAccuracy:
+    """The source `--accuracy proxy:NAME[@init]` names: NAME on `supernet`'s subnets (or
+    on a seeded initialisation of the same space), one training batch of `data_root`."""
+    name, at_init = parse_proxy(spec)
+    net = initialised_supernet(supernet.space, supernet.num_classes, seed) if at_init else supernet
+    batch = ProxyBatch.from_root(data_root, max(supernet.space.resolutions), batch_size, seed)
+    return ProxyAccuracy(net, name, batch)
