@@ -20,7 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline.paths import cache_dir, kernels_dir
+from pipeline.paths import cache_dir, kernel_dirs, kernels_dir
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
@@ -31,14 +31,18 @@ _LOWERING_SOURCES = ("lower.py", "pad.py", "schedules.py")
 
 
 def device_kernel_dir(device_name: str) -> Path:
-    """Folder of `device_name`'s committed (packed) tuning database (may not exist yet)."""
-    return kernels_dir() / device_name
+    """Folder of `device_name`'s committed (packed) tuning database: the first of
+    `kernel_dirs()` that holds both tables, else where tuning would publish it."""
+    return next((d / device_name for d in kernel_dirs() if _has_tables(d / device_name)), kernels_dir() / device_name)
+
+
+def _has_tables(folder: Path) -> bool:
+    return all((folder / (t + PACKED_SUFFIX)).is_file() for t in TABLES)
 
 
 def has_database(device_name: str) -> bool:
     """True when the device has both packed tables."""
-    folder = device_kernel_dir(device_name)
-    return all((folder / (t + PACKED_SUFFIX)).is_file() for t in TABLES)
+    return _has_tables(device_kernel_dir(device_name))
 
 
 def open_database(folder: Path):
@@ -105,8 +109,8 @@ def tuning_dir(device_name: str) -> Path:
 
 
 def publish(device_name: str, working: Path) -> None:
-    """Pack the working tables into `kernels/<device>/` (atomic per file)."""
-    dest = device_kernel_dir(device_name)
+    """Pack the working tables into `kernels_dir()/<device>/` (atomic per file)."""
+    dest = kernels_dir() / device_name
     dest.mkdir(parents=True, exist_ok=True)
     for table in TABLES:
         source = working / table
