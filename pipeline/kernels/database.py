@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.atomic import write_bytes, write_text
-from pipeline.paths import cache_dir, kernels_dir
+from pipeline.paths import cache_dir, kernel_dirs, kernels_dir
 
 if TYPE_CHECKING:
     from tvm.target import Target
@@ -46,14 +46,18 @@ _LOWERING_SOURCES = ("lower.py", "pad.py", "schedules.py")
 
 
 def device_kernel_dir(device_name: str) -> Path:
-    """Folder of `device_name`'s committed (packed) tuning database (may not exist yet)."""
-    return kernels_dir() / device_name
+    """Folder of `device_name`'s committed (packed) tuning database: the first of
+    `kernel_dirs()` that holds both tables, else where tuning would publish it."""
+    return next((d / device_name for d in kernel_dirs() if _has_tables(d / device_name)), kernels_dir() / device_name)
+
+
+def _has_tables(folder: Path) -> bool:
+    return all((folder / (t + PACKED_SUFFIX)).is_file() for t in TABLES)
 
 
 def has_database(device_name: str) -> bool:
     """True when the device has both packed tables."""
-    folder = device_kernel_dir(device_name)
-    return all((folder / (t + PACKED_SUFFIX)).is_file() for t in TABLES)
+    return _has_tables(device_kernel_dir(device_name))
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,8 @@ class TunedOn:
         return cls(str(raw["arch"]), str(raw["mcpu"]), tuple(str(f) for f in raw["features"]))
 
     def write(self, folder: Path) -> None:
-        tmp = folder / f".{TUNED_ON_FILE}.tmp"
-        tmp.write_text(json.dumps({"arch": self.arch, "mcpu": self.mcpu, "features": list(self.features)}, indent=1) + "\n")
-        tmp.replace(folder / TUNED_ON_FILE)
+        write_text(folder / TUNED_ON_FILE,
+                   json.dumps({"arch": self.arch, "mcpu": self.mcpu, "features": list(self.features)}, indent=1) + "\n")
 
     def describe(self) -> str:
         """Short form for logs: `x86_64 znver5 (avx512f)`."""
@@ -189,8 +192,9 @@ def _cpu_key(target: "Target") -> str:
 
 def publish(device_name: str, working: Path, target: "Target") -> None:
     """Pack the working tables into `kernels/<device>/` (atomic per file), stamped with
-    the CPU of `target` they were measured on."""
-    dest = device_kernel_dir(device_name)
+    the CPU of `target` they were measured on. They go to the writable `kernels_dir()`,
+    which shadows the built-in databases."""
+    dest = kernels_dir() / device_name
     dest.mkdir(parents=True, exist_ok=True)
     TunedOn.of(target).write(dest)
     for table in TABLES:
