@@ -21,7 +21,7 @@ setup(
     packages=[*find_packages(include=["pipeline", "pipeline.*"]), *SHIPPED_FOLDERS],
     package_dir=SHIPPED_FOLDERS,
     package_data={"pipeline": ["data/*.yaml", "data/*.json", "data/supernets/*", "compile/examples/*.cc"],
-                  "pipeline.data.device_profiles": ["*.yaml"], "pipeline.data.kernels": ["*/*.json.xz"]},
+                  "pipeline.data.device_profiles": ["*.yaml"], "pipeline.data.kernels": ["*/*.json.xz", "*/*.json"]},
     install_requires=[
         "torch==2.13.0",
         "apache-tvm==0.27.0.post1",
