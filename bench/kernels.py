@@ -57,7 +57,7 @@ def main() -> None:
     peak, bandwidth = args.threads * peak_gflops(target), bandwidth_gbs()
     print(f"FMA peak {peak:.1f} GFLOP/s ({args.threads} threads), bandwidth {bandwidth:.1f} GB/s (copy)")
     result = plan(SearchSpace.load("demo"), profile.name, target, progress=False)
-    database = open_device_database(profile.name)
+    database = open_device_database(profile.name, target)
     params = ScheduleParams.for_target(target)
     rows = []
     for task in sorted(result.tasks, key=lambda t: -t.weighted_flops)[: args.top]:

@@ -15,7 +15,8 @@ from typing import Any
 
 from pipeline.build.accuracy import accuracy_for, load_supernet_for
 from pipeline.build.config import BuildConfig
-from pipeline.build.devices import bring_up, fit_latency, kernels_status, profile_device, select_profiles
+from pipeline.build.devices import (bring_up_in_background, fit_latency, kernels_status, profile_device,
+                                    select_profiles)
 from pipeline.build.journal import Journal
 from pipeline.build.loop import BudgetOutcome, LoopContext, run_loop
 from pipeline.build.report import plot_pareto, write_report
@@ -76,16 +77,17 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             supernet, checkpoint, space = load_supernet_for(cfg)
             st.update(checkpoint=str(checkpoint), space=space.name, num_classes=supernet.num_classes)
         journal.data.update(supernet=str(checkpoint), space=space.name)
+        profiles = select_profiles(cfg)
+        journal.data["devices"] = [p.name for p in profiles]
+        bringing_up = bring_up_in_background(profiles)  # overlaps the accuracy stage
         with journal.stage("accuracy") as st:
             accuracy = accuracy_for(cfg, space, supernet, checkpoint)
             st.update(accuracy.info)
         journal.data["accuracy"] = accuracy.info
-        profiles = select_profiles(cfg)
-        journal.data["devices"] = [p.name for p in profiles]
         ctx = LoopContext(space, supernet, str(checkpoint), accuracy, cfg.evolution, out, cfg.max_rounds, cfg.workers)
         for profile in profiles:
-            with journal.stage("device up", profile.name) as st:
-                profile, info = bring_up(profile)
+            with journal.stage("device up", profile.name) as st:  # seconds: how long the build waited for it
+                profile, info = bringing_up[profile.name].result()
                 st.update(info)
             in_use = profile
             with journal.stage("kernels", profile.name) as st:
@@ -105,6 +107,8 @@ def run_build(cfg: BuildConfig) -> BuildResult:
                 timings["refit"] = timings.get("refit", 0.0) + time.perf_counter() - start
                 return fitted
 
+            log.info("stage search, compile+verify, measure [%s]: start (budgets %s ms, up to %d rounds each)",
+                     profile.name, ", ".join(f"{b:g}" for b in budgets), cfg.max_rounds)
             with MeasurementStore() as store, open_session(profile) as session:
                 device_outcomes, searches = run_loop(ctx, profile, budgets, predictor, refit, store, session, timings)
             for name in ("search", "compile+verify", "measure", "refit"):

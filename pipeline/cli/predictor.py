@@ -82,7 +82,8 @@ def predictor() -> None:
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True,
               help="Share of measured subnets held out for the error report (stable by subnet id).")
 @click.option("--kind", "kinds", multiple=True,
-              help="Restrict the candidates (ridge, trees, lut, lut+ridge, lut+trees); default: all that apply.")
+              help="Restrict the candidates (ridge, trees, lut, lut+ridge, lut+trees, rank); default: all that apply "
+                   "but rank (pairwise ranking loss, calibrated to ms).")
 @click.option("--max-train", type=click.IntRange(min=2), default=None, help="Use at most this many training subnets.")
 @store_option
 @json_option

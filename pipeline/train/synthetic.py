@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.errors import ConfigError
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     names = class_names(spec.num_classes)
     jobs = [(split, label, i) for split, per in (("train", spec.train_per_class), ("val", spec.val_per_class))
             for label in range(spec.num_classes) for i in range(per)]
-    for split, label, i in tqdm(jobs, desc="synthetic images", unit="img", leave=False):
+    for split, label, i in progress_bar(jobs, desc="synthetic images", unit="img", leave=False):
         path = root / split / names[label] / f"{i:05d}.png"
         if not path.is_file():
             with atomic_path(path) as tmp:
