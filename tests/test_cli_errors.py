@@ -110,3 +110,21 @@ def test_a_failure_is_a_lost_device_only_when_the_device_stopped_answering(tmp_p
     assert isinstance(lost, DeviceError) and "lost device x86-host" in str(lost) and "kShutdown" in str(lost)
     assert lost_device_error(KeyError("stage"), profile) is None  # a bug stays a bug, device or not
     assert lost_device_error(died, None) is None  # no device in use yet
+
+
+def test_verification_records_device_failures_and_lets_bugs_through(tmp_path: Path) -> None:
+    import numpy as np
+
+    from pipeline.compile.verify import verify_on_device
+    from pipeline.device import open_session
+    from pipeline.device.check import build_tiny
+
+    profile = load_profile("x86-host")
+    garbage = tmp_path / "model.so"
+    garbage.write_bytes(b"not a library")
+    tiny = build_tiny(profile, tmp_path / "tiny.so")
+    with open_session(profile) as session:
+        failed = verify_on_device(session, garbage, np.zeros((1, 3, 8, 8), "float32"), np.zeros((1, 10)), "x86-host")
+        assert failed["verified"] is False and "Failed to load dynamic shared library" in failed["error"]
+        with pytest.raises(ValueError, match="unknown dtype"):  # our bug (no tensor given), not the device's
+            verify_on_device(session, tiny, "x", np.zeros((32, 32)), "x86-host")
