@@ -31,6 +31,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from machine import describe, machine_info
+from pipeline.atomic import write_json
 from pipeline.search import FittedAccuracyPredictor
 from pipeline.search.proxies import PROXIES, ProxyAccuracy, ProxyBatch, initialised_supernet
 from pipeline.space import SearchSpace, SubnetConfig, encode_many
@@ -223,14 +224,14 @@ def main() -> None:
     print(f"ranking-trained vs regression, Kendall: {rank['kendall']:.3f} vs forest {reg['kendall']:.3f} / xgboost "
           f"{rows['xgboost, regression']['kendall']:.3f} -> {'met' if summary['ranking_vs_regression_kendall']['met'] else 'NOT met'}")
     out = results / "estimators.json"
-    out.write_text(json.dumps({
+    write_json(out, {
         "space": space.name, "supernet": str(args.supernet), "checkpoint_digest": ckpt, "data": str(args.data),
         "subnets": len(configs), "truth": {"recalib": TRUTH_RECALIB, "top1_min": float(truth.min()),
                                           "top1_max": float(truth.max()), "top1_std": float(truth.std()),
                                           "file": truth_file.name},
         "estimators": rows, "summary": summary, "machine_at_start": start_machine, "machine_at_end": machine_info(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }, indent=1))
+    }, indent=1)
     print(f"wrote {out}")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from machine import describe, machine_info
+from pipeline.atomic import write_json
 from pipeline.errors import PipelineError
 from pipeline.search import (
     Budget,
@@ -118,8 +119,7 @@ def main() -> None:
               f"{speed[m]['candidates_per_second']:.0f} candidates/s")
 
     out = REPO / "bench" / "results" / "search.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_json(out, {
         "space": space.name, "accuracy_source": "official AttentiveNAS predictor (100 trees)",
         "latency_model": model_note, "device": DEVICE, "budgets_ms": budgets_ms, "seeds": args.seeds,
         "evolution_config": EvolutionConfig(generations=args.generations).__dict__,
@@ -127,7 +127,7 @@ def main() -> None:
         "nsga2_vs_per_budget_evolution": multi,
         "machine": platform.node(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine_at_start": start_machine, "machine_at_end": machine_info(),
-    }, indent=1))
+    }, indent=1)
     print(f"wrote {out}")
 
 

@@ -148,8 +148,23 @@ def probe(host: str, port: int, timeout_s: float, what: str, hint: str) -> None:
         raise DeviceError(f"{what}: cannot reach {host}:{port} ({err.strerror or err}); {hint}") from None
 
 
+def is_device_failure(err: BaseException) -> bool:
+    """Whether `err` is what a failing link or device raises, as opposed to a bug.
+
+    Sockets raise `OSError` (refused, reset, timed out); TVM's RPC layer raises
+    `RuntimeError`s (`tvm.error.RPCError`, or `InternalError` "Check failed: ... kShutdown"
+    when the server died). Anything else (TypeError, KeyError, ...) is a bug and must keep
+    its traceback, as must the RuntimeErrors that only mean a bug.
+    """
+    return isinstance(err, (OSError, RuntimeError)) and not isinstance(err, (NotImplementedError, RecursionError))
+
+
 def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
-    """Run a blocking TVM call that may hang on a wedged device; give up after `timeout_s`."""
+    """Run a blocking TVM call that may hang on a wedged device; give up after `timeout_s`.
+
+    A device failure (`is_device_failure`) becomes a one-line `DeviceError`; any other
+    exception is re-raised as it is, traceback included.
+    """
     result: dict[str, Any] = {}
 
     def run() -> None:
@@ -166,9 +181,28 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
                           f"restart its RPC server or raise connection.timeout_s")
     if "error" in result:
         err = result["error"]
+        if not is_device_failure(err):
+            raise err
         raise DeviceError(f"{what}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") \
             from err
     return result["value"]
+
+
+def device_answers(profile: DeviceProfile) -> bool:
+    """Whether a session on the device opens and answers a call now.
+
+    Tells a device lost mid-run from a bug that merely happened while using it.
+    """
+    try:
+        with open_session(profile) as session:
+            session.info()
+    except DeviceError:
+        return False
+    except Exception as err:  # noqa: BLE001 - sorted just below
+        if not is_device_failure(err):
+            raise
+        return False
+    return True
 
 
 def rpc_connect(host: str, port: int, key: str, timeout_s: float, what: str, hint: str, *,

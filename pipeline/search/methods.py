@@ -22,9 +22,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from pipeline.errors import ConfigError
+from pipeline.progress import progress_bar
 from pipeline.search.accuracy import AccuracySource
 from pipeline.search.evaluator import Budget, Candidate, Evaluator
 from pipeline.search.latency import FlopsModel, LatencyModel
@@ -176,7 +176,7 @@ def evolve(space: SearchSpace, accuracy: AccuracySource, latency: Mapping[str, L
 
     ev.score([space.smallest()])  # meets every budget that anything meets
     generation(initial)
-    for _ in tqdm(range(config.generations), desc="evolution", unit="gen", disable=not progress):
+    for _ in progress_bar(range(config.generations), desc="evolution", unit="gen", disable=not progress):
         generation(children)
     result = _result("evolution", ev, budgets, start)
     log.info("evolution: %d candidates scored in %.1f s", result.n_evaluated, result.seconds)

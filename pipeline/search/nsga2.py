@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.atomic import write_json
 from pipeline.errors import ConfigError
 from pipeline.search.accuracy import AccuracySource
 from pipeline.search.evaluator import Budget, Candidate, Evaluator, pareto_indices
@@ -200,9 +201,7 @@ class ParetoResult:
 
     def save(self, path: str | Path) -> Path:
         """Write the set as JSON (atomically: a reader never sees half a file)."""
-        from pipeline.train.state import write_atomic
-
-        return write_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(self.to_dict(), indent=1)))
+        return write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> "ParetoResult":

@@ -12,11 +12,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import ConfigError
 from pipeline.paths import cache_dir
 from pipeline.train.config import TrainConfig
 from pipeline.train.loop import TrainResult, train
-from pipeline.train.state import STATE_FILE, write_atomic
+from pipeline.train.state import STATE_FILE
 from pipeline.train.synthetic import SyntheticSpec, generate
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def train_demo(cfg: TrainConfig | None = None, progress: bool = True) -> TrainRe
     if resume:
         log.info("resuming the demo training in %s", cfg.checkpoint.dir)
     result = train(cfg, resume=resume, progress=progress)
-    write_atomic(demo_supernet_path(), lambda tmp: shutil.copyfile(result.checkpoint, tmp))
+    with atomic_path(demo_supernet_path()) as tmp:
+        shutil.copyfile(result.checkpoint, tmp)
     for r in result.evaluation:
         log.info("demo supernet: %.2f MFLOPs subnet top-1 %.1f%%", r.mflops, r.top1)
     return result
