@@ -62,8 +62,7 @@ def plan(space: SearchSpace, n: int) -> list[SubnetConfig]:
 def evaluate_each(supernet, configs, data_root: Path, recalib: tuple[int, int], space, cache: Path | None,
                   key: str) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 and seconds per subnet; with `cache`, records are appended as they come and reused."""
-    from tqdm import tqdm
-
+    from pipeline.progress import progress_bar
     from pipeline.train import EvalData, evaluate
 
     data = EvalData.from_root(data_root, image_size=max(space.resolutions), recalib_batches=recalib[0],
@@ -78,7 +77,7 @@ def evaluate_each(supernet, configs, data_root: Path, recalib: tuple[int, int], 
             if rec.get("key") == key:
                 known[rec["id"]] = rec
     top1, seconds = [], []
-    for config in tqdm(configs, desc=f"evaluate (recalib {recalib[0]}x{recalib[1]})", unit="subnet"):
+    for config in progress_bar(configs, desc=f"evaluate (recalib {recalib[0]}x{recalib[1]})", unit="subnet"):
         if config.id not in known:
             start = time.perf_counter()
             (result,) = evaluate(supernet, [config], data, space, progress=False)

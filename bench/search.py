@@ -17,7 +17,6 @@ per-budget runs' total evaluations (goal: within 0.3 points at every budget with
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import time

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import random
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +105,7 @@ def test_front_over_many_objectives(space, tmp_path):
         assert c.latency["fast"] <= 40.0 and c.latency["slow"] <= 250.0
         assert c.latency["params"] == pytest.approx(ParamsModel(space).predict([c.config])[0])
         assert c.latency["mflops"] == pytest.approx(FlopsModel(space).predict([c.config])[0])
-    configs, _, lat = ev.arrays()
+    _, _, lat = ev.arrays()
     everything = [ev.candidate(i) for i in range(ev.n_scored)
                   if lat[i, 0] <= 40.0 and lat[i, 1] <= 250.0]
     f_all, f_front = candidates_matrix(everything, objectives), candidates_matrix(front, objectives)
