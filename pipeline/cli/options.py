@@ -63,7 +63,7 @@ def resolve_space(space_name: str | None, arch: str | None = None) -> SearchSpac
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 supernet_option = click.option(
     "--supernet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="Supernet checkpoint; default: the demo supernet (trained on first use).",
+    help="Supernet checkpoint; default: the demo supernet (shipped, or yours from `train --demo`).",
 )
 data_option = click.option(
     "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
