@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.atomic import write_json
 from roofline import bandwidth_gbs, peak_gflops
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -205,11 +206,11 @@ def main() -> None:
         print(f"  {name[:52]:<52} {k['kind']:<10} {k['calls']}x {k['us']:7.1f} us alone {k['in_graph_us']:7.1f} us in graph"
               f"  {k['flops'] / k['us'] / 1e3:6.1f} GFLOP/s  {k['extents']}")
     out = RESULTS / f"layers_{Path(args.model).stem}.json"
-    out.write_text(json.dumps({"model": args.model, "space": space.name, "resolution": config.resolution,
-                               "threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernel_db_hash": kernel_db_hash(profile.name, target),
-                               "coverage": coverage.to_dict(), "ort_wall_us": ort_total,
-                               "tvm_wall_us": tvm_wall, "tvm_vm_alloc_us": vm_overhead, "kinds": rows,
-                               "kernels": kernels}, indent=1))
+    write_json(out, {"model": args.model, "space": space.name, "resolution": config.resolution,
+                     "threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernel_db_hash": kernel_db_hash(profile.name, target),
+                     "coverage": coverage.to_dict(), "ort_wall_us": ort_total,
+                     "tvm_wall_us": tvm_wall, "tvm_vm_alloc_us": vm_overhead, "kinds": rows,
+                     "kernels": kernels}, indent=1)
     print(f"wrote {out}")
 
 

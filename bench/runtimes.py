@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.atomic import atomic_path, write_json
+
 RESULTS = Path(__file__).resolve().parent / "results" / "runtimes.json"
 DEMO_RESOLUTIONS = (32, 48, 64)
 #: TVM's logits may differ from onnxruntime's by this much (float32 reassociation).
@@ -98,9 +100,9 @@ def _compiled(name: str, model, onnx_path: Path, target, profile_name: str, db_h
     lowered, coverage = lower_for_target(onnx_to_relax(onnx_path), target, profile_name)
     executable = tvm.compile(lowered, target=target)
     meta = {"compile_s": time.perf_counter() - start, "kernels": coverage.to_dict()}
-    folder.mkdir(parents=True, exist_ok=True)
-    executable.export_library(str(lib_path))
-    meta_path.write_text(json.dumps(meta))
+    with atomic_path(lib_path) as tmp:
+        executable.export_library(str(tmp))
+    write_json(meta_path, meta)  # last: a cache entry is whole once its meta file exists
     return tvm.runtime.load_module(str(lib_path)), meta
 
 
@@ -190,15 +192,14 @@ def _summaries(entries: list[dict]) -> dict[str, dict]:
 
 
 def _write(entries: list[dict], args, db_hash: str, cpu: str, target: str) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    write_json(RESULTS, {
         "cpu": cpu, "target": target, "runs_per_round": args.runs, "rounds": args.rounds, "batch": 1,
         "device": "x86-host", "kernel_db_hash": db_hash,
         "note": ("shared 2-core machine (other engineers' jobs running; see each model's load_average); "
                  "1 thread pinned with taskset -c 1, 2 threads with taskset -c 0,1; full-space models are "
                  "not tuned (library schedules); demo models use the committed kernels/x86-host records only "
                  "when they were tuned on this CPU"),
-        "summary": _summaries(entries), "models": entries}, indent=1))
+        "summary": _summaries(entries), "models": entries}, indent=1)
 
 
 def _summary(entries: list[dict]) -> None:

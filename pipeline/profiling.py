@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.paths import cache_dir
+from pipeline.progress import progress_bar
 from pipeline.space import SearchSpace, SubnetConfig, encode_many
 from pipeline.space.arch import BlockSpec
 
@@ -160,8 +160,8 @@ def profile_subnets(device: str, space: SearchSpace, configs: Sequence[SubnetCon
                  len(configs) - len(todo), len(todo))
         if todo:
             reference = compile_reference(space, profile, workers)
-            with open_session(profile) as session, tqdm(total=len(todo), desc=f"profile {device}",
-                                                         unit="subnet") as bar:
+            with open_session(profile) as session, progress_bar(total=len(todo), desc=f"profile {device}",
+                                                                 unit="subnet") as bar:
                 for start in range(0, len(todo), batch_size):
                     batch = todo[start:start + batch_size]
                     artifacts = compile_many(space, batch, profile, out_root, workers=workers, verify=False)
@@ -211,7 +211,7 @@ def remeasure_stored(device: str, space: SearchSpace, store_path: str | os.PathL
         records = [r for r in store.records(device) if _stored_artifact(device, r.subnet_id, r.kernel_db_hash)]
         done = 0
         with open_session(profile) as session:
-            for r in tqdm(records, desc=f"remeasure {device}", unit="subnet"):
+            for r in progress_bar(records, desc=f"remeasure {device}", unit="subnet"):
                 ref_lib = _stored_artifact(device, largest.id, r.kernel_db_hash)
                 reference = Reference(largest.id, ref_lib, {INPUT_NAME: fixed_input(largest.resolution)}) \
                     if ref_lib else None
@@ -240,7 +240,7 @@ def profile_blocks(device: str, space: SearchSpace, blocks: Sequence[BlockSpec],
         if todo:
             reference = compile_reference(space, profile)
             with open_session(profile) as session:
-                for spec in tqdm(todo, desc=f"blocks {device}", unit="block"):
+                for spec in progress_bar(todo, desc=f"blocks {device}", unit="block"):
                     folder = Path(tempfile.mkdtemp(prefix="block-", dir=cache_dir()))
                     try:
                         lib = build_block_library(spec, profile, folder)

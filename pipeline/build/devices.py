@@ -7,6 +7,9 @@ or a resumed one goes straight to the search.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +36,30 @@ def select_profiles(cfg: BuildConfig) -> list[Any]:
         raise ConfigError(f"no {cfg.arch} device is reachable on this machine without set-up; "
                           "name one with --device (see `pipeline device list`)")
     return profiles
+
+
+def bring_up_in_background(profiles: list[Any]) -> dict[str, Future]:
+    """`bring_up` of each profile in its own thread, started now: an emulated device's first
+    bring-up (root file system, wheels, TVM imported under emulation: 1-2 minutes) then
+    overlaps the stages before the build needs the device. The future holds what
+    `bring_up` returns or raises, plus `background_seconds` in the info. Daemon threads: Ctrl-C does
+    not wait for them (each step is stamped only when done, so the next run redoes it)."""
+    futures: dict[str, Future] = {}
+    for profile in profiles:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+
+        def run(profile: Any = profile, future: Future = future) -> None:
+            start = time.perf_counter()
+            try:
+                up, info = bring_up(profile)
+                future.set_result((up, {**info, "background_seconds": round(time.perf_counter() - start, 2)}))
+            except BaseException as err:  # handed to the thread that waits for the device
+                future.set_exception(err)
+
+        threading.Thread(target=run, name=f"bring-up {profile.name}", daemon=True).start()
+        futures[profile.name] = future
+    return futures
 
 
 def bring_up(profile: Any) -> tuple[Any, dict[str, Any]]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Iterator, Sequence
 
-from tqdm import tqdm
-
 from pipeline.device.farm import JobResult, MeasureJob, measure_on_tracker
 from pipeline.device.measure import measure
 from pipeline.device.profile import DeviceProfile, TrackerConnection
 from pipeline.device.session import open_session
 from pipeline.device.store import MeasurementRecord, MeasurementStore
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def run_measurements(profile: DeviceProfile, jobs: Sequence[MeasureJob], store: 
              len(jobs), len(pending))
     parallel = isinstance(profile.connection, TrackerConnection)
     results = measure_on_tracker(profile, pending) if parallel else measure_serially(profile, pending)
-    with tqdm(total=len(pending), desc=f"measure on {profile.name}", unit="subnet", disable=not progress) as bar:
+    with progress_bar(total=len(pending), desc=f"measure on {profile.name}", unit="subnet", disable=not progress) as bar:
         for result in results:
             bar.update()
             if result.measurement is None:

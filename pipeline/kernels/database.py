@@ -19,17 +19,19 @@ elsewhere the library schedules are used and the coverage says why.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import lzma
-import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.paths import cache_dir, kernels_dir
+from pipeline.atomic import write_bytes, write_text
+from pipeline.paths import cache_dir, kernel_dirs, kernels_dir
 
 if TYPE_CHECKING:
     from tvm.target import Target
@@ -44,14 +46,18 @@ _LOWERING_SOURCES = ("lower.py", "pad.py", "schedules.py")
 
 
 def device_kernel_dir(device_name: str) -> Path:
-    """Folder of `device_name`'s committed (packed) tuning database (may not exist yet)."""
-    return kernels_dir() / device_name
+    """Folder of `device_name`'s committed (packed) tuning database: the first of
+    `kernel_dirs()` that holds both tables, else where tuning would publish it."""
+    return next((d / device_name for d in kernel_dirs() if _has_tables(d / device_name)), kernels_dir() / device_name)
+
+
+def _has_tables(folder: Path) -> bool:
+    return all((folder / (t + PACKED_SUFFIX)).is_file() for t in TABLES)
 
 
 def has_database(device_name: str) -> bool:
     """True when the device has both packed tables."""
-    folder = device_kernel_dir(device_name)
-    return all((folder / (t + PACKED_SUFFIX)).is_file() for t in TABLES)
+    return _has_tables(device_kernel_dir(device_name))
 
 
 @dataclass(frozen=True)
@@ -80,9 +86,8 @@ class TunedOn:
         return cls(str(raw["arch"]), str(raw["mcpu"]), tuple(str(f) for f in raw["features"]))
 
     def write(self, folder: Path) -> None:
-        tmp = folder / f".{TUNED_ON_FILE}.tmp"
-        tmp.write_text(json.dumps({"arch": self.arch, "mcpu": self.mcpu, "features": list(self.features)}, indent=1) + "\n")
-        tmp.replace(folder / TUNED_ON_FILE)
+        write_text(folder / TUNED_ON_FILE,
+                   json.dumps({"arch": self.arch, "mcpu": self.mcpu, "features": list(self.features)}, indent=1) + "\n")
 
     def describe(self) -> str:
         """Short form for logs: `x86_64 znver5 (avx512f)`."""
@@ -129,15 +134,21 @@ def _packed_hash(device_name: str) -> str:
 
 
 def _unpack(device_name: str, dest: Path) -> None:
-    """Decompress the committed tables into `dest` (atomically: a temp dir then rename)."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for table in TABLES:
-        (tmp / table).write_bytes(lzma.decompress((device_kernel_dir(device_name) / (table + PACKED_SUFFIX)).read_bytes()))
-    (tmp / _STAMP).write_text(_packed_hash(device_name))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    """Decompress the committed tables into `dest` (atomically: a private temp dir then rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        for table in TABLES:
+            packed = (device_kernel_dir(device_name) / (table + PACKED_SUFFIX)).read_bytes()
+            (tmp / table).write_bytes(lzma.decompress(packed))
+        (tmp / _STAMP).write_text(_packed_hash(device_name))
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # else: another process unpacked first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def open_device_database(device_name: str, target: "Target"):
@@ -181,17 +192,16 @@ def _cpu_key(target: "Target") -> str:
 
 def publish(device_name: str, working: Path, target: "Target") -> None:
     """Pack the working tables into `kernels/<device>/` (atomic per file), stamped with
-    the CPU of `target` they were measured on."""
-    dest = device_kernel_dir(device_name)
+    the CPU of `target` they were measured on. They go to the writable `kernels_dir()`,
+    which shadows the built-in databases."""
+    dest = kernels_dir() / device_name
     dest.mkdir(parents=True, exist_ok=True)
     TunedOn.of(target).write(dest)
     for table in TABLES:
         source = working / table
         data = source.read_bytes() if source.is_file() else b""
-        tmp = dest / f".{table}{PACKED_SUFFIX}.tmp"
-        tmp.write_bytes(lzma.compress(data, preset=6))
-        tmp.replace(dest / (table + PACKED_SUFFIX))
-    (working / _STAMP).write_text(_packed_hash(device_name))
+        write_bytes(dest / (table + PACKED_SUFFIX), lzma.compress(data, preset=6))
+    write_text(working / _STAMP, _packed_hash(device_name))
 
 
 def lowering_fingerprint() -> str:

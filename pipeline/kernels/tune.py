@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import tvm
 import tvm.tirx
-from tqdm import tqdm
 
 from pipeline.kernels.database import open_database, publish, tuning_dir
 from pipeline.kernels.plan import Plan, PlannedTask
 from pipeline.kernels.schedules import ScheduleParams, schedule_trace
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ def seed_library(database, tasks: list[PlannedTask], profile, params: SchedulePa
         return measured
     rng = np.random.default_rng(0)
     with open_session(profile) as session, tempfile.TemporaryDirectory() as tmp:
-        for i, (task, trace) in enumerate(tqdm(todo, desc="measure library schedules", unit="task",
-                                               disable=not progress)):
+        for i, (task, trace) in enumerate(progress_bar(todo, desc="measure library schedules", unit="task",
+                                                       disable=not progress)):
             sch = tvm.s_tir.Schedule(task.mod)
             trace.apply_to_schedule(sch, remove_postproc=False)
             lib_path = export_library(tvm.tirx.build(sch.mod, target=target), Path(tmp) / f"k{i}.so", profile)
@@ -202,7 +202,7 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
     checkpoint()
     outcomes = []
     work_dir = folder / "logs"
-    bar = tqdm(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
+    bar = progress_bar(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="pipeline-tune-") as export_root:
         try:
             for task in bar:
