@@ -302,7 +302,7 @@ def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_
     kinds = {kernel_kind(f)[0] for f in unscheduled.values()}
     assert {"stem", "pointwise", "depthwise", "SE", "pool", "classifier", "elementwise"} <= kinds, kinds
     windows = {kernel_kind(f)[2].split(" x ")[1] for f in unscheduled.values() if kernel_kind(f)[0] == "depthwise"}
-    assert {"[3, 3]", "[5, 5]"} <= windows, windows
+    assert {"[3, 3, 1]", "[5, 5, 1]"} <= windows, windows  # NHWC depthwise reduces (kh, kw, 1)
 
     lowered, coverage = lower_for_target(onnx_to_relax(path), target, emulated_arm64.name)
     assert coverage.library == coverage.total and not coverage.untuned_tasks, coverage.summary()
