@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import random
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +105,7 @@ def test_front_over_many_objectives(space, tmp_path):
         assert c.latency["fast"] <= 40.0 and c.latency["slow"] <= 250.0
         assert c.latency["params"] == pytest.approx(ParamsModel(space).predict([c.config])[0])
         assert c.latency["mflops"] == pytest.approx(FlopsModel(space).predict([c.config])[0])
-    configs, _, lat = ev.arrays()
+    _, _, lat = ev.arrays()
     everything = [ev.candidate(i) for i in range(ev.n_scored)
                   if lat[i, 0] <= 40.0 and lat[i, 1] <= 250.0]
     f_all, f_front = candidates_matrix(everything, objectives), candidates_matrix(front, objectives)
@@ -201,3 +200,21 @@ def test_cli_nsga2_with_a_proxy_on_two_devices(tmp_path, pipeline_cache):
     assert printed["n_evaluated"] == pareto.n_evaluated  # same seed: the same search
     bad = CliRunner().invoke(main, ["search", "--device", "dev-a", "--method", "evolution"])
     assert bad.exit_code == 2 and "needs --budgets-ms" in bad.output
+
+
+def test_one_search_serves_each_device_budget_pair(space):
+    """What the build needs: budgets on different devices, one run, each pick the most
+    accurate scored subnet within its own device's budget."""
+    latency = {"phone": ShapeLatencyModel(space), "board": ShapeLatencyModel(space, dense_gmacs=20.0)}
+    pairs = [("phone", 20.0), ("phone", 35.0), ("board", 30.0), ("board", 50.0)]
+    budgets = [Budget.single(d, ms) for d, ms in pairs]
+    result = nsga2_search(space, ParamsModel(space), latency, budgets, NSGA2Config(population=16, generations=2),
+                          progress=False)
+    assert result.n_evaluated > 16
+    for (device, ms), best in zip(pairs, result.best):
+        assert best is not None and best.latency[device] <= ms
+        within = [c for c in result.front if c.latency[device] <= ms]
+        assert best.accuracy == max(c.accuracy for c in within)
+    assert result.best[0].accuracy <= result.best[1].accuracy and result.best[2].accuracy <= result.best[3].accuracy
+    # the region searched is the loosest budget on each device
+    assert all(c.latency["phone"] <= 35.0 and c.latency["board"] <= 50.0 for c in result.front)

@@ -101,7 +101,7 @@ def test_exported_trees_predict_like_sklearn(demo):
     np.testing.assert_allclose(ours.predict(feats), theirs.predict(feats), rtol=1e-10)
 
 
-@pytest.mark.parametrize("kind", ["ridge", "trees", "lut", "lut+ridge", "lut+trees"])
+@pytest.mark.parametrize("kind", ["ridge", "trees", "lut", "lut+ridge", "lut+trees", "rank"])
 def test_batched_prediction_matches_one_by_one(demo, kind):
     space, configs, encoded, latency = demo
     lut = BlockLatencyTable.build(tables_for(DEMO), {b.key: block_cost(b) for b in distinct_blocks(space, configs)})

@@ -13,7 +13,7 @@ from pipeline.predict import fit_kind, fit_predictor, load_predictor, save_predi
 from pipeline.predict.rank import fit_pairwise_linear, sample_pairs
 from pipeline.profiling import sampling_plan
 from pipeline.search import FittedAccuracyPredictor, TreeForest
-from pipeline.space import SearchSpace, encode_many
+from pipeline.space import SearchSpace
 
 TREES = Path(__file__).resolve().parents[1] / ".." / "shared" / "attentivenas" / "acc_predictor_trees.npz"
 

@@ -66,7 +66,7 @@ store_option = click.option("--store", "store_path", default=None, type=click.Pa
                             help="Measurement store (default: cache_dir()/measurements.sqlite).")
 supernet_option = click.option(
     "--supernet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="Supernet checkpoint; default: the demo supernet (trained on first use).",
+    help="Supernet checkpoint; default: the demo supernet (shipped, or yours from `train --demo`).",
 )
 data_option = click.option(
     "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.atomic import write_json
 from pipeline.errors import ConfigError
+from pipeline.progress import progress_bar
 from pipeline.search.accuracy import AccuracySource
 from pipeline.search.evaluator import Budget, Candidate, Evaluator, pareto_indices
 from pipeline.search.latency import FlopsModel, LatencyModel, ParamsModel
@@ -265,16 +265,16 @@ def nsga2(space: SearchSpace, accuracy: AccuracySource, costs: Mapping[str, Late
     kept, rank, crowd = _select(objective_rows(initial), config.population)
     population = initial[kept]
 
-    def tournament(pool: list[SubnetConfig]) -> SubnetConfig:
+    def tournament(pool: Sequence[SubnetConfig]) -> SubnetConfig:
         i, j = rng.sample(range(len(pool)), 2) if len(pool) > 1 else (0, 0)
         better = i if (rank[i], -crowd[i]) <= (rank[j], -crowd[j]) else j
         return pool[better]
 
-    for _ in tqdm(range(config.generations), desc="nsga2", unit="gen", disable=not progress):
+    for _ in progress_bar(range(config.generations), desc="nsga2", unit="gen", disable=not progress):
         configs = ev.arrays()[0]
         pool = [configs[k] for k in population]
 
-        def child() -> SubnetConfig:
+        def child(pool: Sequence[SubnetConfig] = pool) -> SubnetConfig:
             mixed = space.crossover(tournament(pool), tournament(pool), rng, config.crossover_prob)
             return space.mutate(mixed, config.mutate_prob, rng)
 
