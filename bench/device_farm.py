@@ -11,7 +11,6 @@ Prints a table and writes bench/results/device_farm.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time

@@ -15,7 +15,6 @@ Writes bench/results/kernels.json. The plan comes from the cache (`pipeline kern
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from pathlib import Path

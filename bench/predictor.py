@@ -11,7 +11,7 @@
    plan; the x86-host predictor plus K = 5, 10, 20 of them vs a from-scratch fit on the
    same K, each tested on the target's other measured subnets.
 
-Needs `pipeline profile --device x86-host --subnets N [--blocks]` first. Prints a table
+Needs `pipeline profile --device x86-host --subnets N [--measure subnets,blocks]` first. Prints a table
 and writes bench/results/predictor.json.
 """
 from __future__ import annotations

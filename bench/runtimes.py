@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.atomic import write_json
+from pipeline.atomic import atomic_path, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtimes.json"
 DEMO_RESOLUTIONS = (32, 48, 64)
@@ -96,9 +96,9 @@ def _compiled(name: str, onnx_path: Path, target, profile_name: str, db_hash: st
     lowered, coverage = lower_for_target(onnx_to_relax(onnx_path), target, profile_name)
     executable = tvm.compile(lowered, target=target)
     meta = {"compile_s": time.perf_counter() - start, "kernels": coverage.to_dict()}
-    folder.mkdir(parents=True, exist_ok=True)
-    executable.export_library(str(lib_path))
-    meta_path.write_text(json.dumps(meta))
+    with atomic_path(lib_path) as tmp:
+        executable.export_library(str(tmp))
+    write_json(meta_path, meta)  # last: a cache entry is whole once its meta file exists
     return tvm.runtime.load_module(str(lib_path)), meta
 
 

@@ -20,6 +20,9 @@ def test_replace_publishes_whole_files_readable_by_others(tmp_path: Path) -> Non
     assert stat.S_IMODE(target.stat().st_mode) == 0o644  # not mkstemp's private 0600
     write_text(target, "second")
     assert target.read_text() == "second"
+    with atomic_path(target, durable=False) as tmp:  # rename only, no fsync: still whole, still 0644
+        tmp.write_text("third")
+    assert target.read_text() == "third" and stat.S_IMODE(target.stat().st_mode) == 0o644
     assert [p.name for p in target.parent.iterdir()] == ["result.json"]  # no temporary left
 
 

@@ -51,6 +51,9 @@ def _pipeline(tmp_path: Path, *args: str, broken: bool = False) -> subprocess.Co
 def test_user_and_device_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     user = _pipeline(tmp_path, "info", "a9")
     assert user.returncode == 2 and user.stderr.startswith("error: ARCH 'a9'") and user.stderr.count("\n") == 1
+    verbose = _pipeline(tmp_path, "-v", "info", "a9")  # -v adds where it was raised, still exit 2
+    assert verbose.returncode == 2 and verbose.stderr.strip().splitlines()[-1] == user.stderr.strip()
+    assert "Traceback (most recent call last)" in verbose.stderr
     port = free_port()
     profile = tmp_path / "board.yaml"
     profile.write_text(yaml.safe_dump({
@@ -110,3 +113,21 @@ def test_a_failure_is_a_lost_device_only_when_the_device_stopped_answering(tmp_p
     assert isinstance(lost, DeviceError) and "lost device x86-host" in str(lost) and "kShutdown" in str(lost)
     assert lost_device_error(KeyError("stage"), profile) is None  # a bug stays a bug, device or not
     assert lost_device_error(died, None) is None  # no device in use yet
+
+
+def test_verification_records_device_failures_and_lets_bugs_through(tmp_path: Path) -> None:
+    import numpy as np
+
+    from pipeline.compile.verify import verify_on_device
+    from pipeline.device import open_session
+    from pipeline.device.check import build_tiny
+
+    profile = load_profile("x86-host")
+    garbage = tmp_path / "model.so"
+    garbage.write_bytes(b"not a library")
+    tiny = build_tiny(profile, tmp_path / "tiny.so")
+    with open_session(profile) as session:
+        failed = verify_on_device(session, garbage, np.zeros((1, 3, 8, 8), "float32"), np.zeros((1, 10)), "x86-host")
+        assert failed["verified"] is False and "Failed to load dynamic shared library" in failed["error"]
+        with pytest.raises(ValueError, match="unknown dtype"):  # our bug (no tensor given), not the device's
+            verify_on_device(session, tiny, "x", np.zeros((32, 32)), "x86-host")

@@ -183,7 +183,7 @@ def test_info_bad_arch_is_one_line_exit_2(tmp_path: Path) -> None:
     bad["depth"][1] = 9
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    result = CliRunner().invoke(main, ["info", str(path)])
+    result = CliRunner().invoke(main, ["info", str(path), "--space", "attentivenas"])
     assert result.exit_code == 2
     assert "depth[1] (mb2) = 9 is not allowed" in result.output
     assert "Traceback" not in result.output

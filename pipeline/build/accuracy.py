@@ -105,11 +105,11 @@ def supernet_setup(space: SearchSpace, supernet: Any, checkpoint: Path, data_roo
 
 
 def load_supernet_for(cfg: BuildConfig) -> tuple[Any, Path, SearchSpace]:
-    """The configured checkpoint (default: the demo supernet, trained on first use), in eval mode."""
+    """The configured checkpoint (default: the demo supernet), in eval mode."""
     from pipeline.model import load_supernet
-    from pipeline.train import ensure_demo_supernet
+    from pipeline.train import demo_supernet
 
-    checkpoint = Path(cfg.supernet) if cfg.supernet else ensure_demo_supernet()
+    checkpoint = Path(cfg.supernet) if cfg.supernet else demo_supernet()
     space = SearchSpace.load(cfg.space) if cfg.space else None
     supernet = load_supernet(checkpoint, space)
     return supernet.eval(), checkpoint, supernet.space

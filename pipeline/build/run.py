@@ -21,8 +21,8 @@ from pipeline.build.journal import Journal
 from pipeline.build.loop import BudgetOutcome, LoopContext, run_loop
 from pipeline.build.report import plot_pareto, write_report
 from pipeline.device.profile import DeviceProfile
-from pipeline.device.session import device_answers, is_device_failure
-from pipeline.errors import DeviceError, PipelineError
+from pipeline.device.session import device_answers
+from pipeline.errors import DeviceError, PipelineError, is_device_failure
 from pipeline.search import SearchResult
 from pipeline.search.budgets import spread_budgets
 from pipeline.space import SearchSpace

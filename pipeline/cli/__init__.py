@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
+from pipeline.cli.options import DEVICE_RULE, SPACE_RULE
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,19 @@ def _save_traceback(text: str) -> Path | None:
         return None
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, help=f"""Edge NAS deployment: supernet -> compiled, measured, searched artifacts per device.
+
+Options mean the same in every command that has them:
+
+--space NAME|FILE is {SPACE_RULE}
+
+--device NAME|FILE is {DEVICE_RULE}
+
+A mistake of yours or a device's is one line on stderr (exit 2); anything else is an
+internal error to report (exit 1), whose traceback -v prints.""")
 @click.version_option(__version__)
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging; tracebacks of internal errors.")
 def main(verbose: bool) -> None:
-    """Edge NAS deployment: supernet -> compiled, measured, searched artifacts per device."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.options import accuracy_trees_option, data_option, supernet_option
+from pipeline.cli.options import (accuracy_trees_option, data_option, device_name, device_option, json_option,
+                                  supernet_option)
 from pipeline.search import Budget, EvolutionConfig, evolve, flops_constrained_search, random_search
 from pipeline.search.budgets import parse_budgets
 
 
 @click.command()
-@click.option("--device", "devices", multiple=True, required=True,
-              help="Device with a fitted predictor (repeatable: a subnet must meet the budget on every one).")
+@device_option(multiple=True, note="Device with a fitted predictor, in whose space the search runs (repeated: "
+                                   "a subnet must meet the budget on every one)")
 @click.option("--budgets-ms", default=None, help="Latency budgets, e.g. 5,10,20 (optional with nsga2).")
 @accuracy_trees_option
 @supernet_option
@@ -33,7 +34,7 @@ from pipeline.search.budgets import parse_budgets
               help="YAML with population, parents, mutation_share, mutate_prob, crossover_prob, generations, seed "
                    "(nsga2 reads population, generations, mutate_prob, crossover_prob, seed).")
 @click.option("--samples", default=5000, show_default=True, help="Random search: subnets drawn.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def search(devices: tuple[str, ...], budgets_ms: str | None, accuracy_trees: Path | None, supernet: Path | None,
            data: Path | None, accuracy_spec: str, method: str, objectives: str, pareto_out: Path | None,
            evolution_config: Path | None, samples: int, as_json: bool) -> None:
@@ -47,6 +48,7 @@ def search(devices: tuple[str, ...], budgets_ms: str | None, accuracy_trees: Pat
 
     if budgets_ms is None and method != "nsga2":
         raise click.UsageError(f"--method {method} needs --budgets-ms (only nsga2 searches without budgets)")
+    devices = tuple(device_name(d) for d in devices)
     predictors = {d: load_predictor(d) for d in devices}
     spaces = {p.space_name for p in predictors.values()}
     if len(spaces) != 1:

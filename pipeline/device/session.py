@@ -19,7 +19,7 @@ from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
 from pipeline.device.profile import (Connection, DeviceProfile, EmulatedConnection, LocalConnection,
                                      RPCConnection, TrackerConnection)
-from pipeline.errors import DeviceError
+from pipeline.errors import DeviceError, is_device_failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,17 +146,6 @@ def probe(host: str, port: int, timeout_s: float, what: str, hint: str) -> None:
             return
     except OSError as err:
         raise DeviceError(f"{what}: cannot reach {host}:{port} ({err.strerror or err}); {hint}") from None
-
-
-def is_device_failure(err: BaseException) -> bool:
-    """Whether `err` is what a failing link or device raises, as opposed to a bug.
-
-    Sockets raise `OSError` (refused, reset, timed out); TVM's RPC layer raises
-    `RuntimeError`s (`tvm.error.RPCError`, or `InternalError` "Check failed: ... kShutdown"
-    when the server died). Anything else (TypeError, KeyError, ...) is a bug and must keep
-    its traceback, as must the RuntimeErrors that only mean a bug.
-    """
-    return isinstance(err, (OSError, RuntimeError)) and not isinstance(err, (NotImplementedError, RecursionError))
 
 
 def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
