@@ -51,6 +51,9 @@ def _pipeline(tmp_path: Path, *args: str, broken: bool = False) -> subprocess.Co
 def test_user_and_device_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     user = _pipeline(tmp_path, "info", "a9")
     assert user.returncode == 2 and user.stderr.startswith("error: ARCH 'a9'") and user.stderr.count("\n") == 1
+    verbose = _pipeline(tmp_path, "-v", "info", "a9")  # -v adds where it was raised, still exit 2
+    assert verbose.returncode == 2 and verbose.stderr.strip().splitlines()[-1] == user.stderr.strip()
+    assert "Traceback (most recent call last)" in verbose.stderr
     port = free_port()
     profile = tmp_path / "board.yaml"
     profile.write_text(yaml.safe_dump({

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.options import device_name, device_option
+from pipeline.cli.options import device_name, device_option, store_option
 from pipeline.device.store import EXPORT_FORMATS, MeasurementStore
 
 
@@ -18,8 +18,7 @@ def measurements() -> None:
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @device_option(default=None, note="Only this device's measurements")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Store file (default: cache_dir()/measurements.sqlite).")
+@store_option
 def export(fmt: str, output: Path, device: str | None, store_path: Path | None) -> None:
     """Write every stored measurement (one row each, raw repeats included)."""
     with MeasurementStore(store_path) as store:

@@ -60,7 +60,10 @@ def resolve_space(space_name: str | None, arch: str | None = None) -> SearchSpac
         return SearchSpace.load("attentivenas")
     return SearchSpace.load(DEFAULT_SPACE)
 
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+store_option = click.option("--store", "store_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+                            help="Measurement store (default: cache_dir()/measurements.sqlite).")
 supernet_option = click.option(
     "--supernet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
     help="Supernet checkpoint; default: the demo supernet (shipped, or yours from `train --demo`).",

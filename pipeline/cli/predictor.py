@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from pipeline.cli.options import (DEFAULT_SPACE, device_name, device_option, json_option, resolve_space,
-                                  space_option)
+                                  space_option, store_option)
 
 #: What `profile --measure` can measure: the plan's subnets, the distinct blocks of the
 #: plan's subnets (the lookup table), or every distinct block of the space.
 MEASURE_CHOICES = ("subnets", "blocks", "space-blocks")
-store_option = click.option("--store", "store_path", default=None, type=click.Path(dir_okay=False),
-                            help="Measurement store (default: cache_dir()/measurements.sqlite).")
 
 
 def _echo_report(result: dict, as_json: bool) -> None:
@@ -57,7 +56,7 @@ def _measure_choices(ctx: click.Context, param: click.Parameter, value: str) -> 
 @store_option
 @json_option
 def profile(device: str, n_subnets: int, space_name: str | None, measure: frozenset[str], workers: int | None,
-            seed: int, remeasure: bool, store_path: str | None, as_json: bool) -> None:
+            seed: int, remeasure: bool, store_path: Path | None, as_json: bool) -> None:
     """Compile and measure the sampling plan's subnets (and/or blocks) on the device; resumable."""
     from pipeline.predict.features import all_blocks, distinct_blocks
     from pipeline.profiling import profile_blocks, profile_subnets, remeasure_stored, sampling_plan
@@ -97,7 +96,7 @@ def predictor() -> None:
 @store_option
 @json_option
 def fit(device: str, space_name: str | None, test_fraction: float, kinds: tuple[str, ...], max_train: int | None,
-        store_path: str | None, as_json: bool) -> None:
+        store_path: Path | None, as_json: bool) -> None:
     """Fit the device's predictor (kind chosen by cross-validation), report held-out error, save it."""
     from pipeline.predict.workflow import fit_device
 
@@ -110,7 +109,7 @@ def fit(device: str, space_name: str | None, test_fraction: float, kinds: tuple[
 @device_option(note="Device whose saved predictor is tested (in its own space)")
 @store_option
 @json_option
-def eval_cmd(device: str, store_path: str | None, as_json: bool) -> None:
+def eval_cmd(device: str, store_path: Path | None, as_json: bool) -> None:
     """Test the device's saved predictor on every stored measurement it was not fitted on."""
     from pipeline.predict.workflow import evaluate_device
 
@@ -126,7 +125,7 @@ def eval_cmd(device: str, store_path: str | None, as_json: bool) -> None:
               help="Random K-subsets averaged per K.")
 @store_option
 @json_option
-def transfer(source: str, device: str, ks: str, draws: int, store_path: str | None, as_json: bool) -> None:
+def transfer(source: str, device: str, ks: str, draws: int, store_path: Path | None, as_json: bool) -> None:
     """Few-shot: SOURCE's predictor + K of the device's measurements vs a from-scratch fit on the same K."""
     from pipeline.predict import load_predictor
     from pipeline.predict.transfer import transfer_study
