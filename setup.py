@@ -6,14 +6,22 @@ a multi-GB CUDA build), and apache-tvm-ffi 0.1.15 segfaults in MetaSchedule, so
 """
 from setuptools import find_packages, setup
 
+#: Top-level repo folders shipped as package data: installed package name -> repo folder.
+SHIPPED_FOLDERS = {"pipeline.data.device_profiles": "device_profiles", "pipeline.data.kernels": "kernels"}
+
 setup(
     name="pipeline",
     version="0.1.0",
     description="Train or load an AttentiveNAS supernet, compile its subnets with TVM, "
     "measure them on devices, predict latency and search per latency budget.",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipeline", "pipeline.*"]),
-    package_data={"pipeline": ["data/*.yaml", "data/*.json", "compile/examples/*.cc"]},
+    # The repo keeps device profiles and kernel databases at its top level (they are
+    # edited and tuned there); the wheel carries them inside the package, where
+    # pipeline.paths looks for them when not running from a checkout.
+    packages=[*find_packages(include=["pipeline", "pipeline.*"]), *SHIPPED_FOLDERS],
+    package_dir=SHIPPED_FOLDERS,
+    package_data={"pipeline": ["data/*.yaml", "data/*.json", "data/supernets/*", "compile/examples/*.cc"],
+                  "pipeline.data.device_profiles": ["*.yaml"], "pipeline.data.kernels": ["*/*.json.xz", "*/*.json"]},
     install_requires=[
         "torch==2.13.0",
         "apache-tvm==0.27.0.post1",

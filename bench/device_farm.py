@@ -11,13 +11,13 @@ Prints a table and writes bench/results/device_farm.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from pipeline.atomic import write_json
 from pipeline.device import MeasurePolicy, load_profile
 from pipeline.device.check import build_tiny, tiny_inputs
 from pipeline.device.profile import TrackerConnection
@@ -59,9 +59,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['workers']:>8} {r['jobs']:>5} {r['ok']:>4} {r['wall_s']:>8.2f}")
     print(f"speed-up with 2 servers: {speedup:.2f}x (load average {os.getloadavg()[0]:.1f})")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows, "speedup": round(speedup, 2), "min_repeat_ms": args.min_repeat_ms,
-                                   "loadavg": os.getloadavg()[0], "cpus": os.cpu_count()}, indent=1))
+    write_json(RESULTS, {"rows": rows, "speedup": round(speedup, 2), "min_repeat_ms": args.min_repeat_ms,
+                         "loadavg": os.getloadavg()[0], "cpus": os.cpu_count()}, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ Writes bench/results/kernels.json. The plan comes from the cache (`pipeline kern
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from pathlib import Path
 
+from pipeline.atomic import write_json
 from roofline import bandwidth_gbs, peak_gflops
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernels.json"
@@ -56,7 +56,7 @@ def main() -> None:
     peak, bandwidth = args.threads * peak_gflops(target), bandwidth_gbs()
     print(f"FMA peak {peak:.1f} GFLOP/s ({args.threads} threads), bandwidth {bandwidth:.1f} GB/s (copy)")
     result = plan(SearchSpace.load("demo"), profile.name, target, progress=False)
-    database = open_device_database(profile.name)
+    database = open_device_database(profile.name, target)
     params = ScheduleParams.for_target(target)
     rows = []
     for task in sorted(result.tasks, key=lambda t: -t.weighted_flops)[: args.top]:
@@ -81,12 +81,11 @@ def main() -> None:
         best = "-" if best_us is None else f"{best_us:8.1f} us {row['best_gflops']:6.1f} GF/s"
         print(f"{task.name[:44]:<44} {row['kind']:<14} AI {intensity:5.2f}  bound {bound:6.1f} GF/s  "
               f"library {library_us:8.1f} us {row['library_gflops']:6.1f} GF/s  best {best}", flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth,
-                                   "note": ("timings on a shared 2-core machine under load from other work; best_record_us is the time stored "
-                                            "when the record was measured (different load), library_us is measured now; mflop is "
-                                            "TVM's estimate and counts epilogue math (fast_exp polynomial), so GFLOP/s can exceed the FMA peak"),
-                                   "tasks": rows}, indent=1))
+    write_json(RESULTS, {"threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth,
+                         "note": ("timings on a shared 2-core machine under load from other work; best_record_us is the time stored "
+                                  "when the record was measured (different load), library_us is measured now; mflop is "
+                                  "TVM's estimate and counts epilogue math (fast_exp polynomial), so GFLOP/s can exceed the FMA peak"),
+                         "tasks": rows}, indent=1)
     print(f"wrote {RESULTS}")
 
 

@@ -25,43 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.atomic import write_json
 from roofline import bandwidth_gbs, peak_gflops
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KINDS = ("stem", "pointwise", "depthwise", "conv kxk", "SE", "pool", "classifier", "elementwise")
-
-
-def _tvm_kind(func) -> tuple[str, float, str]:
-    """Layer kind, FLOPs (2 x multiply-adds of the reduction) and loop extents of an
-    unscheduled fused NHWC PrimFunc, from its reduction block."""
-    import tvm
-    from tvm.s_tir import Schedule
-
-    sch = Schedule(tvm.IRModule({"main": func}))
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        node = sch.get(block)
-        reduce = [int(iv.dom.extent) for iv in node.iter_vars if int(iv.iter_type) == 2]
-        if reduce:
-            spatial = [int(iv.dom.extent) for iv in node.iter_vars if int(iv.iter_type) != 2]
-            macs = 1
-            for extent in spatial + reduce:
-                macs *= extent
-            return _reduction_kind(spatial, reduce, len(node.reads)), 2.0 * macs, f"{spatial} x {reduce}"
-    return "elementwise", 0.0, ""
-
-
-def _reduction_kind(spatial: list[int], reduce: list[int], reads: int) -> str:
-    if reads == 1:
-        return "pool"
-    if len(spatial) == 2:
-        return "classifier"
-    if len(spatial) == 4 and spatial[1] == spatial[2] == 1:
-        return "SE"
-    if len(reduce) == 2:
-        return "depthwise"
-    if len(reduce) == 3 and reduce[0] * reduce[1] > 1:  # NHWC conv2d reduces (kh, kw, ci)
-        return "depthwise" if reduce[2] == 1 else "stem" if reduce[2] <= 4 else "conv kxk"
-    return "pointwise"
 
 
 def _ort_kind(node: dict) -> str:
@@ -86,6 +53,7 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
+    from pipeline.kernels.kinds import kernel_kind
     from pipeline.kernels.lower import prim_funcs
 
     calls = collections.Counter()
@@ -103,7 +71,7 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
         lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
         timer = lib.time_evaluator("main", tvm.cpu(), number=20, repeat=5, min_repeat_ms=10)
         us = float(np.median(timer(*args).results)) * 1e6
-        kind, flops, extents = _tvm_kind(unscheduled[name])
+        kind, flops, extents = kernel_kind(unscheduled[name])
         out[name] = {"kind": kind, "calls": calls[name], "us": us, "flops": flops, "extents": extents}
     return out
 
@@ -181,6 +149,7 @@ def main() -> None:
     from pipeline.device import load_profile
     from pipeline.kernels import kernel_db_hash, lower_for_target
     from pipeline.kernels.database import open_device_database
+    from pipeline.kernels.kinds import KINDS
     from pipeline.kernels.lower import fuse_for_device
     from pipeline.kernels.schedules import ScheduleParams
     from pipeline.model import build_static
@@ -199,7 +168,7 @@ def main() -> None:
         path = export_onnx(build_static(space, config, classes).eval(), config.resolution, Path(tmp) / "m.onnx")
         ort_by_kind, ort_total = _time_ort(path, x, args.threads, args.runs)
         lowered, coverage = lower_for_target(onnx_to_relax(path), target, profile.name)
-        _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, open_device_database(profile.name),
+        _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, open_device_database(profile.name, target),
                                       ScheduleParams.for_target(target))
     kernels = _time_tvm(unscheduled, lowered, target)
     in_graph, vm_overhead, tvm_wall = _time_in_graph(lowered, target, x, args.runs)
@@ -237,11 +206,11 @@ def main() -> None:
         print(f"  {name[:52]:<52} {k['kind']:<10} {k['calls']}x {k['us']:7.1f} us alone {k['in_graph_us']:7.1f} us in graph"
               f"  {k['flops'] / k['us'] / 1e3:6.1f} GFLOP/s  {k['extents']}")
     out = RESULTS / f"layers_{Path(args.model).stem}.json"
-    out.write_text(json.dumps({"model": args.model, "space": space.name, "resolution": config.resolution,
-                               "threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernel_db_hash": kernel_db_hash(profile.name),
-                               "coverage": coverage.to_dict(), "ort_wall_us": ort_total,
-                               "tvm_wall_us": tvm_wall, "tvm_vm_alloc_us": vm_overhead, "kinds": rows,
-                               "kernels": kernels}, indent=1))
+    write_json(out, {"model": args.model, "space": space.name, "resolution": config.resolution,
+                     "threads": args.threads, "peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernel_db_hash": kernel_db_hash(profile.name, target),
+                     "coverage": coverage.to_dict(), "ort_wall_us": ort_total,
+                     "tvm_wall_us": tvm_wall, "tvm_vm_alloc_us": vm_overhead, "kinds": rows,
+                     "kernels": kernels}, indent=1)
     print(f"wrote {out}")
 
 

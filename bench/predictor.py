@@ -11,7 +11,7 @@
    plan; the x86-host predictor plus K = 5, 10, 20 of them vs a from-scratch fit on the
    same K, each tested on the target's other measured subnets.
 
-Needs `pipeline profile --device x86-host --subnets N [--blocks]` first. Prints a table
+Needs `pipeline profile --device x86-host --subnets N [--measure subnets,blocks]` first. Prints a table
 and writes bench/results/predictor.json.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from pipeline.atomic import write_json
 from pipeline.paths import REPO_ROOT, cache_dir
 from pipeline.predict import error_metrics, fit_kind, fit_predictor, plot_predicted_vs_measured
 from pipeline.predict.fit import default_kinds
@@ -212,7 +213,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     # parts skipped in this run keep their values from the previous one
     previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    RESULTS.write_text(json.dumps({**previous, **results}, indent=1))
+    write_json(RESULTS, {**previous, **results}, indent=1)
     print(f"\nwrote {RESULTS}")
 
 

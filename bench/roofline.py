@@ -10,33 +10,37 @@ import time
 
 def peak_gflops(target) -> float:
     """FMA peak of one core: 12 independent vector accumulators (enough to cover FMA
-    latency on both pipes) in a register-resident loop, built by TVM for `target`.
-    numpy's sgemm reaches only about half of this on Zen 5 (OpenBLAS has no kernel for it)."""
+    latency on both pipes) of the target's SIMD width (`simd_lanes`: 8 on AVX2, 16 on
+    AVX-512; wider vectors than the registers would spill) in a register-resident loop,
+    built by TVM for `target`. numpy's sgemm reaches only about half of this on Zen 5
+    (OpenBLAS has no kernel for it)."""
     import numpy as np
     import tvm
     from tvm.script import tirx as T
 
-    lanes, chains, steps = 16, 12, 1 << 16
+    from pipeline.kernels.schedules import simd_lanes
+
+    lanes, chains, steps = simd_lanes(target), 12, 1 << 16
 
     @T.prim_func(s_tir=True)
-    def fma(a: T.Buffer((16,), "float32"), out: T.Buffer((192,), "float32")):
-        acc = T.sblock_alloc_buffer((12, 16), "float32", scope="local")
-        for i in T.unroll(12):
-            for lane in T.vectorized(16):
+    def fma(a: T.Buffer((lanes,), "float32"), out: T.Buffer((lanes * chains,), "float32")):
+        acc = T.sblock_alloc_buffer((chains, lanes), "float32", scope="local")
+        for i in T.unroll(chains):
+            for lane in T.vectorized(lanes):
                 with T.sblock("init"):
                     vi, vl = T.axis.remap("SS", [i, lane])
                     acc[vi, vl] = T.float32(0)
-        for _ in range(65536):
-            for i in T.unroll(12):
-                for lane in T.vectorized(16):
+        for _ in range(steps):
+            for i in T.unroll(chains):
+                for lane in T.vectorized(lanes):
                     with T.sblock("fma"):
                         vi, vl = T.axis.remap("SS", [i, lane])
                         acc[vi, vl] = acc[vi, vl] * a[vl] + a[vl]
-        for i in T.unroll(12):
-            for lane in T.vectorized(16):
+        for i in T.unroll(chains):
+            for lane in T.vectorized(lanes):
                 with T.sblock("out"):
                     vi, vl = T.axis.remap("SS", [i, lane])
-                    out[vi * 16 + vl] = acc[vi, vl]
+                    out[vi * lanes + vl] = acc[vi, vl]
 
     lib = tvm.tirx.build(tvm.IRModule({"main": fma}), target=target)
     args = [tvm.runtime.tensor(np.full(lanes, 0.999, np.float32)), tvm.runtime.tensor(np.zeros(lanes * chains, np.float32))]

@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 from scipy.stats import kendalltau, spearmanr
 
+from pipeline.atomic import write_json
 from pipeline.model import load_supernet
 from pipeline.paths import REPO_ROOT, cache_dir
 from pipeline.space import SearchSpace
@@ -77,8 +78,7 @@ def main(epochs: float, subnets: int, recalib_batches: int) -> None:
                               "spearman_flops_top1": round(float(spearmanr(flops, top1)[0]), 3),
                               "kendall_flops_top1": round(float(kendalltau(flops, top1)[0]), 3),
                               "random_beating_smallest": sum(t > top1[0] for t in top1[2:])}
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(per_method[method], indent=1))
+        write_json(done, per_method[method], indent=1)
 
     header = f"{'method':<8} " + " ".join(f"{'best <=' + format(l, 'g') + ' MF':>14}" for l in FLOPS_LEVELS) + \
         f" {'smallest':>9} {'largest':>8} {'mean':>7} {'spearman':>9} {'>smallest':>10} {'train s':>8}"
@@ -88,14 +88,13 @@ def main(epochs: float, subnets: int, recalib_batches: int) -> None:
         print(f"{method:<8} {cells} {res['smallest_top1']:>9.2f} {res['largest_top1']:>8.2f} "
               f"{res['mean_top1']:>7.2f} {res.get('spearman_flops_top1', float('nan')):>9.2f} "
               f"{res.get('random_beating_smallest', -1):>10} {res['train_seconds']:>8.0f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    write_json(RESULTS, {
         "space": "demo", "data": "synthetic " + json.dumps(DEMO_DATA.__dict__), "epochs": epochs,
         "subnets_evaluated": len(configs), "flops_levels_mflops": list(FLOPS_LEVELS),
         "note": "timings disturbed by other work on the shared 2-core machine",
         "methods": {m: {k: v for k, v in r.items() if k != "subnets"} for m, r in per_method.items()},
         "subnets": {m: r["subnets"] for m, r in per_method.items()},
-    }, indent=1))
+    }, indent=1)
     print(f"wrote {RESULTS}")
 
 

@@ -1,4 +1,4 @@
-"""Benchmark (not a test): evolutionary vs random (10x samples) vs FLOPs-constrained search.
+"""Benchmark (not a test): evolutionary vs random (10x samples) vs FLOPs-constrained search, and NSGA-II.
 
 Full AttentiveNAS space, official ImageNet accuracy predictor (../shared/attentivenas/
 acc_predictor_trees.npz), latency of the x86-host: its fitted predictor when one exists
@@ -6,12 +6,17 @@ for this space, else the analytic shape model (stated in the output, not a measu
 Five budgets spread from the fastest subnet to the median random subnet. Prints a table
 and writes bench/results/search.json.
 
+NSGA-II (one run over accuracy and latency, limited to the loosest budget) against one
+evolution per budget (the same EvolutionConfig, one budget each): the accuracy each
+reaches at every budget, and the hypervolume of NSGA-II's front vs that of the union
+of the per-budget runs' fronts. NSGA-II runs twice, with half and with all of the
+per-budget runs' total evaluations (goal: within 0.3 points at every budget with half).
+
     .venv/bin/python bench/search.py [--seeds 2] [--trees PATH]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import time
@@ -19,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from machine import describe, machine_info
+from pipeline.atomic import write_json
 from pipeline.errors import PipelineError
 from pipeline.search import (
     Budget,
@@ -30,6 +37,8 @@ from pipeline.search import (
     random_search,
 )
 from pipeline.search.budgets import spread_budgets
+from pipeline.search.evaluator import pareto_indices
+from pipeline.search.nsga2 import NSGA2Config, nsga2_search, normalised_hypervolume, objective_bounds
 from pipeline.space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +75,10 @@ def main() -> None:
     fastest = float(model.predict([space.smallest()])[0])
     budgets_ms = spread_budgets(fastest, float(np.median(sample_ms)), 5)
     budgets = [Budget.single(DEVICE, ms) for ms in budgets_ms]
-    print(f"latency model: {model_note}\nbudgets (ms): {budgets_ms}")
+    start_machine = machine_info()
+    print(f"machine: {describe(start_machine)}\nlatency model: {model_note}\nbudgets (ms): {budgets_ms}")
+
+    multi = nsga2_vs_per_budget(space, accuracy, latency, budgets, args.seeds, args.generations)
 
     runs = []
     for seed in range(args.seeds):
@@ -106,15 +118,77 @@ def main() -> None:
               f"{speed[m]['candidates_per_second']:.0f} candidates/s")
 
     out = REPO / "bench" / "results" / "search.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_json(out, {
         "space": space.name, "accuracy_source": "official AttentiveNAS predictor (100 trees)",
         "latency_model": model_note, "device": DEVICE, "budgets_ms": budgets_ms, "seeds": args.seeds,
         "evolution_config": EvolutionConfig(generations=args.generations).__dict__,
         "results": table, "speed": speed, "front_size": [len(r["evolution"].front) for r in runs],
+        "nsga2_vs_per_budget_evolution": multi,
         "machine": platform.node(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }, indent=1))
+        "machine_at_start": start_machine, "machine_at_end": machine_info(),
+    }, indent=1)
     print(f"wrote {out}")
+
+
+def nsga2_vs_per_budget(space: SearchSpace, accuracy, latency: dict, budgets: list[Budget], seeds: int,
+                        generations: int) -> dict:
+    """One evolution per budget vs NSGA-II at half and at all of their total evaluations."""
+    objectives = ("accuracy", f"latency:{DEVICE}")
+    bounds = objective_bounds(space, accuracy, latency, objectives)
+    per_seed = []
+    for seed in range(seeds):
+        cfg = EvolutionConfig(generations=generations, seed=seed)
+        singles = [evolve(space, accuracy, latency, [b], cfg, progress=False) for b in budgets]
+        total = sum(r.n_evaluated for r in singles)
+        union = [c for r in singles for c in r.front]
+        acc = np.array([c.accuracy for c in union])
+        lat = np.array([[c.latency[DEVICE]] for c in union])
+        union_front = [union[i] for i in pareto_indices(acc, lat)]
+        row = {"seed": seed, "per_budget": {
+            "n_evaluated": [r.n_evaluated for r in singles], "n_total": total,
+            "accuracy": [r.best[0].accuracy if r.best[0] else None for r in singles],
+            "hypervolume_of_union": normalised_hypervolume(union_front, objectives, bounds),
+            "seconds": round(sum(r.seconds for r in singles), 2)}}
+        for label, share in (("nsga2_half", 0.5), ("nsga2_same", 1.0)):
+            # population x (generations + 1) evaluations at most: size the population to the share
+            population = int(share * total / (generations + 1))
+            res = nsga2_search(space, accuracy, latency, budgets,
+                               NSGA2Config(population=population, generations=generations, seed=seed),
+                               progress=False)
+            row[label] = {"population": population, "n_evaluated": res.n_evaluated,
+                          "accuracy": [c.accuracy if c else None for c in res.best],
+                          "hypervolume": res.hypervolume, "front_size": len(res.front),
+                          "seconds": round(res.seconds, 2)}
+        per_seed.append(row)
+
+    def mean(key: str, sub: str, i: int) -> float | None:
+        vals = [r[key][sub][i] for r in per_seed if r[key][sub][i] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    print(f"\nNSGA-II vs one evolution per budget (top-1 %, mean of {seeds} seeds)")
+    print(f"{'budget ms':>9} | {'per-budget evo':>14} | {'nsga2 half':>10} | {'gap':>5} | {'nsga2 same':>10}")
+    budgets_rows = []
+    for i, b in enumerate(budgets):
+        evo, half, same = (mean(k, "accuracy", i) for k in ("per_budget", "nsga2_half", "nsga2_same"))
+        gap = None if evo is None or half is None else evo - half
+        budgets_rows.append({"budget_ms": b.to_dict()[DEVICE], "per_budget_evolution": evo, "nsga2_half": half,
+                             "nsga2_same": same, "gap_half": gap})
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"{b.to_dict()[DEVICE]:>9} | {fmt(evo):>14} | {fmt(half):>10} | {fmt(gap):>5} | {fmt(same):>10}")
+    evals = {k: [r[k]["n_evaluated"] if k != "per_budget" else r[k]["n_total"] for r in per_seed]
+             for k in ("per_budget", "nsga2_half", "nsga2_same")}
+    hv = {"per_budget_union": [r["per_budget"]["hypervolume_of_union"] for r in per_seed],
+          "nsga2_half": [r["nsga2_half"]["hypervolume"] for r in per_seed],
+          "nsga2_same": [r["nsga2_same"]["hypervolume"] for r in per_seed]}
+    for k, v in evals.items():
+        print(f"{k:>14}: evaluations {v}, hypervolume {[round(x, 4) for x in hv[k if k != 'per_budget' else 'per_budget_union']]}")
+    gaps = [r["gap_half"] for r in budgets_rows if r["gap_half"] is not None]
+    met = bool(gaps) and max(gaps) <= 0.3 and all(
+        r["nsga2_half"]["n_evaluated"] <= r["per_budget"]["n_total"] / 2 for r in per_seed)
+    print(f"goal (within 0.3 points at every budget with <= half the evaluations): "
+          f"{'met' if met else 'NOT met'} (largest gap {max(gaps):.2f})" if gaps else "goal: no comparable budgets")
+    return {"budgets": budgets_rows, "evaluations": evals, "hypervolume": hv, "goal_met": met,
+            "hypervolume_bounds": bounds, "per_seed": per_seed}
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ them when their scope ends. The emulated arm64 root file system is cached under
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +19,29 @@ from pipeline.measure import tracker_servers
 from pipeline.device.profile import RPCConnection, TrackerConnection
 from pipeline.device.rpcserver import start_rpc_farm, start_rpc_server
 from pipeline.paths import REPO_ROOT
+
+
+#: The AttentiveNAS reference data (../shared beside the repo; `PIPELINE_REFERENCE_DIR`
+#: points elsewhere): read by the tests that check the official formats, never copied in.
+REFERENCE_DIR = Path(os.environ.get("PIPELINE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def in_ci() -> bool:
+    """CI services set CI=true; there a missing reference file is a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def reference_file(relative: str) -> Path:
+    """A file of the reference data. Absent, the test fails under CI (which must check the
+    official formats, not pass without them) and is skipped with the reason elsewhere."""
+    path = REFERENCE_DIR / relative
+    if not path.is_file():
+        problem = f"{path} (AttentiveNAS reference data) is absent"
+        if in_ci():
+            pytest.fail(f"{problem}; CI must provide it (../shared beside the repo, or PIPELINE_REFERENCE_DIR)",
+                        pytrace=False)
+        pytest.skip(problem)
+    return path
 
 
 @contextlib.contextmanager

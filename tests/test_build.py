@@ -17,7 +17,7 @@ import yaml
 from pipeline.build import BuildConfig, BuildResult, run_build
 from pipeline.build.loop import LoopContext, run_loop
 from pipeline.errors import ConfigError
-from pipeline.paths import profiles_dir
+from pipeline.paths import BUILTIN_PROFILES
 from pipeline.search import EvolutionConfig
 from pipeline.space import SubnetConfig
 
@@ -273,7 +273,7 @@ def test_emulated_arm64_build(emulated_arm64, tiny, tmp_path, monkeypatch):
     """`--target arm64` with no --device picks the emulated device (already up: reused)."""
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    raw = yaml.safe_load((profiles_dir() / "arm64-emulated.yaml").read_text())
+    raw = yaml.safe_load((BUILTIN_PROFILES / "arm64-emulated.yaml").read_text())
     raw["connection"]["port"] = emulated_arm64.connection.port
     (profiles / "arm64-emulated.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("PIPELINE_PROFILES", str(profiles))

@@ -118,8 +118,9 @@ def test_cli_compile_hits_the_cache_and_verifies(demo, cache_copy, tmp_path):
     assert manifest["subnet"]["config"] == demo.smallest().to_dict() and manifest["subnet"]["name"] == "small"
     assert manifest["input"]["name"] == "input" and manifest["input"]["shape"] == [1, 3, 32, 32]
     assert manifest["output"]["shape"] == [1, 10]
-    assert manifest["build"]["kernel_db_hash"] == kernel_db_hash("x86-host")  # None while untuned
+    assert manifest["build"]["kernel_db_hash"] == kernel_db_hash("x86-host", load_profile("x86-host").tvm_target())
     coverage = manifest["build"]["kernel_coverage"]
+    assert coverage["database"]  # applied, not applied (and why), or none
     assert coverage["total"] > 0
     assert coverage["tuned"] + coverage["library"] + len(coverage["untuned_tasks"]) == coverage["total"]
     for name in ("model.so", "model.onnx"):

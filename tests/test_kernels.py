@@ -14,7 +14,7 @@ from conftest import assert_seeded_and_tuned, running_farm
 from pipeline.compile import onnx_to_relax
 from pipeline.device import load_profile
 from pipeline.kernels import kernel_db_hash, lower_for_target
-from pipeline.kernels.database import device_kernel_dir, has_database, open_database
+from pipeline.kernels.database import TunedOn, device_kernel_dir, has_database, open_database
 from pipeline.kernels.lower import fold_constant_layouts
 from pipeline.kernels.pad import pad_channels, padded_channels
 from pipeline.kernels.plan import (
@@ -124,19 +124,81 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     config = space.validate(space.smallest())
     coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.library == coverage.total and not coverage.untuned_tasks
-    # untuned, so the compile padded 24/216-channel convolutions to 32/224 (and stayed exact above)
+    # at AVX-512's 16 lanes an untuned compile pads the 24/216-channel convolutions to 32/224
+    # (AVX2's 8 lanes divide them); padding keeps the logits exact (checked above where it applies)
     _, changed = pad_channels(fold_constant_layouts(onnx_to_relax(tmp_path / "m.onnx")), lanes=16)
     assert changed > 0
     assert [padded_channels(c, 16) for c in (8, 16, 24, 200, 1000)] == [8, 16, 32, 208, 1008]
 
 
-def test_committed_x86_database_covers_random_demo_subnets(tmp_path, pipeline_cache):
+def _other_cpu(target) -> str:
+    """An x86 -mcpu other than `target`'s (with another feature set)."""
+    return "haswell" if TunedOn.of(target).mcpu == "znver5" else "znver5"
+
+
+def test_committed_x86_database_applies_only_on_the_cpu_it_was_tuned_on(tmp_path, monkeypatch, pipeline_cache):
+    """The committed database stamped for another CPU is not applied (library schedules,
+    coverage and hash say so); the same tables stamped for this CPU cover a random demo
+    subnet completely, and both compiles match PyTorch."""
+    import shutil
+
+    import tvm
+
     assert has_database("x86-host"), f"no committed database in {device_kernel_dir('x86-host')}"
+    assert TunedOn.read("x86-host") is not None, "the committed database states no CPU"
+    kernels = tmp_path / "kernels"
+    shutil.copytree(device_kernel_dir("x86-host"), kernels / "x86-host")
+    monkeypatch.setenv("PIPELINE_KERNELS", str(kernels))
+    target = load_profile("x86-host").tvm_target()
     space = SearchSpace.load("demo")
     config = space.sample(random.Random(7))
+    hash_without = kernel_db_hash("no-such-device", target)
+
+    TunedOn.of(tvm.target.Target({"kind": "llvm", "mcpu": _other_cpu(target)})).write(kernels / "x86-host")
+    coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
+    assert coverage.tuned == 0 and coverage.library == coverage.total, coverage.summary()
+    assert "not applied" in coverage.database and _other_cpu(target) in coverage.database
+    assert kernel_db_hash("x86-host", target) == hash_without  # what compiled does not depend on it
+
+    TunedOn.of(target).write(kernels / "x86-host")
     coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.complete, coverage.summary()
-    assert kernel_db_hash("x86-host") != kernel_db_hash("no-such-device")
+    assert "this CPU" in coverage.database
+    assert kernel_db_hash("x86-host", target) != hash_without
+
+
+def test_publish_stamps_the_cpu_and_tuning_on_another_cpu_starts_empty(tmp_path, monkeypatch, pipeline_cache):
+    import tvm
+
+    from pipeline.kernels.database import RECORD_FILE, WORKLOAD_FILE, database_status, publish, tuning_dir
+
+    monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "kernels"))
+    target = load_profile("x86-host").tvm_target()
+    working = tmp_path / "working"
+    working.mkdir()
+    (working / WORKLOAD_FILE).write_text("")
+    (working / RECORD_FILE).write_text("")
+    publish("x86-host", working, target)
+    assert TunedOn.read("x86-host") == TunedOn.of(target)
+    assert database_status("x86-host", target)[0]
+    other = tvm.target.Target({"kind": "llvm", "mcpu": _other_cpu(target)})
+    assert not database_status("x86-host", other)[0]
+    assert tuning_dir("x86-host", other) != tuning_dir("x86-host", target)
+    assert not (tuning_dir("x86-host", other) / WORKLOAD_FILE).exists()  # not filled from another CPU's tables
+    assert (tuning_dir("x86-host", target) / WORKLOAD_FILE).exists()
+
+
+def test_database_without_a_cpu_stamp_is_not_applied(tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline.kernels.database import database_status
+
+    kernels = tmp_path / "kernels"
+    shutil.copytree(device_kernel_dir("x86-host"), kernels / "x86-host")
+    (kernels / "x86-host" / "tuned-on.json").unlink()
+    monkeypatch.setenv("PIPELINE_KERNELS", str(kernels))
+    applies, note = database_status("x86-host", load_profile("x86-host").tvm_target())
+    assert not applies and "states no CPU" in note
 
 
 @pytest.mark.parametrize("where", ["local", "rpc"])
@@ -225,3 +287,63 @@ def test_tuning_through_a_tracker(small_plan: Plan, tmp_path: Path, monkeypatch:
                      database_dir=tmp_path / "db", timeout_s=60.0, progress=False)
     assert_seeded_and_tuned(tuned[0], tmp_path / "db", task)
     assert "load_module" in logs[0].read_text()  # the timings ran on the farm's server
+
+
+@pytest.mark.slow  # emulated arm64 (qemu): the device comes up in about a minute
+def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_arm64, tmp_path, pipeline_cache):
+    """The same schedules at NEON's width (4 lanes): a demo subnet with every layer kind
+    (stem, 1x1 expand/project, depthwise 3x3 and 5x5, SE, pool, classifier, element-wise
+    residual adds and activations) cross-compiled for aarch64 with library schedules only,
+    run on the emulated device and compared with PyTorch. Numbers only: no timing."""
+    from dataclasses import replace
+
+    import tvm
+
+    from pipeline.compile import export_onnx, onnx_to_relax
+    from pipeline.compile.numerics import compare
+    from pipeline.compile.verify import run_on_device
+    from pipeline.device import export_library, open_session
+    from pipeline.kernels.kinds import kernel_kind
+    from pipeline.kernels.lower import fuse_for_device
+    from pipeline.kernels.schedules import ScheduleParams
+
+    space = SearchSpace.load("demo")
+    kernels = tuple(max(c) if i % 2 else min(c) for i, c in enumerate(space.choices()["kernel_size"]))
+    config = space.validate(replace(space.largest(), resolution=32, kernel_size=kernels))
+    model = _randomise(build_static(space, config, 10), seed=3)
+    path = export_onnx(model, config.resolution, tmp_path / "m.onnx")
+    target = emulated_arm64.tvm_target()
+    params = ScheduleParams.for_target(target)
+    assert params.lanes == 4
+    _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, None, params)
+    kinds = {kernel_kind(f)[0] for f in unscheduled.values()}
+    assert {"stem", "pointwise", "depthwise", "SE", "pool", "classifier", "elementwise"} <= kinds, kinds
+    windows = {kernel_kind(f)[2].split(" x ")[1] for f in unscheduled.values() if kernel_kind(f)[0] == "depthwise"}
+    assert {"[3, 3, 1]", "[5, 5, 1]"} <= windows, windows  # NHWC depthwise reduces (kh, kw, 1)
+
+    lowered, coverage = lower_for_target(onnx_to_relax(path), target, emulated_arm64.name)
+    assert coverage.library == coverage.total and not coverage.untuned_tasks, coverage.summary()
+    lib = export_library(tvm.compile(lowered, target=target), tmp_path / "m.so", emulated_arm64)
+    x = np.random.default_rng(0).random((1, 3, config.resolution, config.resolution), dtype=np.float32)
+    with open_session(emulated_arm64) as session:
+        got = run_on_device(session, lib, x)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    result = compare(want, got)
+    assert result.ok, (result.max_abs_diff, result.tolerance)
+
+
+def test_simd_width_comes_from_the_cpu_features():
+    """LLVM's vector width query says 512 bits for every x86 CPU; the features do not."""
+    import tvm
+
+    from pipeline.kernels.schedules import ScheduleParams, simd_lanes
+
+    def lanes(**spec) -> int:
+        return simd_lanes(tvm.target.Target({"kind": "llvm", **spec}))
+
+    assert lanes(mcpu="znver1") == lanes(mcpu="haswell") == 8  # AVX2
+    assert lanes(mcpu="znver5") == lanes(mcpu="skylake-avx512") == 16
+    assert lanes(mtriple="aarch64-linux-gnu", mattr=["+neon"]) == 4
+    assert lanes(mcpu="x86-64") == 4  # SSE2 only
+    assert ScheduleParams.for_target(load_profile("rpi4").tvm_target()).lanes == 4

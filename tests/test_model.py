@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import reference_file
 from torch import nn
 
 from pipeline.errors import CheckpointError
@@ -23,8 +24,6 @@ from pipeline.model import (
 from pipeline.space import SearchSpace, SubnetConfig, named_configs
 from pipeline.space.arch import block_specs, count_flops, count_params
 
-#: The AttentiveNAS reference beside the repo (CI clones with shared/ beside it); not copied in.
-OFFICIAL_SHAPES = Path(__file__).resolve().parents[2] / "shared" / "attentivenas" / "official_state_dict_shapes.json"
 SPACES = ("demo", "attentivenas")
 
 
@@ -58,7 +57,7 @@ def supernets() -> dict[str, Supernet]:
 
 @pytest.fixture(scope="module")
 def official_shapes() -> dict[str, list[int]]:
-    return json.loads(OFFICIAL_SHAPES.read_text())
+    return json.loads(reference_file("attentivenas/official_state_dict_shapes.json").read_text())
 
 
 def _random_configs(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:

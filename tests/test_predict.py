@@ -57,8 +57,11 @@ def test_vectorised_features_equal_the_space_counts(name):
     assert feats.shape == (len(configs), len(names))
     np.testing.assert_allclose(feats[:, names.index("total_mflops")],
                                [count_flops(space, c) / 1e6 for c in configs], rtol=1e-12)
+    # the parameters a forward pass reads: the official count less each idle shortcut conv
+    idle = [sum(b.in_channels * b.out_channels for b in block_specs(space, c) if not b.shortcut_conv)
+            for c in configs]
     np.testing.assert_allclose(feats[:, names.index("total_mparams")],
-                               [count_params(space, c) / 1e6 for c in configs], rtol=1e-12)
+                               [(count_params(space, c) - i) / 1e6 for c, i in zip(configs, idle)], rtol=1e-12)
     np.testing.assert_array_equal(feats[:, names.index("n_blocks")], [sum(c.depth) for c in configs])
 
 
@@ -98,7 +101,7 @@ def test_exported_trees_predict_like_sklearn(demo):
     np.testing.assert_allclose(ours.predict(feats), theirs.predict(feats), rtol=1e-10)
 
 
-@pytest.mark.parametrize("kind", ["ridge", "trees", "lut", "lut+ridge", "lut+trees"])
+@pytest.mark.parametrize("kind", ["ridge", "trees", "lut", "lut+ridge", "lut+trees", "rank"])
 def test_batched_prediction_matches_one_by_one(demo, kind):
     space, configs, encoded, latency = demo
     lut = BlockLatencyTable.build(space_tables(space), {b.key: block_cost(b) for b in distinct_blocks(space, configs)})
@@ -242,3 +245,61 @@ def test_cli_fit_and_eval_with_a_space_from_a_yaml_file(demo, pipeline_cache, tm
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["n_test"] == len(configs) - 60 + \
         json.loads(fitted.stdout.strip().splitlines()[-1])["n_test"]
     assert load_predictor("x86-host").space == SearchSpace.from_dict(raw, "mine")
+
+
+def _save_revisions(predictor, start, n: int, saved) -> None:
+    start.wait()  # both processes list the revisions at the same moment
+    saved.put([save_predictor(predictor).name for _ in range(n)])
+
+
+def test_concurrent_saves_get_distinct_revisions(demo, pipeline_cache):
+    """Two processes saving 25 predictors each from one start: 50 distinct revisions, each
+    file complete and recording its own number (the revision used to be picked before
+    writing, through one fixed temporary name)."""
+    import multiprocessing
+
+    space, _, encoded, latency = demo
+    ridge = fit_kind("ridge", "dev", space, encoded[:30], latency[:30])
+    ctx = multiprocessing.get_context("fork")  # the children inherit the fitted predictor and the cache
+    start, saved = ctx.Barrier(2), ctx.Queue()
+    savers = [ctx.Process(target=_save_revisions, args=(ridge, start, 25, saved)) for _ in range(2)]
+    for p in savers:
+        p.start()
+    names = saved.get(timeout=120) + saved.get(timeout=120)
+    for p in savers:
+        p.join()
+        assert p.exitcode == 0
+    assert sorted(names) == [f"r{i:04d}.json" for i in range(1, 51)]
+    folder = pipeline_cache / "predictors" / "dev"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)  # no temporaries left
+    for name in names:
+        loaded = load_predictor(folder / name)
+        assert loaded.info["revision"] == int(name[1:5])
+        np.testing.assert_allclose(loaded.predict(encoded), ridge.predict(encoded), rtol=1e-12)
+
+
+def test_two_cli_fits_at_once_both_save(demo, pipeline_cache, tmp_path):
+    """Two `pipeline predictor fit` processes on one device at the same time."""
+    import os
+    import subprocess
+    import sys
+
+    space, configs, _, latency = demo
+    store = tmp_path / "measurements.sqlite"
+    _fill_store(store, "x86-host", configs[:40], latency[:40])
+    command = [sys.executable, "-m", "pipeline", "predictor", "fit", "--device", "x86-host", "--space", DEMO,
+               "--store", str(store), "--json"]
+    env = {**os.environ, "PIPELINE_CACHE": str(pipeline_cache)}
+    fits = [subprocess.Popen(command + ["--kind", "ridge"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    reports = []
+    for p in fits:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(r["revision"] for r in reports) == [1, 2]
+    for r in reports:
+        loaded = load_predictor(r["predictor_file"])
+        assert (loaded.kind, loaded.info["revision"]) == ("ridge", r["revision"])
+    assert load_predictor("x86-host").info["revision"] == 2
+    assert (pipeline_cache / "predictors" / "x86-host" / "fit.png").stat().st_size > 1000

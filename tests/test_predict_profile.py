@@ -86,3 +86,17 @@ def test_blocks_are_measured_once_and_feed_the_lookup_table(profiled, tmp_path):
     measured_part = sum(lut.entries.get(b.key, 0.0) for b in block_specs(space, smallest))
     assert lut.block_sum(encoded)[0] >= measured_part > 0
     assert 0 < lut.coverage(encoded)[0] <= 1
+
+
+def test_measure_blocks_only_through_the_cli(profiled):
+    """`--measure blocks`: the plan's distinct blocks into the block store, no subnet measured."""
+    space = SearchSpace.load("demo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(profiled["root"] / "cache"))
+        result = CliRunner().invoke(main, ["profile", "--device", "x86-host", "--subnets", "1", "--space", "demo",
+                                           "--measure", "blocks", "--store", str(profiled["store"]), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"blocks"}
+    wanted = distinct_blocks(space, sampling_plan(space, 1))
+    assert summary["blocks"]["planned"] == len({b.key for b in wanted}) and summary["blocks"]["measured"] > 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import reference_file
 from scipy.stats import kendalltau
 
 from pipeline.errors import ConfigError
@@ -27,8 +28,6 @@ from pipeline.search import (
 )
 from pipeline.space import SearchSpace, encode_many, named_configs
 
-TREES = Path(__file__).resolve().parents[1] / ".." / "shared" / "attentivenas" / "acc_predictor_trees.npz"
-needs_trees = pytest.mark.skipif(not TREES.is_file(), reason=f"{TREES} (AttentiveNAS reference data) absent")
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +36,15 @@ def space() -> SearchSpace:
 
 
 @pytest.fixture(scope="module")
-def official() -> TreeForest:
-    return TreeForest.load(TREES)
+def trees_path() -> Path:
+    return reference_file("attentivenas/acc_predictor_trees.npz")
 
 
-@needs_trees
+@pytest.fixture(scope="module")
+def official(trees_path: Path) -> TreeForest:
+    return TreeForest.load(trees_path)
+
+
 def test_official_predictor_published_values(official):
     named = named_configs()
     acc = official.predict([named[f"a{i}"] for i in range(7)])
@@ -50,13 +53,12 @@ def test_official_predictor_published_values(official):
     assert np.all(np.diff(acc) > 0), acc
 
 
-@needs_trees
-def test_official_predictor_matches_tree_walk(space, official):
+def test_official_predictor_matches_tree_walk(space, official, trees_path):
     """The vectorised forest equals a plain walk of every tree, node by node."""
     rng = random.Random(3)
     configs = [space.sample(rng) for _ in range(40)]
     x = encode_many(configs)
-    with np.load(TREES) as z:
+    with np.load(trees_path) as z:
         trees = [{p: z[f"tree{t:03d}_{p}"] for p in ("left", "right", "feature", "threshold", "value")}
                  for t in range(100)]
     expected = []
@@ -77,7 +79,6 @@ def test_official_predictor_missing_file(tmp_path):
         TreeForest.load(tmp_path / "nope.npz")
 
 
-@needs_trees
 def test_evolution_beats_random_at_equal_samples(space, official):
     latency = {"x86": ShapeLatencyModel(space)}
     budgets = [Budget.single("x86", ms) for ms in (12.0, 16.0, 20.0)]
@@ -94,7 +95,6 @@ def test_evolution_beats_random_at_equal_samples(space, official):
     assert min(gains) >= 0.0, gains
 
 
-@needs_trees
 def test_budgets_respected_on_several_devices(space, official):
     """Two devices with different cost models; every pick meets both limits."""
     latency = {"fast": ShapeLatencyModel(space), "flops": FlopsModel(space)}
@@ -140,7 +140,6 @@ def test_pareto_indices_brute_force():
             assert any(acc[j] == acc[i] and np.all(lat[j] == lat[i]) for j in front)
 
 
-@needs_trees
 def test_search_front_is_non_dominated(space, official):
     latency = {"x86": ShapeLatencyModel(space)}
     evaluator = Evaluator(official, latency)
@@ -158,7 +157,6 @@ def test_search_front_is_non_dominated(space, official):
         assert not np.any(better & strictly)
 
 
-@needs_trees
 def test_flops_constrained_baseline(space, official):
     latency = {"x86": ShapeLatencyModel(space)}
     budgets = [Budget.single("x86", ms) for ms in (12.0, 20.0)]
@@ -173,7 +171,6 @@ def test_flops_constrained_baseline(space, official):
         assert best.latency["x86"] == pytest.approx(latency["x86"].predict([best.config])[0])
 
 
-@needs_trees
 def test_fitted_predictor_ranks_held_out(space, official):
     rng = random.Random(0)
     configs = [space.sample(rng) for _ in range(400)]

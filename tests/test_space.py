@@ -21,6 +21,12 @@ from pipeline.space.arch import count_flops, count_params
 
 #: Published AttentiveNAS table (repository README), MFLOPs.
 PUBLISHED_MFLOPS = {"a0": 203, "a1": 279, "a2": 317, "a3": 357, "a4": 444, "a5": 491, "a6": 709}
+#: What the official counter (`utils/flops_counter.py`: every leaf module's parameters of the
+#: extracted static subnet) reports for A0..A6, and its exact MFLOPs.
+OFFICIAL_MPARAMS = {"a0": 9.065, "a1": 9.563, "a2": 11.307, "a3": 12.999, "a4": 11.998, "a5": 12.833,
+                    "a6": 15.441}
+OFFICIAL_MFLOPS = {"a0": 203.39, "a1": 279.24, "a2": 316.73, "a3": 356.52, "a4": 443.53, "a5": 490.52,
+                   "a6": 709.01}
 
 
 @pytest.fixture(scope="module", params=["attentivenas", "demo"])
@@ -151,10 +157,16 @@ def test_flops_match_published_table(full: SearchSpace, name: str) -> None:
     assert abs(count_flops(full, named_configs()[name]) / 1e6 - PUBLISHED_MFLOPS[name]) <= 0.5
 
 
+@pytest.mark.parametrize("name", sorted(OFFICIAL_MPARAMS))
+def test_params_and_flops_equal_the_official_counter(full: SearchSpace, name: str) -> None:
+    config = named_configs()[name]
+    assert round(count_params(full, config) / 1e6, 3) == OFFICIAL_MPARAMS[name]
+    assert round(count_flops(full, config) / 1e6, 2) == OFFICIAL_MFLOPS[name]
+
+
 def test_largest_subnet_and_supernet_size(full: SearchSpace) -> None:
     assert abs(count_flops(full, full.largest()) / 1e6 - 1939) <= 0.5
     assert count_flops(full, named_configs()["a0"]) == 203_389_568
-    assert count_params(full, named_configs()["a0"]) == 8_954_184
 
 
 def test_info_json_reports_a0() -> None:
@@ -171,7 +183,7 @@ def test_info_bad_arch_is_one_line_exit_2(tmp_path: Path) -> None:
     bad["depth"][1] = 9
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    result = CliRunner().invoke(main, ["info", str(path)])
+    result = CliRunner().invoke(main, ["info", str(path), "--space", "attentivenas"])
     assert result.exit_code == 2
     assert "depth[1] (mb2) = 9 is not allowed" in result.output
     assert "Traceback" not in result.output

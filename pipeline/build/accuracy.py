@@ -105,12 +105,12 @@ def supernet_setup(space: SearchSpace, supernet: Any, checkpoint: Path, data_roo
 
 
 def load_supernet_for(cfg: BuildConfig, space: SearchSpace | None = None) -> tuple[Any, Path, SearchSpace]:
-    """The configured checkpoint (default: the demo supernet, trained on first use), in eval mode;
-    checked against `space` (else `cfg.space`) when one is given."""
+    """The configured checkpoint (default: the demo supernet), in eval mode; checked
+    against `space` (else `cfg.space`) when one is given."""
     from pipeline.model import load_supernet
-    from pipeline.train import ensure_demo_supernet
+    from pipeline.train import demo_supernet
 
-    checkpoint = Path(cfg.supernet) if cfg.supernet else ensure_demo_supernet()
+    checkpoint = Path(cfg.supernet) if cfg.supernet else demo_supernet()
     space = space or (SearchSpace.load(cfg.space) if cfg.space else None)
     supernet = load_supernet(checkpoint, space)
     return supernet.eval(), checkpoint, supernet.space
@@ -120,16 +120,20 @@ def accuracy_for(cfg: BuildConfig, space: SearchSpace, supernet: Any, checkpoint
     """Official trees if configured, else the supernet on `cfg.data` (default: the demo's synthetic set)."""
     if cfg.accuracy_trees is not None:
         return official_setup(cfg.accuracy_trees)
-    if cfg.data is not None:
-        data = cfg.data
-    else:
-        from pipeline.train.demo import DEMO_DATA, demo_data_dir
-        from pipeline.train.synthetic import generate
+    return supernet_setup(space, supernet, checkpoint, data_root_for(cfg), cfg.accuracy_subnets,
+                          cfg.recalib_batches, cfg.eval_batch_size, cfg.evolution.seed)
 
-        data = demo_data_dir()
-        generate(data, DEMO_DATA)  # no-op when the set is complete
-    return supernet_setup(space, supernet, checkpoint, data, cfg.accuracy_subnets, cfg.recalib_batches,
-                          cfg.eval_batch_size, cfg.evolution.seed)
+
+def data_root_for(cfg: BuildConfig) -> Path:
+    """`cfg.data`, else the demo's synthetic set (generated on first use)."""
+    if cfg.data is not None:
+        return Path(cfg.data)
+    from pipeline.train.demo import DEMO_DATA, demo_data_dir
+    from pipeline.train.synthetic import generate
+
+    data = demo_data_dir()
+    generate(data, DEMO_DATA)  # no-op when the set is complete
+    return data
 
 
 def _memo_path(checkpoint: Path, data_root: Path, recalib_batches: int, batch_size: int, seed: int) -> Path:

@@ -7,6 +7,9 @@ or a resumed one goes straight to the search.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +38,30 @@ def select_profiles(cfg: BuildConfig) -> list[Any]:
     return profiles
 
 
+def bring_up_in_background(profiles: list[Any]) -> dict[str, Future]:
+    """`bring_up` of each profile in its own thread, started now: an emulated device's first
+    bring-up (root file system, wheels, TVM imported under emulation: 1-2 minutes) then
+    overlaps the stages before the build needs the device. The future holds what
+    `bring_up` returns or raises, plus `background_seconds` in the info. Daemon threads: Ctrl-C does
+    not wait for them (each step is stamped only when done, so the next run redoes it)."""
+    futures: dict[str, Future] = {}
+    for profile in profiles:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+
+        def run(profile: Any = profile, future: Future = future) -> None:
+            start = time.perf_counter()
+            try:
+                up, info = bring_up(profile)
+                future.set_result((up, {**info, "background_seconds": round(time.perf_counter() - start, 2)}))
+            except BaseException as err:  # handed to the thread that waits for the device
+                future.set_exception(err)
+
+        threading.Thread(target=run, name=f"bring-up {profile.name}", daemon=True).start()
+        futures[profile.name] = future
+    return futures
+
+
 def bring_up(profile: Any) -> tuple[Any, dict[str, Any]]:
     """Start the emulated device if the profile is one and nothing serves its port yet."""
     if profile.connection.kind != "emulated":
@@ -57,13 +84,14 @@ def bring_up(profile: Any) -> tuple[Any, dict[str, Any]]:
 def kernels_status(profile: Any) -> dict[str, Any]:
     """Whether compiled subnets get a tuned database on this device, or library schedules only."""
     from pipeline.kernels import kernel_db_hash
-    from pipeline.kernels.database import has_database
+    from pipeline.kernels.database import database_status
 
-    tuned = has_database(profile.name)
+    target = profile.tvm_target()
+    tuned, note = database_status(profile.name, target)
     if not tuned:
-        log.warning("%s has no tuned kernel database: subnets compile with the library schedules; "
-                    "`pipeline kernels tune --device %s` tunes them", profile.name, profile.name)
-    return {"kernel_db_hash": kernel_db_hash(profile.name), "tuned_database": tuned}
+        log.warning("%s: %s: subnets compile with the library schedules; "
+                    "`pipeline kernels tune --device %s` tunes them", profile.name, note, profile.name)
+    return {"kernel_db_hash": kernel_db_hash(profile.name, target), "tuned_database": tuned}
 
 
 def profile_device(profile: Any, space: SearchSpace, n_subnets: int, blocks: bool, workers: int | None,

@@ -6,13 +6,12 @@ says how far it got and what it had found; the final write adds the chosen subne
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from pipeline.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +31,25 @@ class Journal:
         """Time a stage; the yielded dict collects its counts and notes."""
         record: dict[str, Any] = {"name": name, "device": device}
         start = time.perf_counter()
-        label = f"{name} [{device}]" if device else name
-        log.info("stage %s ...", label)
+        log.info("stage %s: start", _label(record))
         try:
             yield record
+        except BaseException:
+            record["failed"] = True
+            raise
         finally:
             record["seconds"] = round(time.perf_counter() - start, 2)
-            self.data["stages"].append(record)
-            log.info("stage %s: %.1f s %s", label, record["seconds"],
-                     {k: v for k, v in record.items() if k not in ("name", "device", "seconds")})
-            self.write()
+            self._add(record)
 
     def record(self, name: str, device: str | None, seconds: float, **details: Any) -> None:
         """Add a stage timed elsewhere (e.g. the search share of the closed loop)."""
-        self.data["stages"].append({"name": name, "device": device, "seconds": round(seconds, 2), **details})
+        self._add({"name": name, "device": device, "seconds": round(seconds, 2), **details})
+
+    def _add(self, record: dict[str, Any]) -> None:
+        self.data["stages"].append(record)
+        details = ", ".join(f"{k}={v}" for k, v in record.items() if k not in ("name", "device", "seconds", "failed"))
+        log.info("stage %s: %s after %.1f s%s", _label(record), "failed" if record.get("failed") else "done",
+                 record["seconds"], f" ({details})" if details else "")
         self.write()
 
     def finish(self, status: str, **extra: Any) -> None:
@@ -55,9 +59,8 @@ class Journal:
         self.write()
 
     def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".build.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.data, fh, indent=1, default=str)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the summary is meant to be read
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data, indent=1, default=str)
+
+
+def _label(record: dict[str, Any]) -> str:
+    return f"{record['name']} [{record['device']}]" if record["device"] else record["name"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from pipeline.atomic import atomic_path, write_text
 from pipeline.build.loop import BudgetOutcome
 from pipeline.search import SearchResult
 
@@ -42,7 +43,8 @@ def plot_pareto(path: Path, device_results: dict[str, DevicePlot]) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
@@ -90,5 +92,4 @@ def write_report(path: Path, summary: dict[str, Any], outcomes: Sequence[BudgetO
         details = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("name", "device", "seconds"))
         lines.append(f"| {s['name']} | {s.get('device') or ''} | {s['seconds']:.1f} | {details} |")
     lines += ["", f"Total: {summary.get('total_seconds', 0):.1f} s.", "", "![Pareto front](pareto.png)", ""]
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(path, "\n".join(lines))

@@ -14,11 +14,14 @@ from typing import Any, Sequence
 
 from pipeline.build.accuracy import accuracy_for, load_supernet_for
 from pipeline.build.config import BuildConfig
-from pipeline.build.devices import bring_up, fit_latency, kernels_status, profile_device, select_profiles
+from pipeline.build.devices import (bring_up_in_background, fit_latency, kernels_status, profile_device,
+                                    select_profiles)
 from pipeline.build.journal import Journal
 from pipeline.build.loop import BudgetOutcome, LoopContext, measured_subnets, run_loop
 from pipeline.build.report import DevicePlot, plot_pareto, write_report
-from pipeline.errors import DeviceError, PipelineError
+from pipeline.device.profile import DeviceProfile
+from pipeline.device.session import device_answers
+from pipeline.errors import DeviceError, PipelineError, is_device_failure
 from pipeline.profiling import compile_reference
 from pipeline.search.budgets import spread_budgets
 from pipeline.space import SearchSpace
@@ -70,23 +73,26 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
     journal = Journal(out / "build.json", {"target": cfg.target, "out": str(out)})
     outcomes: list[BudgetOutcome] = []
     plots: dict[str, DevicePlot] = {}
+    in_use: DeviceProfile | None = None  # the device up and in use, to tell it lost from a bug
     try:
         with journal.stage("supernet") as st:
             supernet, checkpoint, space = load_supernet_for(cfg)
             st.update(checkpoint=str(checkpoint), space=space.name, num_classes=supernet.num_classes)
         journal.data.update(supernet=str(checkpoint), space=space.name)
+        profiles = list(profiles) if profiles is not None else select_profiles(cfg)
+        journal.data["devices"] = [p.name for p in profiles]
+        bringing_up = bring_up_in_background(profiles)  # overlaps the accuracy stage
         with journal.stage("accuracy") as st:
             accuracy = accuracy_for(cfg, space, supernet, checkpoint)
             st.update(accuracy.info)
         journal.data["accuracy"] = accuracy.info
-        profiles = list(profiles) if profiles is not None else select_profiles(cfg)
-        journal.data["devices"] = [p.name for p in profiles]
         ctx = LoopContext(space, supernet, str(checkpoint), accuracy, cfg.evolution, out, cfg.max_rounds, cfg.workers,
                           cfg.measure_top)
         for profile in profiles:
-            with journal.stage("device up", profile.name) as st:
-                profile, info = bring_up(profile)
+            with journal.stage("device up", profile.name) as st:  # seconds: how long the build waited for it
+                profile, info = bringing_up[profile.name].result()
                 st.update(info)
+            in_use = profile
             with journal.stage("kernels", profile.name) as st:
                 st.update(kernels_status(profile))
             with journal.stage("profile", profile.name) as st:
@@ -106,6 +112,8 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
                 refits.append(fit_report)
                 return fitted
 
+            log.info("stage search, compile+verify, measure [%s]: start (budgets %s ms, up to %d rounds each)",
+                     profile.name, ", ".join(f"{b:g}" for b in budgets), cfg.max_rounds)
             with MeasurementStore() as store, open_session(profile) as session:
                 device_outcomes, searches = run_loop(ctx, profile, budgets, predictor, refit, store, session,
                                                      reference, timings)
@@ -136,16 +144,24 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
     except PipelineError as err:
         journal.finish(f"failed: {err}")
         raise
-    except Exception as err:  # a device lost mid-run surfaces as a TVM/RPC/socket error
+    except Exception as err:
         journal.finish(f"failed: {type(err).__name__}: {err}".splitlines()[0])
-        if _looks_like_lost_device(err):
-            raise DeviceError(f"lost the device during the build ({type(err).__name__}: {str(err).splitlines()[0]}); "
-                              "everything measured so far is in the store — bring the device back and run "
-                              "the same command to resume") from err
+        lost = lost_device_error(err, in_use)
+        if lost is not None:
+            raise lost from err
         raise
     return BuildResult(out, tuple(outcomes), journal.data)
 
 
-def _looks_like_lost_device(err: Exception) -> bool:
-    text = f"{type(err).__name__} {err}".lower()
-    return any(w in text for w in ("rpc", "socket", "connection", "broken pipe", "timed out", "timeout"))
+def lost_device_error(err: Exception, profile: DeviceProfile | None) -> DeviceError | None:
+    """A one-line error if `err` came from losing the device in use, else None (a bug: keep it).
+
+    Decided by asking the device, not by the error's wording: a lost device raises
+    TVM errors that need not say "connection" ("code=kShutdown"), and a bug's message may.
+    """
+    if profile is None or not is_device_failure(err) or device_answers(profile):
+        return None
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return DeviceError(f"lost device {profile.name} during the build ({type(err).__name__}: {first_line}); it no "
+                       "longer answers; everything measured so far is in the store: bring the device back and run "
+                       "the same command to resume")

@@ -7,18 +7,17 @@ from pathlib import Path
 import click
 
 from pipeline.build import BuildConfig, run_build
-from pipeline.cli.options import accuracy_trees_option, data_option, supernet_option
+from pipeline.cli.options import accuracy_trees_option, data_option, device_option, space_option, supernet_option
 from pipeline.search.budgets import parse_budgets
 
 
 @click.command()
 @click.option("--target", default="arm64", show_default=True, help="Architecture: arm64 or x86_64.")
-@click.option("--device", "devices", multiple=True, help="Device profile (repeatable); default: the "
-              "target's devices reachable here (arm64: arm64-emulated).")
+@device_option(multiple=True, default=(), note="Device to build for")
 @click.option("--budgets-ms", default=None, help="Latency budgets, e.g. 5,10,20; default: 3 spread over "
               "the device's measured range.")
 @supernet_option
-@click.option("--space", default=None, help="Space of the checkpoint (built-in name or YAML) if it does not say.")
+@space_option
 @data_option
 @accuracy_trees_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
@@ -26,12 +25,12 @@ from pipeline.search.budgets import parse_budgets
 @click.option("--profile-subnets", default=16, show_default=True, help="Subnets measured to fit the predictor.")
 @click.option("--max-rounds", default=3, show_default=True, help="Search-measure rounds per budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print build.json at the end.")
-def build(target: str, devices: tuple[str, ...], budgets_ms: str | None, supernet: Path | None, space: str | None,
-          data: Path | None, accuracy_trees: Path | None, out: Path, profile_subnets: int, max_rounds: int,
-          as_json: bool) -> None:
+def build(target: str, devices: tuple[str, ...], budgets_ms: str | None, supernet: Path | None,
+          space_name: str | None, data: Path | None, accuracy_trees: Path | None, out: Path, profile_subnets: int,
+          max_rounds: int, as_json: bool) -> None:
     """Search, compile, verify and emit the best subnet per device and latency budget."""
     cfg = BuildConfig(target=target, devices=devices, budgets_ms=tuple(parse_budgets(budgets_ms)) if budgets_ms else (),
-                      supernet=supernet, space=space, data=data, accuracy_trees=accuracy_trees, out=out,
+                      supernet=supernet, space=space_name, data=data, accuracy_trees=accuracy_trees, out=out,
                       profile_subnets=profile_subnets, max_rounds=max_rounds)
     result = run_build(cfg)
     if as_json:

@@ -6,16 +6,14 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.options import json_option
+from pipeline.cli.options import device_option, json_option, load_arch, space_option
 from pipeline.space import SearchSpace, resolve_arch
 
 
 @click.command("compile")
 @click.argument("arch")
-@click.option("--device", "device", required=True, help="Device profile name (device_profiles/) or YAML file.")
-@click.option("--space", "space_name", default=None,
-              help="Built-in space (attentivenas, demo) or a space YAML file "
-                   "[default: the supernet's space, else attentivenas].")
+@device_option(note="Device to compile for and verify on")
+@space_option
 @click.option("--supernet", "checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Supernet checkpoint whose weights the subnet takes (default: seeded random weights).")
 @click.option("--num-classes", type=int, default=1000, show_default=True,
@@ -31,15 +29,15 @@ def compile_cmd(arch: str, device: str, space_name: str | None, checkpoint: str 
     from pipeline.device import load_profile
 
     profile = load_profile(device)
-    space = SearchSpace.load(space_name) if space_name else None
     supernet = None
     if checkpoint is not None:
         from pipeline.model import load_supernet
 
-        supernet = load_supernet(checkpoint, space)  # refuses a checkpoint of another space
-        space = supernet.space
-    space = space or SearchSpace.load()
-    config = space.validate(resolve_arch(arch))
+        # the checkpoint's space; a --space it was not built for is refused
+        supernet = load_supernet(checkpoint, SearchSpace.load(space_name) if space_name else None)
+        space, config = supernet.space, supernet.space.validate(resolve_arch(arch))
+    else:
+        space, config = load_arch(arch, space_name)
     name = Path(arch).stem if Path(arch).suffix else arch
     folder = Path(out) / artifact_dirname(config, profile.name, name)
     artifact = compile_subnet(space, config, profile, folder, supernet, num_classes, name=name,

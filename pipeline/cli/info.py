@@ -13,7 +13,7 @@ from pipeline.space.arch import count_flops, count_params
 @click.argument("arch")
 @space_option
 @json_option
-def info(arch: str, space_name: str, as_json: bool) -> None:
+def info(arch: str, space_name: str | None, as_json: bool) -> None:
     """Resolution, MFLOPs and M params of ARCH (a0..a6 or a config file)."""
     space, config = load_arch(arch, space_name)
     summary = {

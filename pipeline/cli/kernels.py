@@ -5,22 +5,20 @@ import json
 
 import click
 
-from pipeline.cli.options import json_option, space_option
+from pipeline.cli.options import device_option, json_option, resolve_space, space_option
 
-device_option = click.option("--device", "device_name", required=True, help="Device profile name (e.g. x86-host).")
 random_option = click.option("--random", "n_random", default=8, show_default=True,
                              help="Random subnets added to the covering set (they count how often tasks recur).")
 classes_option = click.option("--num-classes", type=int, default=None,
                               help="Classifier size (default: 10 for the demo space, else 1000).")
 
 
-def _plan(space_name: str, device_name: str, n_random: int, num_classes: int | None):
+def _plan(space_name: str | None, device: str, n_random: int, num_classes: int | None):
     from pipeline.device import load_profile
     from pipeline.kernels.plan import plan
-    from pipeline.space import SearchSpace
 
-    profile = load_profile(device_name)
-    return profile, plan(SearchSpace.load(space_name), profile.name, profile.tvm_target(), num_classes, n_random)
+    profile = load_profile(device)
+    return profile, plan(resolve_space(space_name), profile.name, profile.tvm_target(), num_classes, n_random)
 
 
 @click.group()
@@ -29,16 +27,16 @@ def kernels() -> None:
 
 
 @kernels.command("plan")
-@device_option
+@device_option(note="Device whose target the tasks are lowered for")
 @space_option
 @random_option
 @classes_option
 @click.option("--top", default=15, show_default=True, help="Tasks to list, by FLOPs weight.")
 @json_option
-def plan_cmd(device_name: str, space_name: str, n_random: int, num_classes: int | None, top: int,
+def plan_cmd(device: str, space_name: str | None, n_random: int, num_classes: int | None, top: int,
              as_json: bool) -> None:
     """Distinct tuning tasks over a space for a device (deduplicated by workload)."""
-    _, result = _plan(space_name, device_name, n_random, num_classes)
+    _, result = _plan(space_name, device, n_random, num_classes)
     tasks = sorted(result.tasks, key=lambda t: -t.weighted_flops)
     if as_json:
         click.echo(json.dumps({**result.summary(), "task_list": [t.to_dict() for t in tasks]}))
@@ -52,20 +50,20 @@ def plan_cmd(device_name: str, space_name: str, n_random: int, num_classes: int 
 
 
 @kernels.command("tune")
-@device_option
+@device_option(note="Device to tune on")
 @space_option
 @random_option
 @classes_option
 @click.option("--trials", default=32, show_default=True, help="MetaSchedule trials per task.")
 @click.option("--total-trials", type=int, default=None, help="Trials over the whole run (default: trials x tasks).")
 @click.option("--max-tasks", type=int, default=None, help="Tune only the heaviest N tasks (by FLOPs weight).")
-def tune_cmd(device_name: str, space_name: str, n_random: int, num_classes: int | None, trials: int,
+def tune_cmd(device: str, space_name: str | None, n_random: int, num_classes: int | None, trials: int,
              total_trials: int | None, max_tasks: int | None) -> None:
     """Tune a space's tasks on the device into kernels/<device>/ (resumable: rerun to continue)."""
     from pipeline.kernels.database import device_kernel_dir
     from pipeline.kernels.tune import TuneBudget, tune
 
-    profile, result = _plan(space_name, device_name, n_random, num_classes)
+    profile, result = _plan(space_name, device, n_random, num_classes)
     outcomes = tune(result, profile, TuneBudget(trials, total_trials, max_tasks=max_tasks))
     tuned = [o for o in outcomes if o.best_us is not None]
     click.echo(f"{len(tuned)}/{len(outcomes)} tasks have records in {device_kernel_dir(profile.name)}")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli.options import device_name, device_option, store_option
 from pipeline.device.store import EXPORT_FORMATS, MeasurementStore
 
 
@@ -16,11 +17,10 @@ def measurements() -> None:
 @measurements.command()
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--device", default=None, help="Only this device's measurements.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Store file (default: cache_dir()/measurements.sqlite).")
+@device_option(default=None, note="Only this device's measurements")
+@store_option
 def export(fmt: str, output: Path, device: str | None, store_path: Path | None) -> None:
     """Write every stored measurement (one row each, raw repeats included)."""
     with MeasurementStore(store_path) as store:
-        n = store.export(output, fmt, device=device)
+        n = store.export(output, fmt, device=device_name(device) if device else None)
     click.echo(f"wrote {n} measurement(s) to {output}")

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from pipeline.cli.options import json_option
+from pipeline.cli.options import (device_name, device_option, json_option, resolve_space,
+                                  space_option, store_option)
 
-demo_space_option = click.option("--space", "space_name", default="demo", show_default=True,
-                                 help="Built-in space (demo, attentivenas) or a space YAML file.")
-device_option = click.option("--device", required=True, help="Device profile name (see device_profiles/).")
-store_option = click.option("--store", "store_path", default=None, type=click.Path(dir_okay=False),
-                            help="Measurement store (default: cache_dir()/measurements.sqlite).")
+#: What `profile --measure` can measure: the plan's subnets, the distinct blocks of the
+#: plan's subnets (the lookup table), or every distinct block of the space.
+MEASURE_CHOICES = ("subnets", "blocks", "space-blocks")
 
 
 def _echo_report(result: dict, as_json: bool) -> None:
@@ -31,44 +31,52 @@ def _echo_report(result: dict, as_json: bool) -> None:
         click.echo(f"  saved: {result['predictor_file']}")
 
 
+def _measure_choices(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[str]:
+    wanted = frozenset(v.strip() for v in value.split(",") if v.strip())
+    if not wanted or not wanted <= set(MEASURE_CHOICES):
+        raise click.BadParameter(f"{value!r}: give one or more of {', '.join(MEASURE_CHOICES)}, comma-separated")
+    if {"blocks", "space-blocks"} <= wanted:
+        raise click.BadParameter("blocks and space-blocks overlap; space-blocks already holds the plan's blocks")
+    return wanted
+
+
 @click.command()
-@device_option
+@device_option(note="Device to measure on")
 @click.option("--subnets", "n_subnets", type=click.IntRange(min=0), default=50, show_default=True,
               help="Size of the sampling plan (the first N of a fixed sequence: raising N only adds).")
-@demo_space_option
-@click.option("--blocks/--no-blocks", default=False, show_default=True,
-              help="Also build and measure every distinct block of the planned subnets (the lookup table).")
-@click.option("--all-blocks", is_flag=True, help="Measure every distinct block of the whole space.")
-@click.option("--only-blocks", is_flag=True, help="Measure the blocks of the plan but not its subnets.")
+@space_option
+@click.option("--measure", default="subnets", show_default=True, callback=_measure_choices, metavar="WHAT[,WHAT]",
+              help="What to build and measure: subnets (the plan's), blocks (every distinct block of the plan's "
+                   "subnets: the lookup table), space-blocks (every distinct block of the space); e.g. "
+                   "subnets,blocks.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Compile processes (default: CPUs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--remeasure", is_flag=True,
               help="Instead: time every stored subnet again from its library (no recompiling), beside the reference.")
 @store_option
 @json_option
-def profile(device: str, n_subnets: int, space_name: str, blocks: bool, all_blocks: bool, only_blocks: bool,
-            workers: int | None, seed: int, remeasure: bool, store_path: str | None, as_json: bool) -> None:
-    """Compile and measure the sampling plan's subnets on DEVICE; resumable (stored ones are skipped)."""
+def profile(device: str, n_subnets: int, space_name: str | None, measure: frozenset[str], workers: int | None,
+            seed: int, remeasure: bool, store_path: Path | None, as_json: bool) -> None:
+    """Compile and measure the sampling plan's subnets (and/or blocks) on the device; resumable."""
     from pipeline.device import load_profile
-    from pipeline.predict.features import all_blocks as space_blocks, distinct_blocks
+    from pipeline.predict.features import all_blocks, distinct_blocks
     from pipeline.profiling import profile_blocks, profile_subnets, remeasure_stored, sampling_plan
-    from pipeline.space import SearchSpace
 
-    device_profile, space = load_profile(device), SearchSpace.load(space_name)
+    device_profile, space = load_profile(device), resolve_space(space_name)
     plan = sampling_plan(space, n_subnets, seed)
     summary = {}
     if remeasure:
         summary["subnets"] = remeasure_stored(device_profile, space, store_path).to_dict()
-    elif not only_blocks:
+    elif "subnets" in measure:
         summary["subnets"] = profile_subnets(device_profile, space, plan, store_path, workers).to_dict()
-    if blocks or all_blocks or only_blocks:
-        wanted = space_blocks(space) if all_blocks else distinct_blocks(space, plan)
+    if measure & {"blocks", "space-blocks"}:
+        wanted = all_blocks(space) if "space-blocks" in measure else distinct_blocks(space, plan)
         summary["blocks"] = profile_blocks(device_profile, space, wanted).to_dict()
     if as_json:
         click.echo(json.dumps(summary))
         return
     for what, s in summary.items():
-        click.echo(f"{device}: {s['planned']} {what} planned, {s['skipped']} already stored, "
+        click.echo(f"{device_name(device)}: {s['planned']} {what} planned, {s['skipped']} already stored, "
                    f"{s['measured']} measured -> {s['store']}")
 
 
@@ -78,33 +86,33 @@ def predictor() -> None:
 
 
 @predictor.command()
-@device_option
-@demo_space_option
+@device_option(note="Device whose measurements are fitted")
+@space_option
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True,
               help="Share of measured subnets held out for the error report (stable by subnet id).")
 @click.option("--kind", "kinds", multiple=True,
-              help="Restrict the candidates (ridge, trees, lut, lut+ridge, lut+trees); default: all that apply.")
+              help="Restrict the candidates (ridge, trees, lut, lut+ridge, lut+trees, rank); default: all that apply "
+                   "but rank (pairwise ranking loss, calibrated to ms).")
 @click.option("--max-train", type=click.IntRange(min=2), default=None, help="Use at most this many training subnets.")
 @store_option
 @json_option
-def fit(device: str, space_name: str, test_fraction: float, kinds: tuple[str, ...], max_train: int | None,
-        store_path: str | None, as_json: bool) -> None:
-    """Fit DEVICE's predictor (kind chosen by cross-validation), report held-out error, save it."""
+def fit(device: str, space_name: str | None, test_fraction: float, kinds: tuple[str, ...], max_train: int | None,
+        store_path: Path | None, as_json: bool) -> None:
+    """Fit the device's predictor (kind chosen by cross-validation), report held-out error, save it."""
     from pipeline.device import load_profile
     from pipeline.predict.workflow import fit_device
-    from pipeline.space import SearchSpace
 
-    _, result = fit_device(load_profile(device), SearchSpace.load(space_name), test_fraction, store_path,
+    _, result = fit_device(load_profile(device), resolve_space(space_name), test_fraction, store_path,
                            kinds=kinds or None, max_train=max_train)
     _echo_report(result, as_json)
 
 
 @predictor.command(name="eval")
-@device_option
+@device_option(note="Device whose saved predictor is tested (in its own space)")
 @store_option
 @json_option
-def eval_cmd(device: str, store_path: str | None, as_json: bool) -> None:
-    """Test DEVICE's saved predictor on every stored measurement it was not fitted on."""
+def eval_cmd(device: str, store_path: Path | None, as_json: bool) -> None:
+    """Test the device's saved predictor on every stored measurement it was not fitted on."""
     from pipeline.device import load_profile
     from pipeline.predict.workflow import evaluate_device
 
@@ -112,22 +120,25 @@ def eval_cmd(device: str, store_path: str | None, as_json: bool) -> None:
 
 
 @predictor.command()
-@click.option("--from", "source", required=True, help="Device whose saved predictor is transferred.")
-@device_option
+@click.option("--from", "source", required=True, metavar="NAME|FILE",
+              help="Device whose saved predictor is transferred (named as for --device).")
+@device_option(note="Device the predictor is transferred to")
 @click.option("--k", "ks", default="5,10,20", show_default=True, help="Comma-separated numbers of measurements.")
 @click.option("--draws", type=click.IntRange(min=1), default=5, show_default=True,
               help="Random K-subsets averaged per K.")
 @store_option
 @json_option
-def transfer(source: str, device: str, ks: str, draws: int, store_path: str | None, as_json: bool) -> None:
-    """Few-shot: SOURCE's predictor + K of DEVICE's measurements vs a from-scratch fit on the same K."""
+def transfer(source: str, device: str, ks: str, draws: int, store_path: Path | None, as_json: bool) -> None:
+    """Few-shot: SOURCE's predictor + K of the device's measurements vs a from-scratch fit on the same K."""
     from pipeline.device import load_profile
     from pipeline.predict import load_predictor
     from pipeline.predict.transfer import transfer_study
     from pipeline.predict.workflow import load_dataset
 
+    target = load_profile(device)
+    source, device = device_name(source), target.name
     src = load_predictor(source)
-    data = load_dataset(load_profile(device), src.space, store_path)
+    data = load_dataset(target, src.space, store_path)
     try:
         k_values = [int(k) for k in ks.split(",") if k.strip()]
     except ValueError:

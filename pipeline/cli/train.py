@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.options import json_option
+from pipeline.cli.options import json_option, space_option
 from pipeline.errors import ConfigError
 from pipeline.space import SearchSpace, SubnetConfig, resolve_arch
 from pipeline.train.config import SAMPLER_METHODS
@@ -15,7 +15,7 @@ from pipeline.train.config import SAMPLER_METHODS
 @click.command()
 @click.option("--config", "recipe", default=None,
               help="Recipe YAML or built-in name (attentivenas, demo). Default: attentivenas; demo with --demo.")
-@click.option("--space", "space_name", default=None, help="Override the recipe's space (name or YAML file).")
+@space_option
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="Image folders: DATA/train/<class>/*.jpg|png, DATA/val/<class>/...")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (checkpoint.dir).")

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 import pipeline
 from pipeline.compile.build import check_toolchain
@@ -31,6 +30,7 @@ from pipeline.compile.subnet import check_supernet_space, static_module
 from pipeline.compile.verify import INPUT_SEED, verify_on_device
 from pipeline.compile.workers import BuildJob, run_jobs
 from pipeline.errors import PipelineError
+from pipeline.progress import progress_bar
 from pipeline.space import SearchSpace, SubnetConfig
 from pipeline.space.arch import count_flops, count_params
 
@@ -113,7 +113,7 @@ def _prepare(space: SearchSpace, config: SubnetConfig, name: str | None, out_dir
         config=json.dumps(config.to_dict(), sort_keys=True), space=space.name,
         weights=weights_digest(module), target=str(profile.tvm_target()),
         cross_compiler=profile.cross_compiler, tvm_version=tvm.__version__,
-        kernel_db_hash=kernel_db_hash(profile.name), pipeline_version=pipeline.__version__,
+        kernel_db_hash=kernel_db_hash(profile.name, profile.tvm_target()), pipeline_version=pipeline.__version__,
         code=code_digest(), onnx_opset=ONNX_OPSET)
     reference = torch_reference(module, fixed_input(config.resolution, INPUT_SEED))
     staged, onnx_diff = None, None
@@ -257,8 +257,8 @@ def compile_many(space: SearchSpace, configs: Sequence[SubnetConfig], profile: A
             session = stack.enter_context(open_session(profile))
         items: list[_Prepared] = []
         try:
-            for c, n, d in tqdm(list(zip(configs, names, out_dirs)), desc="export", unit="subnet",
-                                disable=len(configs) < 2):
+            for c, n, d in progress_bar(list(zip(configs, names, out_dirs)), desc="export", unit="subnet",
+                                        disable=len(configs) < 2):
                 items.append(_prepare(space, c, n, d, profile, supernet, checkpoint, num_classes, cache))
             run_jobs(_jobs(items, profile, cache), workers or os.cpu_count() or 1)
         finally:  # builds that did not reach the cache leave no temporary folders behind

@@ -6,9 +6,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pipeline.device import DeviceProfile
 
-#: Value stored as `kernel_db_hash` when the device has no tuning database.
-UNTUNED = "untuned"
-
 
 def current_key_fields(profile: "DeviceProfile") -> tuple[str, str, str]:
     """(target, TVM version, kernel database hash) that measurements taken now are stored under."""
@@ -16,4 +13,5 @@ def current_key_fields(profile: "DeviceProfile") -> tuple[str, str, str]:
 
     from pipeline.kernels import kernel_db_hash
 
-    return str(profile.tvm_target()), tvm.__version__, kernel_db_hash(profile.name) or UNTUNED
+    target = profile.tvm_target()
+    return str(target), tvm.__version__, kernel_db_hash(profile.name, target)

@@ -11,11 +11,10 @@ import copy
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_json
 from pipeline.errors import PipelineError
 from pipeline.paths import DATA_DIR
 
@@ -126,13 +125,4 @@ class Manifest:
 
     def write(self, folder: str | Path) -> Path:
         """Atomically write `manifest.json` into `folder`."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / MANIFEST_NAME
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self._data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
-        os.replace(tmp, target)
-        return target
+        return write_json(Path(folder) / MANIFEST_NAME, self._data, indent=2)

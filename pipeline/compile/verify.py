@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.compile.numerics import compare
+from pipeline.errors import PipelineError, is_device_failure
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,18 @@ def verify_on_device(session: Any, lib_path: Path, x: np.ndarray, reference: np.
                      device_name: str) -> dict[str, Any]:
     """The manifest's `verification` record; `verified` is True only if outputs match.
 
-    A crash on the device counts as a failed verification (with the error kept), never
-    as an exception that could let the artifact slip through unchecked.
+    A crash on the device (`is_device_failure`: TVM runtime or link errors) or outputs
+    that do not match count as a failed verification, with the error kept; any other
+    exception is a bug and propagates with its traceback (no artifact is emitted either way).
     """
     record: dict[str, Any] = {"verified": False, "device": device_name, "max_abs_diff": None,
                               "tolerance": None, "input_seed": INPUT_SEED, "error": None}
     try:
         output = run_on_device(session, lib_path, x)
         result = compare(reference, output)
-    except Exception as err:  # noqa: BLE001 - any failure on the device fails the check
+    except Exception as err:  # noqa: BLE001 - sorted just below
+        if not (is_device_failure(err) or isinstance(err, PipelineError)):
+            raise
         log.error("verification of %s on %s failed: %s", lib_path, device_name, err)
         record["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         return record

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from pipeline.compile.build import build_library
 from pipeline.compile.cache import LIBRARY, ONNX, CacheKey, CompileCache
 from pipeline.compile.frontend import onnx_to_relax
+from pipeline.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -47,14 +46,14 @@ def run_jobs(jobs: list[BuildJob], workers: int) -> None:
     if not jobs:
         return
     if len(jobs) == 1 or workers <= 1:
-        for job in tqdm(jobs, desc="compile", unit="subnet", disable=len(jobs) == 1):
+        for job in progress_bar(jobs, desc="compile", unit="subnet", disable=len(jobs) == 1):
             run_job(job)
         return
     context = multiprocessing.get_context("spawn")  # TVM and torch are not fork-safe
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
         futures = [pool.submit(run_job, job) for job in jobs]
         try:
-            for future in tqdm(as_completed(futures), total=len(futures), desc="compile", unit="subnet"):
+            for future in progress_bar(as_completed(futures), total=len(futures), desc="compile", unit="subnet"):
                 future.result()
         except BaseException:
             # A failed build or Ctrl-C: do not start the queued builds (what finished is cached).

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from tqdm import tqdm
-
+from pipeline.atomic import write_json
 from pipeline.device.profile import DeviceProfile, EmulatedConnection
 from pipeline.device.rpcserver import ServerProcess, pid_alive, rpc_server_args, start_background, stop_group
 from pipeline.errors import DeviceError
 from pipeline.paths import cache_dir
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class EmulatedDevice:
 
     @staticmethod
     def _run(cmd: list[str], what: str, timeout_s: float = 1800) -> None:
-        log.info("%s: %s", what, " ".join(cmd))
+        log.debug("%s: %s", what, " ".join(cmd))  # callers say what the step is; one dpkg -x per package
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except FileNotFoundError:
@@ -138,7 +138,7 @@ class EmulatedDevice:
             raise DeviceError("building the emulated device needs root (debootstrap, chroot); run as root")
         shutil.rmtree(self.rootfs, ignore_errors=True)  # a half-finished earlier attempt
         mirror = apt_mirror()
-        print(f"[device] debootstrap arm64 {self.conn.suite} from {mirror} (about a minute)", file=sys.stderr)
+        log.info("%s: debootstrap arm64 %s from %s (about a minute)", self.profile.name, self.conn.suite, mirror)
         self._run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3",
                    self.conn.suite, str(self.rootfs), mirror], "debootstrap")
         self._stamp("debootstrap").touch()
@@ -150,7 +150,7 @@ class EmulatedDevice:
         if not debs:
             raise DeviceError(f"no .deb files under {self.rootfs}/var/cache/apt/archives; "
                               f"delete {self.dir} and run `pipeline device up` again")
-        for deb in tqdm(debs, desc="[device] unpack arm64 packages", unit="deb", file=sys.stderr):
+        for deb in progress_bar(debs, desc=f"{self.profile.name}: unpack arm64 packages", unit="deb"):
             self._run(["dpkg", "-x", str(deb), str(self.rootfs)], f"dpkg -x {deb.name}")
         python = self.rootfs / "usr/bin" / self.conn.python
         if not python.exists():
@@ -168,7 +168,7 @@ class EmulatedDevice:
         pins = [f"apache-tvm=={version('apache-tvm')}", f"apache-tvm-ffi=={version('apache-tvm-ffi')}",
                 *DEVICE_PACKAGES]
         py = self.conn.python.removeprefix("python")
-        print(f"[device] pip download aarch64 wheels for Python {py}: {' '.join(pins)}", file=sys.stderr)
+        log.info("%s: pip download aarch64 wheels for Python %s: %s", self.profile.name, py, " ".join(pins))
         cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
                "--only-binary=:all:", "--python-version", py, "-d", str(wheel_dir)]
         for platform in WHEEL_PLATFORMS:
@@ -176,8 +176,8 @@ class EmulatedDevice:
         self._run(cmd + pins, "pip download")
         site = self.rootfs / "opt/site"
         shutil.rmtree(site, ignore_errors=True)
-        for wheel in tqdm(sorted(wheel_dir.glob("*.whl")), desc="[device] unzip wheels", unit="whl",
-                          file=sys.stderr):
+        for wheel in progress_bar(sorted(wheel_dir.glob("*.whl")), desc=f"{self.profile.name}: unzip wheels",
+                                  unit="whl"):
             with zipfile.ZipFile(wheel) as zf:
                 zf.extractall(site)
         self._stamp("wheels").touch()
@@ -228,15 +228,18 @@ class EmulatedDevice:
             for state in self.servers():
                 if state.port == port:
                     return state, False
-            print(f"[device] starting the emulated arm64 RPC server on {self.conn.host}:{port} "
-                  f"(importing TVM under emulation takes a while)", file=sys.stderr)
+            log.info("%s: starting the RPC server on %s:%d (importing TVM under emulation takes a while)",
+                     self.profile.name, self.conn.host, port)
+            start = time.monotonic()
             server: ServerProcess = start_background(
                 ["chroot", str(self.rootfs), f"/usr/bin/{self.conn.python}",
                  *rpc_server_args(self.conn.host, port)],
                 self.run_dir / f"{port}.log", env={"PYTHONPATH": "/opt/site", "HOME": "/tmp"},
                 ready_timeout_s=ready_timeout_s, what=f"emulated device {self.profile.name}")
             state = EmulatedState(pid=server.pid, port=server.port, host=server.host, started_at=time.time())
-            self._state_file(port).write_text(json.dumps(asdict(state)))
+            write_json(self._state_file(port), asdict(state))
+            log.info("%s: RPC server ready on %s:%d after %.0f s", self.profile.name, state.host, state.port,
+                     time.monotonic() - start)
             return state, True
 
     def down(self, port: int | None = None) -> list[EmulatedState]:

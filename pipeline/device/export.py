@@ -5,6 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
+from pipeline.atomic import atomic_path
 from pipeline.device.profile import DeviceProfile
 from pipeline.errors import DeviceError
 
@@ -16,17 +17,15 @@ def export_library(executable, path: str | os.PathLike, profile: DeviceProfile) 
     be on PATH (the device may have no compiler of its own, so it gets a finished `.so`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.so")
-    if profile.cross_compiler is None:
-        executable.export_library(str(tmp))
-    else:
-        if shutil.which(profile.cross_compiler) is None:
-            raise DeviceError(f"cross compiler {profile.cross_compiler!r} of profile {profile.name} is not on PATH; "
-                              f"install it (scripts/setup.sh brings aarch64-linux-gnu-g++; the Android NDK clang "
-                              f"is separate) or set `cross_compiler` to its full path in {profile.source}")
-        from tvm.support import cc
+    if profile.cross_compiler is not None and shutil.which(profile.cross_compiler) is None:
+        raise DeviceError(f"cross compiler {profile.cross_compiler!r} of profile {profile.name} is not on PATH; "
+                          f"install it (scripts/setup.sh brings aarch64-linux-gnu-g++; the Android NDK clang "
+                          f"is separate) or set `cross_compiler` to its full path in {profile.source}")
+    with atomic_path(path) as tmp:  # a half-written library never sits at `path`
+        if profile.cross_compiler is None:
+            executable.export_library(str(tmp))
+        else:
+            from tvm.support import cc
 
-        executable.export_library(str(tmp), fcompile=cc.cross_compiler(profile.cross_compiler))
-    os.replace(tmp, path)  # atomic: a half-written library never sits at `path`
+            executable.export_library(str(tmp), fcompile=cc.cross_compiler(profile.cross_compiler))
     return path

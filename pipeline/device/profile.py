@@ -16,7 +16,7 @@ from typing import Any, Union
 import yaml
 
 from pipeline.errors import ConfigError
-from pipeline.paths import profiles_dir
+from pipeline.paths import profile_dirs
 
 ARCHS = ("arm64", "x86_64")
 
@@ -272,15 +272,16 @@ def _host_arch() -> str:
 
 
 def list_profiles() -> list[str]:
-    """Names of the shipped (or `PIPELINE_PROFILES`) profiles, sorted."""
-    return sorted(p.stem for p in profiles_dir().glob("*.yaml"))
+    """Names of the profiles in `profile_dirs()` (user and built-in, or `PIPELINE_PROFILES`), sorted."""
+    return sorted({p.stem for folder in profile_dirs() for p in folder.glob("*.yaml")})
 
 
 def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
-    """A profile by name (file in `profiles_dir()`) or by path to a YAML file."""
+    """A profile by name (the first `NAME.yaml` in `profile_dirs()`) or by path to a YAML file."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = profiles_dir() / f"{name_or_path}.yaml"
+        candidates = [d / f"{name_or_path}.yaml" for d in profile_dirs()]
+        path = next((c for c in candidates if c.is_file()), candidates[0])
     if not path.is_file():
         raise ConfigError(f"no device profile {name_or_path!r}; known: {', '.join(list_profiles()) or 'none'} "
                           f"(or give a path to a profile YAML)")

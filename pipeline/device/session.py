@@ -23,7 +23,7 @@ from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
 from pipeline.device.profile import (Connection, DeviceProfile, EmulatedConnection, LocalConnection,
                                      RPCConnection, TrackerConnection)
-from pipeline.errors import DeviceError
+from pipeline.errors import DeviceError, is_device_failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -192,7 +192,11 @@ def probe(host: str, port: int, timeout_s: float, what: str, hint: str) -> None:
 
 
 def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
-    """Run a blocking TVM call that may hang on a wedged device; give up after `timeout_s`."""
+    """Run a blocking TVM call that may hang on a wedged device; give up after `timeout_s`.
+
+    A device failure (`is_device_failure`) becomes a one-line `DeviceError`; any other
+    exception is re-raised as it is, traceback included.
+    """
     result: dict[str, Any] = {}
 
     def run() -> None:
@@ -209,9 +213,28 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
                           f"restart its RPC server or raise connection.timeout_s")
     if "error" in result:
         err = result["error"]
+        if not is_device_failure(err):
+            raise err
         raise DeviceError(f"{what}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") \
             from err
     return result["value"]
+
+
+def device_answers(profile: DeviceProfile) -> bool:
+    """Whether a session on the device opens and answers a call now.
+
+    Tells a device lost mid-run from a bug that merely happened while using it.
+    """
+    try:
+        with open_session(profile) as session:
+            session.info()
+    except DeviceError:
+        return False
+    except Exception as err:  # noqa: BLE001 - sorted just below
+        if not is_device_failure(err):
+            raise
+        return False
+    return True
 
 
 def rpc_connect(host: str, port: int, key: str, timeout_s: float, what: str, hint: str, *,

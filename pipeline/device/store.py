@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
+from pipeline.atomic import atomic_path
 from pipeline.device.measure import Measurement
 from pipeline.errors import ConfigError
 from pipeline.paths import cache_dir
@@ -155,9 +156,7 @@ class MeasurementStore:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"export format must be one of {list(EXPORT_FORMATS)}, got {fmt!r}")
         records = [r.to_dict() for r in self.records(device)]
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as fh:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             if fmt == "json":
                 json.dump(records, fh, indent=1)
             else:

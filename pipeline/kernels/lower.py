@@ -17,7 +17,7 @@ import tvm
 import tvm.tirx
 from tvm import relax
 
-from pipeline.kernels.database import open_device_database
+from pipeline.kernels.database import database_status, has_database, open_device_database
 from pipeline.kernels.pad import pad_channels
 from pipeline.kernels.schedules import ScheduleParams, schedule_primfunc
 
@@ -82,7 +82,8 @@ class KernelCoverage:
 
     `tuned`: a record of the device's tuning database; `library`: a hand-written
     schedule of `pipeline.kernels.schedules`; the rest (`untuned_tasks`) run TVM's
-    unscheduled default loops, which are slow.
+    unscheduled default loops, which are slow. `database` says whether the device's
+    database was applied (and, when not, why: e.g. tuned on another CPU).
     """
 
     device_name: str
@@ -90,6 +91,7 @@ class KernelCoverage:
     tuned: int
     library: int
     untuned_tasks: tuple[str, ...]
+    database: str
 
     @property
     def complete(self) -> bool:
@@ -101,11 +103,11 @@ class KernelCoverage:
         text = f"{self.tuned}/{self.total} kernels tuned for {self.device_name}, {self.library} from the schedule library"
         if self.untuned_tasks:
             text += f", {len(self.untuned_tasks)} UNSCHEDULED: {', '.join(self.untuned_tasks)}"
-        return text
+        return f"{text}; {self.database}"
 
     def to_dict(self) -> dict:
         return {"device": self.device_name, "total": self.total, "tuned": self.tuned,
-                "library": self.library, "untuned_tasks": list(self.untuned_tasks)}
+                "library": self.library, "untuned_tasks": list(self.untuned_tasks), "database": self.database}
 
 
 def fuse_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -171,7 +173,10 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
     Returns the lowered Relax module (build it with `tvm.compile(mod, target)`) and how
     its kernels were scheduled.
     """
-    database = open_device_database(device_name)
+    applies, database_note = database_status(device_name, target)
+    if not applies and has_database(device_name):  # tuned elsewhere: say so loudly
+        log.warning("%s: %s", device_name, database_note)
+    database = open_device_database(device_name, target)
     params = ScheduleParams.for_target(target)
     fused, funcs, recorded = fuse_for_device(mod, target, database, params)
     if recorded:
@@ -185,6 +190,6 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
             continue
         fused[name] = scheduled.with_attr("tirx.is_scheduled", True)
         library += 1
-    coverage = KernelCoverage(device_name, len(funcs), len(recorded), library, tuple(untuned))
+    coverage = KernelCoverage(device_name, len(funcs), len(recorded), library, tuple(untuned), database_note)
     log.info("%s", coverage.summary())
     return fused, coverage

@@ -1,8 +1,9 @@
 """Channel padding: give every convolution a channel count the SIMD width divides.
 
 A kernel vectorises over channels; 200 channels on AVX-512 (16 lanes) leave only 8-lane
-vectors, half the FMA rate, and such layers were 45% of a full-space subnet's time on
-x86-host. Padding each such convolution's outputs with zero filters (200 -> 208), and
+vectors, half the FMA rate, and such layers were 45% of a full-space subnet's time on an
+AVX-512 x86-host. The width is the target's (`schedules.simd_lanes`): on AVX2 (8 lanes)
+and NEON (4) the AttentiveNAS channel counts, all multiples of 8, need no padding. Padding each such convolution's outputs with zero filters (200 -> 208), and
 the next layers' inputs with zero weights, keeps every padded channel exactly zero
 through the activations, SE gates, residual adds and pools, so the logits are unchanged.
 

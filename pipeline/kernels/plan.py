@@ -23,10 +23,11 @@ from pathlib import Path
 
 import tvm
 import tvm_ffi
-from tqdm import tqdm
 
+from pipeline.atomic import write_json
 from pipeline.kernels.database import lowering_fingerprint
 from pipeline.paths import cache_dir
+from pipeline.progress import progress_bar
 from pipeline.space import SearchSpace, SubnetConfig
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def plan(space: SearchSpace, device_name: str, target: tvm.target.Target, num_cl
     cache = _subnet_cache(space, device_name, num_classes)
     index = _TaskIndex()
     target_key = json.dumps([str(target), lowering_fingerprint()])
-    for config in tqdm(configs, desc=f"plan {space.name} on {device_name}", unit="subnet", disable=not progress):
+    for config in progress_bar(configs, desc=f"plan {space.name} on {device_name}", unit="subnet", disable=not progress):
         entries = _cached_tasks(cache / f"{config.id}.json", target_key)
         if entries is None:
             entries = subnet_tasks(subnet_module(space, config, num_classes), target)
@@ -234,6 +235,4 @@ def _cached_tasks(path: Path, target_key: str) -> list[tuple[str, tvm.IRModule, 
 def _write_tasks(path: Path, target_key: str, entries: list[tuple[str, tvm.IRModule, int]]) -> None:
     data = {"target": target_key,
             "tasks": [{"name": n, "mod": tvm.ir.save_json(m), "occurrences": w} for n, m, w in entries]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)  # atomic: a killed plan never leaves a half-written entry
+    write_json(path, data)  # atomic: a killed plan never leaves a half-written entry

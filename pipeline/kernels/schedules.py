@@ -28,8 +28,9 @@ from tvm.target import codegen
 
 log = logging.getLogger(__name__)
 
-#: Accumulator vectors a register tile may hold (x86-64 AVX-512 has 32 vector
-#: registers, AArch64 NEON 32; leave room for inputs and weights).
+#: Accumulator vectors a register tile may hold (AVX2 has 16 vector registers, AVX-512
+#: and AArch64 NEON 32; 12 leaves room for the weight vectors and the broadcast input
+#: on the smallest register file, as the 6x16 AVX2 sgemm micro-kernels do).
 MAX_ACCUMULATORS = 12
 #: Below this many multiply-adds (or elements) a kernel runs on one core: waking the
 #: thread pool costs a few microseconds, more than such a kernel takes.
@@ -49,9 +50,23 @@ class ScheduleParams:
 
     @classmethod
     def for_target(cls, target: tvm.target.Target) -> "ScheduleParams":
-        bits = int(codegen.llvm_get_vector_width(target)) if target.kind.name == "llvm" else 128
         cores = int(target.attrs.get("num-cores", 1) or 1)
-        return cls(lanes=max(1, bits // 32), cores=cores)
+        return cls(lanes=simd_lanes(target), cores=cores)
+
+
+def simd_lanes(target: tvm.target.Target) -> int:
+    """float32 lanes of the target's vector registers, from the CPU features LLVM reports
+    for it: 16 with AVX-512, 8 with AVX/AVX2, else 4 (SSE, NEON).
+
+    Not `codegen.llvm_get_vector_width`: it answers 512 bits for every x86 -mcpu, Zen 1
+    (AVX2) included, which made every tile twice the register width: LLVM split each
+    vector in two and the 12-accumulator tiles spilled AVX2's 16 registers."""
+    features = set(codegen.llvm_get_cpu_features(target)) if target.kind.name == "llvm" else set()
+    if "avx512f" in features:
+        return 16
+    if "avx" in features:
+        return 8
+    return 4
 
 
 def schedule_primfunc(func: tvm.tirx.PrimFunc, params: ScheduleParams) -> tvm.tirx.PrimFunc | None:

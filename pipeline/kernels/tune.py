@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import tvm
 import tvm.tirx
-from tqdm import tqdm
 
 from pipeline.kernels.database import open_database, publish, tuning_dir
 from pipeline.kernels.plan import Plan, PlannedTask
 from pipeline.kernels.schedules import ScheduleParams, schedule_trace
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +198,12 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
     Without `database_dir` the device's database is used and published into
     `kernels/<device>/` after the library seeds and after every tuned task."""
     target = profile.tvm_target()
-    folder = database_dir or tuning_dir(profile.name)
+    folder = database_dir or tuning_dir(profile.name, target)
     database = open_database(folder)
 
     def checkpoint() -> None:  # device databases are packed into kernels/<device>/ as they grow
         if database_dir is None:
-            publish(profile.name, folder)
+            publish(profile.name, folder, target)
 
     measurer = None  # MetaSchedule's builder/runner pools, started only when trials are due
     params = ScheduleParams.for_target(target)
@@ -214,7 +214,7 @@ def tune(plan: Plan, profile, budget: TuneBudget, database_dir: Path | None = No
     checkpoint()
     outcomes = []
     work_dir = folder / "logs"
-    bar = tqdm(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
+    bar = progress_bar(tasks, desc=f"tune {plan.space} on {profile.name}", unit="task", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="pipeline-tune-") as export_root:
         try:
             for task in bar:

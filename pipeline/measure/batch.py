@@ -14,14 +14,13 @@ import logging
 import os
 from typing import Iterator, Sequence
 
-from tqdm import tqdm
-
 from pipeline.device.measure import measure
 from pipeline.device.profile import DeviceProfile, TrackerConnection
 from pipeline.device.session import DeviceSession, open_session
 from pipeline.device.store import MeasurementRecord, MeasurementStore
 from pipeline.measure.farm import on_tracker
 from pipeline.measure.jobs import JobResult, MeasureJob, Reference
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,8 @@ def measure_batch(profile: DeviceProfile, jobs: Sequence[MeasureJob], store: Mea
         results = on_tracker(profile, pending, run_job, session, workers)
     else:
         results = _serially(profile, pending, run_job, session)
-    with tqdm(total=len(pending), desc=desc or f"measure on {profile.name}", unit="job",
-              disable=not progress) as bar:
+    with progress_bar(total=len(pending), desc=desc or f"measure on {profile.name}", unit="job",
+                      disable=not progress) as bar:
         for result in results:
             bar.update()
             if result.measurement is None:

@@ -1,7 +1,7 @@
 """Supernet checkpoints: ours (knows its space) and the official AttentiveNAS format.
 
 Ours is a dict `{'format', 'space', 'num_classes', 'state_dict', 'extra'}` written
-atomically (temporary file + `os.replace`), so a kill mid-save leaves the previous
+atomically (`pipeline.atomic`: unique temporary file, fsync, rename), so a kill mid-save leaves the previous
 checkpoint intact. The official format is a dict whose `'state_dict'` keys carry the
 `module.` prefix of DistributedDataParallel plus `*.bn_tracking.*` buffers we do not use.
 Files are read with `torch.load(weights_only=True)`: no code from a checkpoint runs.
@@ -9,10 +9,8 @@ Every refusal is a one-line `CheckpointError` naming the file, the key and the f
 """
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.model.supernet import Supernet
 from pipeline.space import SearchSpace, StageSpec
@@ -56,17 +55,8 @@ def save_checkpoint(path: str | Path, supernet: Supernet, extra: dict[str, Any] 
         "extra": extra,
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

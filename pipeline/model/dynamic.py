@@ -188,8 +188,7 @@ class DynamicShortcut(nn.Module):
         return x
 
     def copy_to(self, shortcut: static.Shortcut) -> None:
-        if shortcut.conv is not None:
-            self.conv.copy_to(shortcut.conv)
+        self.conv.copy_to(shortcut.conv)
 
 
 class DynamicResidualBlock(nn.Module):

@@ -69,17 +69,22 @@ class MBConv(nn.Module):
 
 
 class Shortcut(nn.Module):
-    """Identity, or average pool where strided and a 1x1 conv (no BN) where channels change."""
+    """Identity, or average pool where strided and a 1x1 conv (no BN) where channels change.
+
+    Like the official `ShortcutLayer`, it always holds the 1x1 conv (idle when channels
+    match): the official static subnet, and so the published parameter counts, have it.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.stride = stride
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
+        self.changes_channels = in_channels != out_channels
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = shortcut_pool(x, self.stride)
-        if self.conv is not None:
+        if self.changes_channels:
             x = self.conv(x)
         return x
 

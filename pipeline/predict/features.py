@@ -78,7 +78,7 @@ def _block_stats(block: BlockSpec) -> tuple[int, int, int]:
     written = block.mid_channels * out_elems + block.out_channels * out_elems
     if block.has_expand:
         written += block.mid_channels * block.in_size**2
-    return block.flops(), block.params(), written * BYTES_PER_ELEMENT
+    return block.flops(), block.run_params(), written * BYTES_PER_ELEMENT
 
 
 def _sorted(options: tuple[int, ...]) -> tuple[int, ...]:

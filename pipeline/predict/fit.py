@@ -5,6 +5,8 @@ table's sum, scaled, plus a constant), `lut+ridge`, `lut+trees` (the table plus 
 of what it misses), `transfer`, `transfer+ridge` (another device's predictor,
 recalibrated, plus optionally a residual model). Every fit weights squared errors by
 1/measured^2 so that it minimises relative error, the quantity budgets are judged by.
+`rank` (asked for by name, not among the defaults) is linear on the features but
+trained with a pairwise ranking loss and then calibrated to ms (`pipeline.predict.rank`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pipeline.predict.lut import BlockLatencyTable
 from pipeline.predict.metrics import error_metrics
 from pipeline.predict.models import fit_ridge, fit_trees
 from pipeline.predict.predictor import LatencyPredictor
+from pipeline.predict.rank import fit_pairwise_linear
 from pipeline.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,9 @@ log = logging.getLogger(__name__)
 FEATURE_KINDS = ("ridge", "trees")
 LUT_KINDS = ("lut", "lut+ridge", "lut+trees")
 TRANSFER_KINDS = ("transfer", "transfer+ridge")
+#: Trained to order subnets (pairwise loss), then calibrated to ms; only when asked for.
+RANK_KINDS = ("rank",)
+_FITS = {"ridge": fit_ridge, "trees": fit_trees, "rank": fit_pairwise_linear}
 #: Below this many training subnets there is nothing to cross-validate with.
 MIN_CV_SAMPLES = 4
 
@@ -53,12 +59,12 @@ def fit_kind(kind: str, device: str, space: SearchSpace, configs, latency_ms: np
     y = np.asarray(latency_ms, dtype=np.float64)
     weight = 1.0 / y**2
     base_name, _, model_name = kind.partition("+")
-    if base_name in FEATURE_KINDS:
+    if base_name in FEATURE_KINDS + RANK_KINDS:
         base_name, model_name = "", base_name
     bases = {"": None, "lut": lut, "transfer": source}
-    if base_name not in bases or model_name not in ("", *FEATURE_KINDS):
+    if base_name not in bases or model_name not in ("", *FEATURE_KINDS) and kind not in RANK_KINDS:
         raise ConfigError(f"unknown predictor kind {kind!r}; one of "
-                          f"{', '.join(FEATURE_KINDS + LUT_KINDS + TRANSFER_KINDS)}")
+                          f"{', '.join(FEATURE_KINDS + LUT_KINDS + TRANSFER_KINDS + RANK_KINDS)}")
     base = bases[base_name]
     if base_name and base is None:
         raise ConfigError(f"predictor kind {kind!r} needs a {'block table' if base_name == 'lut' else 'source predictor'}")
@@ -70,9 +76,8 @@ def fit_kind(kind: str, device: str, space: SearchSpace, configs, latency_ms: np
         residual = y - predictor.predict(encoded)
     if model_name:
         features = space_tables(space).subnet_features(encoded)
-        fit = fit_ridge if model_name == "ridge" else fit_trees
         predictor = LatencyPredictor(device, space, kind, predictor.scale, predictor.offset, base,
-                                     fit(features, residual, weight))
+                                     _FITS[model_name](features, residual, weight))
     return predictor
 
 

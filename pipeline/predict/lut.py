@@ -45,7 +45,7 @@ class BlockLatencyTable:
         """Lay `entries` (BlockSpec.key -> ms) onto `tables` and fit the fallback for the rest."""
         if not entries:
             raise ConfigError("the block lookup table is empty; measure blocks first "
-                              "(`pipeline profile --device NAME --blocks`)")
+                              "(`pipeline profile --device NAME --measure blocks`)")
         entries = {tuple(k): float(v) for k, v in entries.items()}
         rows, targets, seen = [], [], set()
         for comp in tables.blocks:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau
 
+from pipeline.atomic import atomic_path
+
 
 def error_metrics(measured_ms: np.ndarray, predicted_ms: np.ndarray) -> dict[str, Any]:
     """RMSE (ms), MAPE (fraction), share within +-5% and +-10%, Kendall tau, max relative error."""
@@ -55,6 +57,7 @@ def plot_predicted_vs_measured(measured_ms: np.ndarray, predicted_ms: np.ndarray
            title=title)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return path

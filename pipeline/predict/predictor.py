@@ -25,6 +25,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from pipeline.atomic import create_new
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import cache_dir
 from pipeline.predict.features import SpaceTables, space_tables
@@ -132,17 +133,20 @@ def _revisions(device: str) -> list[tuple[int, Path]]:
 
 
 def save_predictor(predictor: LatencyPredictor) -> Path:
-    """Write the next revision atomically; returns its path (the info records the revision)."""
+    """Write the next free revision; returns its path (the info records the revision).
+
+    Each revision file is created exclusively and complete (`create_new`), so two fits
+    that finish together get two revisions, never one file written over by the other.
+    """
+    folder = predictors_dir(predictor.device)
     revisions = _revisions(predictor.device)
     revision = revisions[-1][0] + 1 if revisions else 1
-    folder = predictors_dir(predictor.device)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"r{revision:04d}.json"
-    data = predictor.with_info(revision=revision).to_dict()
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-    return path
+    while True:
+        path = folder / f"r{revision:04d}.json"
+        data = predictor.with_info(revision=revision).to_dict()
+        if create_new(path, json.dumps(data).encode()):
+            return path
+        revision += 1  # another fit took this one meanwhile
 
 
 def load_predictor(device_or_path: str | os.PathLike) -> LatencyPredictor:

@@ -4,7 +4,8 @@ The search takes any object with `predict(configs) -> ms` (the fitted per-device
 `pipeline.predict.LatencyPredictor` is one), so it can be tested and benchmarked with
 any model. The analytic models here are not measurements:
 - `FlopsModel` returns MFLOPs; it turns latency-constrained search into the seed's
-  FLOPs-constrained search.
+  FLOPs-constrained search. `ParamsModel` returns millions of parameters (model size,
+  an objective of the multi-objective search).
 - `ShapeLatencyModel` is a roofline-style estimate from layer shapes (dense convs at
   one throughput, depthwise convs at a lower one, memory traffic, a cost per layer),
   for when no device predictor has been fitted yet; its constants are stated, not fitted.
@@ -18,7 +19,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from pipeline.space import SearchSpace, SubnetConfig
-from pipeline.space.arch import block_specs, count_flops, head_spec
+from pipeline.space.arch import block_specs, count_flops, count_params, head_spec
 
 
 class LatencyModel(Protocol):
@@ -41,6 +42,22 @@ class FlopsModel:
 @lru_cache(maxsize=200_000)
 def _mflops(space: SearchSpace, config: SubnetConfig) -> float:
     return count_flops(space, config) / 1e6
+
+
+@dataclass(frozen=True)
+class ParamsModel:
+    """Millions of parameters (BN affine included): model size as a search objective."""
+
+    space: SearchSpace
+    num_classes: int = 1000
+
+    def predict(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
+        return np.array([_mparams(self.space, c, self.num_classes) for c in configs], dtype=np.float64)
+
+
+@lru_cache(maxsize=200_000)
+def _mparams(space: SearchSpace, config: SubnetConfig, num_classes: int) -> float:
+    return count_params(space, config, num_classes) / 1e6
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from pipeline.errors import ConfigError
+from pipeline.progress import progress_bar
 from pipeline.search.accuracy import AccuracySource
 from pipeline.search.evaluator import Budget, Candidate, Evaluator
 from pipeline.search.latency import FlopsModel, LatencyModel
@@ -96,6 +96,8 @@ class SearchResult:
     front: tuple[Candidate, ...]
     n_evaluated: int
     seconds: float
+    #: normalised hypervolume of the front, for methods that optimise it (NSGA-II)
+    hypervolume: float | None = None
 
     @property
     def candidates_per_second(self) -> float:
@@ -110,6 +112,7 @@ class SearchResult:
             "best": [{"budget": b.to_dict(), "candidate": c.to_dict() if c else None}
                      for b, c in zip(self.budgets, self.best)],
             "front": [c.to_dict() for c in self.front],
+            **({"hypervolume": self.hypervolume} if self.hypervolume is not None else {}),
         }
 
 
@@ -118,16 +121,16 @@ def _result(method: str, ev: Evaluator, budgets: Sequence[Budget], start: float)
                         tuple(ev.pareto_front()), ev.n_scored, time.perf_counter() - start)
 
 
-def _draw(ev: Evaluator, make: Callable[[], SubnetConfig], n: int, budget: Budget,
+def _draw(ev: Evaluator, make: Callable[[], SubnetConfig], n: int, budget: Budget | None,
           rounds: int, taken: set[SubnetConfig]) -> list[SubnetConfig]:
-    """Up to `n` new configs from `make()` that meet `budget`, latency checked in batches."""
+    """Up to `n` new configs from `make()` that meet `budget` (None: any), latency checked in batches."""
     found: dict[SubnetConfig, None] = {}
     for _ in range(rounds):
         need = n - len(found)
         if need <= 0:
             break
         proposals = [make() for _ in range(2 * need)]
-        ok = ev.feasible(ev.latency(proposals), budget)
+        ok = ev.feasible(ev.latency(proposals), budget) if budget else np.ones(len(proposals), dtype=bool)
         for config, good in zip(proposals, ok):
             if good and config not in found and config not in taken and not ev.is_scored(config):
                 found[config] = None
@@ -173,7 +176,7 @@ def evolve(space: SearchSpace, accuracy: AccuracySource, latency: Mapping[str, L
 
     ev.score([space.smallest()])  # meets every budget that anything meets
     generation(initial)
-    for _ in tqdm(range(config.generations), desc="evolution", unit="gen", disable=not progress):
+    for _ in progress_bar(range(config.generations), desc="evolution", unit="gen", disable=not progress):
         generation(children)
     result = _result("evolution", ev, budgets, start)
     log.info("evolution: %d candidates scored in %.1f s", result.n_evaluated, result.seconds)

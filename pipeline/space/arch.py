@@ -2,7 +2,7 @@
 
 One source of truth for the shapes every later step needs: the static subnet builder,
 analytic FLOPs and parameter counts (official convention, ../shared/attentivenas/
-README.md), the latency lookup table's block keys and the kernel workloads. Pure
+README.md and the official `utils/flops_counter.py`), the latency lookup table's block keys and the kernel workloads. Pure
 functions, no torch.
 """
 from __future__ import annotations
@@ -82,7 +82,19 @@ class BlockSpec:
         return total
 
     def params(self) -> int:
-        """Parameters of the block (BN affine included, running stats excluded)."""
+        """Parameters the block holds, official convention (every leaf module's parameters).
+
+        The official block always holds its 1x1 shortcut conv, which runs only where the
+        channels change, so the published counts include it for every block; so do ours.
+        """
+        idle_shortcut = 0 if self.shortcut_conv else self.in_channels * self.out_channels
+        return self.run_params() + idle_shortcut
+
+    def run_params(self) -> int:
+        """Parameters the forward pass reads (BN affine included, running stats excluded).
+
+        What a latency feature wants: the idle shortcut conv is held but never read.
+        """
         mid = self.mid_channels
         total = mid * self.kernel_size**2 + 2 * mid  # depthwise + BN
         total += mid * self.out_channels + 2 * self.out_channels  # projection + BN
@@ -171,6 +183,9 @@ def count_flops(space: SearchSpace, config: SubnetConfig, num_classes: int = 100
 
 
 def count_params(space: SearchSpace, config: SubnetConfig, num_classes: int = 1000) -> int:
-    """Parameters of the static subnet, BN affine included."""
+    """Parameters of the static subnet as the official counter reports them (BN affine included).
+
+    A0..A6: 9.065, 9.563, 11.307, 12.999, 11.998, 12.833, 15.441 M.
+    """
     head = head_spec(space, config, num_classes)
     return head.stem_params() + head.head_params() + sum(b.params() for b in block_specs(space, config))

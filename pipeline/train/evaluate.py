@@ -15,8 +15,8 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from pipeline.progress import progress_bar
 from pipeline.space import SearchSpace, SubnetConfig
 from pipeline.space.arch import count_flops
 from pipeline.train.data import EpochBatches, FolderDataset, ImageFolder, eval_batches, load_splits, make_loader
@@ -126,7 +126,7 @@ def evaluate(supernet: nn.Module, configs: Sequence[SubnetConfig], data: EvalDat
     space = space or supernet.space
     num_classes = len(data.train.classes)
     results = []
-    for config in tqdm(configs, desc="evaluate", unit="subnet", disable=not progress or len(configs) < 2):
+    for config in progress_bar(configs, desc="evaluate", unit="subnet", disable=not progress or len(configs) < 2):
         space.validate(config)
         recalibrate_bn(supernet, config, data.recalib_images())
         top1, loss, n = validate(supernet, config.resolution, data.val_batches())

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from pipeline.errors import ConfigError
 from pipeline.model import Supernet, save_checkpoint
+from pipeline.progress import progress_bar
 from pipeline.space import SearchSpace, SubnetConfig
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import EpochBatches, FolderDataset, load_splits, make_loader, steps_per_epoch
@@ -214,8 +214,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
             epoch, start = divmod(step, spe)
             batches = EpochBatches(len(train_folder), cfg.batch_size, epoch, cfg.seed, rank=ctx.rank,
                                    world=ctx.world, start=start).batches[:stop - step]
-            bar = tqdm(total=min(spe, total - epoch * spe), initial=start, desc=f"epoch {epoch + 1}/{epochs}",
-                       unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
+            bar = progress_bar(total=min(spe, total - epoch * spe), initial=start, desc=f"epoch {epoch + 1}/{epochs}",
+                               unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
             tick = time.perf_counter()
             for images, labels in make_loader(dataset, batches, cfg.workers):
                 lr = optimizer.param_groups[0]["lr"]

@@ -1,40 +1,30 @@
 """Atomic files: the resumable training state and the supernet checkpoint.
 
 The training state (model weights, optimizer, scheduler, every process's torch RNG, the
-sampler's RNG, the step) is one file written to a temporary name and renamed, so a kill
-at any moment leaves either the previous state or the new one, never a torn mix. The
+sampler's RNG, the step) is one file replaced through `pipeline.atomic`, so a kill at
+any moment leaves either the previous state or the new one, never a torn mix. The
 supernet itself is saved in the model package's checkpoint format (`save_checkpoint`),
 also via rename, so `load_supernet` reads it like any other.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import CheckpointError
 
 STATE_FILE = "train_state.pt"
 SUPERNET_FILE = "supernet.pt"
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` then rename tmp over `path` (same folder, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def save_state(path: Path, state: dict[str, Any]) -> Path:
     """Write the training state atomically (tensors and plain Python values only)."""
-    return write_atomic(path, lambda tmp: torch.save(state, tmp))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -12,7 +12,6 @@ for user data is exercised.
 from __future__ import annotations
 
 import json
-import os
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,9 +19,10 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
+from pipeline.atomic import atomic_path, write_json
 from pipeline.errors import ConfigError
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +170,12 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     names = class_names(spec.num_classes)
     jobs = [(split, label, i) for split, per in (("train", spec.train_per_class), ("val", spec.val_per_class))
             for label in range(spec.num_classes) for i in range(per)]
-    for split, label, i in tqdm(jobs, desc="synthetic images", unit="img", leave=False):
+    for split, label, i in progress_bar(jobs, desc="synthetic images", unit="img", leave=False):
         path = root / split / names[label] / f"{i:05d}.png"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-            Image.fromarray(render(spec, split, label, i)).save(tmp)
-            tmp.replace(path)
-    manifest.write_text(json.dumps(asdict(spec), indent=1))
+            with atomic_path(path, durable=False) as tmp:  # bulk and regenerable: no fsync each
+                Image.fromarray(render(spec, split, label, i)).save(tmp)
+    write_json(manifest, asdict(spec), indent=1)
     log.info("synthetic set: %d images of %d classes at %d px in %s", len(jobs), spec.num_classes,
              spec.resolution, root)
     return root
