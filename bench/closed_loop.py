@@ -31,7 +31,7 @@ from pipeline.build import BuildConfig, run_build
 from pipeline.build.accuracy import accuracy_for, load_supernet_for
 from pipeline.build.config import TARGET_ALIASES
 from pipeline.compile import INPUT_NAME, fixed_input
-from pipeline.device import MeasurementStore, load_profile, measure, open_session
+from pipeline.device import load_profile, measure, open_session
 from pipeline.errors import ConfigError
 from pipeline.paths import REPO_ROOT, cache_dir
 from pipeline.predict import error_metrics, fit_predictor

@@ -33,7 +33,6 @@ from pipeline.compile.keys import current_key_fields
 from pipeline.device.store import RecordKey
 from pipeline.measure import MeasureJob, Reference, block_store_path, measure_batch
 from pipeline.paths import cache_dir
-from pipeline.progress import progress_bar
 from pipeline.space import SearchSpace, SubnetConfig, encode_many
 from pipeline.space.arch import BlockSpec
 
