@@ -26,7 +26,7 @@ def _staged(path: Path) -> Iterator[Path]:
     """A fresh, uniquely named temporary file next to `path`, removed unless moved away.
 
     Its name ends in `path`'s suffix, for writers that pick a format by extension
-    (`export_library`, PIL). The caller writes it; `_flush` makes it durable.
+    (`export_library`, PIL). The caller writes it; `_fsync` makes it durable.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
@@ -38,18 +38,10 @@ def _staged(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _flush(tmp: Path) -> None:
-    """fsync the written file, so the rename never publishes a name without its data."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_folder(folder: Path) -> None:
-    """fsync the folder, so the rename itself survives a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """fsync a file or folder: the written file first, so the rename never publishes a
+    name without its data; then its folder, so the rename itself survives a power cut."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -70,10 +62,10 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
         yield tmp
         os.chmod(tmp, FILE_MODE)
         if durable:
-            _flush(tmp)
+            _fsync(tmp)
         os.replace(tmp, path)
     if durable:
-        _sync_folder(path.parent)
+        _fsync(path.parent)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -104,10 +96,10 @@ def create_new(path: str | os.PathLike, data: bytes) -> bool:
     with _staged(path) as tmp:
         tmp.write_bytes(data)
         os.chmod(tmp, FILE_MODE)
-        _flush(tmp)
+        _fsync(tmp)
         try:
             os.link(tmp, path)
         except FileExistsError:
             return False
-    _sync_folder(path.parent)
+    _fsync(path.parent)
     return True
