@@ -18,6 +18,7 @@ into their own store file.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -120,13 +121,20 @@ def subnet_job(profile: "DeviceProfile", space: SearchSpace, config: SubnetConfi
 def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[T]], list[MeasureJob]],
                 profile: "DeviceProfile", store: "MeasurementStore", reference: Reference,
                 session: "DeviceSession | None", desc: str) -> int:
-    """Prepare (compile) and measure `todo` a batch at a time; returns how many were stored."""
+    """Prepare (compile) and measure `todo` a batch at a time; returns how many were stored.
+
+    One session serves every batch (the caller's, or one opened here): a session per
+    batch re-connects and re-uploads the reference each time, which on an emulated or
+    slow-link device cost more than timing the batch itself."""
+    from pipeline.device import open_session
+
     stored = 0
-    for start in range(0, len(todo), batch_size):
-        jobs = prepare(todo[start:start + batch_size])
-        stored += sum(r.measurement is not None
-                      for r in measure_batch(profile, jobs, store, reference, session,
-                                             desc=f"{desc} {start + len(jobs)}/{len(todo)}"))
+    with contextlib.nullcontext(session) if session is not None else open_session(profile) as sess:
+        for start in range(0, len(todo), batch_size):
+            jobs = prepare(todo[start:start + batch_size])
+            stored += sum(r.measurement is not None
+                          for r in measure_batch(profile, jobs, store, reference, sess,
+                                                 desc=f"{desc} {start + len(jobs)}/{len(todo)}"))
     return stored
 
 

@@ -44,7 +44,7 @@ class BuildConfig:
     accuracy_subnets: int = 32
     recalib_batches: int = 4
     eval_batch_size: int = 100
-    max_rounds: int = 3
+    max_rounds: int = 2
     evolution: EvolutionConfig = field(default_factory=lambda: EvolutionConfig(population=64, parents=16,
                                                                                generations=15))
     workers: int | None = None

@@ -22,8 +22,8 @@ from pipeline.search.budgets import parse_budgets
 @accuracy_trees_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
               show_default=True, help="Output folder.")
-@click.option("--profile-subnets", default=16, show_default=True, help="Subnets measured to fit the predictor.")
-@click.option("--max-rounds", default=3, show_default=True, help="Search-measure rounds per budget.")
+@click.option("--profile-subnets", default=BuildConfig.profile_subnets, show_default=True, help="Subnets measured to fit the predictor.")
+@click.option("--max-rounds", default=BuildConfig.max_rounds, show_default=True, help="Search-measure rounds per budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print build.json at the end.")
 def build(target: str, devices: tuple[str, ...], budgets_ms: str | None, supernet: Path | None,
           space_name: str | None, data: Path | None, accuracy_trees: Path | None, out: Path, profile_subnets: int,

@@ -24,6 +24,7 @@ import tvm
 import tvm.tirx
 
 from pipeline.kernels.database import open_database, publish, tuning_dir
+from pipeline.kernels.intrinsics import register_cpu_intrinsics
 from pipeline.kernels.plan import Plan, PlannedTask
 from pipeline.kernels.schedules import ScheduleParams, schedule_trace
 from pipeline.progress import progress_bar
@@ -67,17 +68,22 @@ def _builder_runner(profile, timeout_s: float, export_root: Path):
     libraries are written under `export_root` (removed by the caller when tuning ends)."""
     from tvm.s_tir import meta_schedule as ms
 
+    register_cpu_intrinsics()  # here for TuneContext; `initializer` does it in each worker
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
     if profile.connection.kind == "local":
-        builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_Export(None, export_root))
-        return builder, ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
-    builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_Export(profile.cross_compiler, export_root))
+        builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_Export(None, export_root),
+                                          initializer=register_cpu_intrinsics)
+        return builder, ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator,
+                                              initializer=register_cpu_intrinsics)
+    builder = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_export=_Export(profile.cross_compiler, export_root),
+                                      initializer=register_cpu_intrinsics)
     # Placeholders: the runner insists on tracker fields (a falsy port counts as missing)
     # even though sessions come from `f_create_session`.
     rpc_config = ms.runner.RPCConfig(tracker_host="unused", tracker_port=1, tracker_key="unused",
                                      session_timeout_sec=int(timeout_s * 4))
     runner = ms.runner.RPCRunner(rpc_config, evaluator_config=evaluator, max_workers=1,
-                                 f_create_session=_ProfileSession(profile))
+                                 f_create_session=_ProfileSession(profile), f_cleanup=_close_session,
+                                 initializer=register_cpu_intrinsics)
     return builder, runner
 
 
@@ -108,14 +114,31 @@ class _ProfileSession:
     def __call__(self, _rpc_config):
         from pipeline.device import open_session
 
-        # The runner drops the RPC session when the candidate is done. The opener's context
-        # manager rides along on it: collected earlier, it would close the connection (and,
-        # over SSH, stop the tunnel and the remote server) while the runner still uploads;
-        # collected with it, it cleans up then.
+        # The opener's context manager rides along on the RPC session: collected earlier, it
+        # would close the connection (and, over SSH, stop the tunnel and the remote server)
+        # while the runner still uploads. `_close_session` (the runner's cleanup) exits it.
         manager = open_session(self.profile)
         rpc = manager.__enter__().rpc
         rpc.pipeline_opener = manager
         return rpc
+
+
+def _close_session(session, remote_path: str | None) -> None:
+    """The runner's cleanup: remove the candidate, then exit the opener at once.
+
+    Left to the garbage collector, the cycle rpc -> opener -> rpc kept the connection open
+    after the candidate, and the server (one client at a time) timed the next one out.
+    """
+    from tvm.s_tir.meta_schedule.runner.rpc_runner import default_cleanup
+
+    if session is None:
+        return
+    try:
+        default_cleanup(session, remote_path)
+    finally:
+        manager = session.__dict__.pop("pipeline_opener", None)
+        if manager is not None:
+            manager.__exit__(None, None, None)
 
 
 def _records(database, task: PlannedTask) -> list:

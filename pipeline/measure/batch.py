@@ -2,9 +2,9 @@
 
 Jobs already in the store are skipped; each finished measurement is committed before
 the next is awaited, so Ctrl-C or kill -9 loses at most the ones in flight. Every stored
-row carries the reference timed just before it on the same server (`reference_id`,
-`reference_ms`), so a fit can correct every row for contention, the build's own
-included. Tracker profiles spread the batch over all servers under their key; other
+row carries the reference (`reference_id`, `reference_ms`) timed on the same server just
+before it, at most `REFERENCE_MAX_AGE_S` earlier, so a fit can correct every row for
+contention, the build's own included. Tracker profiles spread the batch over all servers under their key; other
 profiles measure one after another in a single session (the caller's, if given).
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from typing import Iterator, Sequence
 
 from pipeline.device.measure import measure
@@ -25,16 +26,32 @@ from pipeline.progress import progress_bar
 log = logging.getLogger(__name__)
 
 
+#: A reference timing younger than this serves the next job on the same server too: contention
+#: drifts over seconds, while timing the reference before every small job (a block takes a
+#: fraction of a second) doubled the profiling time on an emulated device.
+REFERENCE_MAX_AGE_S = 2.0
+
+
 def _runner(reference: Reference | None):
-    """The function that runs one job in a session: reference first (if any), then the job."""
+    """The function that runs one job in a session: reference first (if any and stale), then the job."""
+    last: dict[str, tuple[float, float]] = {}  # worker -> (monotonic time, reference median ms)
+
+    def reference_ms(session: DeviceSession, job: MeasureJob, worker: str) -> float | None:
+        if reference is None:
+            return None
+        when, ms = last.get(worker, (-float("inf"), 0.0))
+        if time.monotonic() - when > REFERENCE_MAX_AGE_S:
+            ms = measure(session, reference.library, reference.inputs, job.policy).median_ms
+            last[worker] = (time.monotonic(), ms)
+        return ms
 
     def run_job(session: DeviceSession, job: MeasureJob, worker: str) -> JobResult:
         try:
-            reference_ms = None if reference is None else \
-                measure(session, reference.library, reference.inputs, job.policy).median_ms
+            ref_ms = reference_ms(session, job, worker)
             result = measure(session, job.library, job.inputs, job.policy, job.entry, vm=job.vm)
-            return JobResult(job, worker, result, reference_ms)
+            return JobResult(job, worker, result, ref_ms)
         except Exception as err:  # reported to the caller, who logs it and leaves it unstored
+            last.pop(worker, None)
             return JobResult(job, worker, error=f"{type(err).__name__}: {err}")
 
     return run_job
