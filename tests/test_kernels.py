@@ -131,6 +131,34 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     assert [padded_channels(c, 16) for c in (8, 16, 24, 200, 1000)] == [8, 16, 32, 208, 1008]
 
 
+def test_a_residual_block_alone_pads_at_16_lanes_and_keeps_its_numbers(tmp_path):
+    """A lookup-table block is compiled alone: its residual adds the function's input, a
+    computed tensor nothing padded. At AVX-512's width (16 lanes, whatever this CPU has) the
+    24-channel block is padded to 32; the input gets zero channels appended and the block's
+    first 24 output channels equal ONNX Runtime's."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from pipeline.predict.blocks import BLOCK_INPUT, block_inputs, export_block_onnx
+    from pipeline.predict.features import distinct_blocks
+
+    space = SearchSpace.load("demo")
+    spec = next(b for b in distinct_blocks(space, [space.largest()])
+                if b.stride == 1 and b.in_channels == b.out_channels and padded_channels(b.out_channels, 16)
+                != b.out_channels)
+    path = export_block_onnx(spec, tmp_path / "block.onnx")
+    padded, changed = pad_channels(fold_constant_layouts(onnx_to_relax(path)), lanes=16)
+    assert changed > 0
+    x = block_inputs(spec)[BLOCK_INPUT]
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {BLOCK_INPUT: x})[0]
+    vm = relax.VirtualMachine(tvm.compile(padded, target="llvm"), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    assert got.shape[1] == padded_channels(spec.out_channels, 16) > spec.out_channels
+    np.testing.assert_allclose(got[:, :spec.out_channels], expected, rtol=1e-4, atol=1e-4)
+    assert not got[:, spec.out_channels:].any()
+
+
 def _other_cpu(target) -> str:
     """An x86 -mcpu other than `target`'s (with another feature set)."""
     return "haswell" if TunedOn.of(target).mcpu == "znver5" else "znver5"

@@ -303,3 +303,26 @@ def test_two_cli_fits_at_once_both_save(demo, pipeline_cache, tmp_path):
         assert (loaded.kind, loaded.info["revision"]) == ("ridge", r["revision"])
     assert load_predictor("x86-host").info["revision"] == 2
     assert (pipeline_cache / "predictors" / "x86-host" / "fit.png").stat().st_size > 1000
+
+
+def test_interval_widens_with_distance_from_the_fitted_subnets(demo):
+    """Fitted on the faster half of the plan only: a fitted subnet gets the out-of-fold q90
+    relative error as its half-width, subnets far from every fitted one get wider intervals
+    (and the largest subnet, the farthest, a wider one than a fitted subnet); the point
+    prediction lies inside its interval."""
+    space, configs, encoded, latency = demo
+    small = [int(i) for i in np.argsort(latency)[: len(latency) // 2]]
+    predictor = fit_predictor("dev", space, encoded[small], latency[small], kinds=["ridge", "trees"])
+    q90 = predictor.info["cv"][predictor.info["selected"]]["q90_rel_error"]
+    assert q90 > 0
+    lo, hi = predictor.interval([configs[small[0]], space.largest()])
+    point = predictor.predict([configs[small[0]], space.largest()])
+    assert np.all(lo < point) and np.all(point < hi)
+    fitted_half, far_half = (hi - point) / point
+    assert fitted_half == pytest.approx(q90)
+    assert far_half > 1.5 * fitted_half
+    # round trip: the saved predictor knows where it was fitted
+    from pipeline.predict.predictor import LatencyPredictor
+
+    again = LatencyPredictor.from_dict(json.loads(json.dumps(predictor.to_dict())))
+    np.testing.assert_allclose(again.interval([space.largest()])[1], hi[1:])

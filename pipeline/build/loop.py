@@ -2,7 +2,9 @@
 
 Each round searches every budget still open under the latency model, takes the top few
 candidates per budget (the most accurate predicted within its search budget, from the
-search's Pareto front) and measures them all as one batch (`pipeline.measure`, over the
+search's Pareto front; when all of them are uncertain, i.e. their prediction interval
+reaches past the budget, also the best one whose interval lies within it) and measures
+them all as one batch (`pipeline.measure`, over the
 farm where the profile has one), each row stored beside the contention reference. A
 budget whose favourite measured within it is settled; one whose favourite missed gets a
 refit (on every stored measurement of the device, the misses included) and a search
@@ -107,7 +109,8 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
         result = timed("search", lambda: evolve(ctx.space, ctx.accuracy.rank, {profile.name: predictor},
                                                 budgets, ctx.evolution))
         searches.append(result)
-        picks = {b: top_within(result, profile.name, outcomes[b].effective_ms, ctx.measure_top) for b in pending}
+        picks = {b: hedged_picks(result, predictor, profile.name, outcomes[b].effective_ms, ctx.measure_top)
+                 for b in pending}
         batch = list({c.config: c for cands in picks.values() for c in cands})
         timed("measure", lambda: profile_subnets(profile, ctx.space, batch, store.path, ctx.workers,
                                                  session=session, reference=reference, source="build"))
@@ -115,9 +118,11 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
         missed = []
         for b in pending:
             outcome = outcomes[b]
+            bounds = _intervals(predictor, [c.config for c in picks[b]])
             tried = [{"subnet_id": c.config.id, "predicted_ms": round(c.latency[profile.name], 6),
+                      "interval_ms": [round(lo, 6), round(hi, 6)] if lo is not None else None,
                       "measured_ms": round(measured[c.config], 6) if c.config in measured else None}
-                     for c in picks[b]]
+                     for c, (lo, hi) in zip(picks[b], bounds)]
             outcome.rounds.append({"round": round_no, "effective_ms": round(outcome.effective_ms, 6),
                                    "measured": tried})
             outcome.misses += [(c.config, measured[c.config]) for c in picks[b]
@@ -146,6 +151,30 @@ def top_within(result: SearchResult, device: str, limit_ms: float, k: int) -> li
     """The `k` most accurate front members predicted within `limit_ms` (most accurate first)."""
     within = [c for c in result.front if c.latency[device] <= limit_ms]
     return sorted(within, key=lambda c: -c.accuracy)[:k]
+
+
+def _intervals(predictor: Any, configs: list[SubnetConfig]) -> list[tuple[float | None, float | None]]:
+    """The predictor's (low, high) ms per config; (None, None) for a model without intervals."""
+    if not configs or not hasattr(predictor, "interval"):
+        return [(None, None)] * len(configs)
+    low, high = predictor.interval(configs)
+    return list(zip(map(float, low), map(float, high)))
+
+
+def hedged_picks(result: SearchResult, predictor: Any, device: str, limit_ms: float, k: int) -> list[Candidate]:
+    """The `k` most accurate front members predicted within `limit_ms`, plus, when every one of
+    them is uncertain (its interval reaches past the limit: far from the fitted subnets),
+    the most accurate member whose whole interval is within it, so the round measures at
+    least one candidate it has reason to believe."""
+    picks = top_within(result, device, limit_ms, k)
+    if not picks or not hasattr(predictor, "interval"):
+        return picks
+    if all(hi > limit_ms for _, hi in _intervals(predictor, [c.config for c in picks])):
+        chosen = {c.config for c in picks}
+        rest = [c for c in top_within(result, device, limit_ms, len(result.front)) if c.config not in chosen]
+        sure = [c for c, (_, hi) in zip(rest, _intervals(predictor, [c.config for c in rest])) if hi <= limit_ms]
+        picks += sure[:1]
+    return picks
 
 
 def measured_subnets(profile: Any, space: SearchSpace, store: Any) -> dict[SubnetConfig, float]:

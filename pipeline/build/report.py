@@ -9,7 +9,7 @@ from pipeline.build.loop import BudgetOutcome
 from pipeline.search import SearchResult
 
 
-#: What the plot shows per device: the last search, the outcomes, and every measured
+#: What the plot shows per device: round 1's search (over every budget), the outcomes, and every measured
 #: subnet as (measured ms, predicted accuracy).
 DevicePlot = tuple[SearchResult, list[BudgetOutcome], list[tuple[float, float]]]
 
@@ -26,7 +26,7 @@ def plot_pareto(path: Path, device_results: dict[str, DevicePlot]) -> Path:
     for ax, (device, (search, outcomes, measured)) in zip(axes[0], device_results.items()):
         front = sorted(search.front, key=lambda c: c.latency[device])
         ax.plot([c.latency[device] for c in front], [c.accuracy for c in front], ".-", color="0.6",
-                label="Pareto front (predicted latency)")
+                label="Pareto front (round 1, predicted latency)")
         ax.plot([ms for ms, _ in measured], [acc for _, acc in measured], "x", color="k", ms=5,
                 label=f"measured subnets ({len(measured)})")
         for i, o in enumerate(outcomes):
@@ -66,14 +66,15 @@ def write_report(path: Path, summary: dict[str, Any], outcomes: Sequence[BudgetO
         else:
             lines.append(f"| {o.device} | {o.budget_ms:g} | none | | | | no | | {o.n_rounds} | {o.reason} |")
     lines += ["", "Every round measures the top candidates per budget; a budget whose favourite misses is "
-              "searched again under a budget tightened by the refitted model's error on its misses:", ""]
+              "searched again under a budget tightened by the refitted model's error on its misses "
+              "(predicted ms [interval: wider the farther a subnet is from those the model was fitted on]):", ""]
     for o in outcomes:
         for r in o.rounds:
             if r["round"] == "reuse":
                 lines.append(f"- {o.device} {o.budget_ms:g} ms: `{r['subnet_id']}` (emitted for {r['from_budget_ms']:g} ms) "
                              f"is more accurate than this budget's pick `{r['replaced']}`; reused")
                 continue
-            tried = ", ".join(f"`{m['subnet_id']}` {m['predicted_ms']:.3f} -> "
+            tried = ", ".join(f"`{m['subnet_id']}` {m['predicted_ms']:.3f}{_interval(m)} -> "
                               + (f"{m['measured_ms']:.3f}" if m["measured_ms"] is not None else "failed") + " ms"
                               for m in r["measured"]) or "nothing predicted within"
             lines.append(f"- {o.device} {o.budget_ms:g} ms, round {r['round']}: search budget "
@@ -93,3 +94,8 @@ def write_report(path: Path, summary: dict[str, Any], outcomes: Sequence[BudgetO
         lines.append(f"| {s['name']} | {s.get('device') or ''} | {s['seconds']:.1f} | {details} |")
     lines += ["", f"Total: {summary.get('total_seconds', 0):.1f} s.", "", "![Pareto front](pareto.png)", ""]
     return write_text(path, "\n".join(lines))
+
+
+def _interval(measured: dict) -> str:
+    bounds = measured.get("interval_ms")
+    return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""

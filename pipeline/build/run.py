@@ -126,7 +126,7 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
             journal.data.setdefault("latency_model", {})[profile.name] = refits[-1] if refits else report
             outcomes += device_outcomes
             ranks = accuracy.rank.predict(list(measured)) if measured else []
-            plots[profile.name] = (searches[-1], device_outcomes, list(zip(measured.values(), map(float, ranks))))
+            plots[profile.name] = (searches[0], device_outcomes, list(zip(measured.values(), map(float, ranks))))
             journal.data.setdefault("chosen", []).extend(o.to_dict() for o in device_outcomes)
             journal.write()
         with journal.stage("emit") as st:

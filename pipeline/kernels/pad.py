@@ -89,7 +89,9 @@ class _ChannelPadder(relax.PyExprMutator):
                                   attrs.dilation, groups, "NCHW", "OIHW", "NCHW", attrs.out_dtype or None)
 
     def _binary(self, call: relax.Call, args: list[relax.Expr]) -> relax.Expr:
-        """A per-channel constant (bias, scale) beside a padded tensor gets zero entries."""
+        """A per-channel constant (bias, scale) beside a padded tensor gets zero entries; a
+        computed tensor that was never padded (a function input: a block measured alone,
+        whose residual adds its input) gets zero channels appended, as in the whole network."""
         shapes = [_shape(a) for a in args]
         if any(s is None or len(s) != 4 for s in shapes) or shapes[0][1] == shapes[1][1]:
             return relax.Call(call.op, args, call.attrs)
@@ -99,8 +101,9 @@ class _ChannelPadder(relax.PyExprMutator):
             data = self._constant(arg)
             if shape[1] not in (wide, 1):
                 if data is None:
-                    raise ValueError(f"{call.op.name}: a computed {shape[1]}-channel tensor beside a padded one")
-                arg = relax.const(_pad_axis(data, 1, wide), str(data.dtype))
+                    arg = relax.op.nn.pad(arg, [0, 0, 0, wide - shape[1], 0, 0, 0, 0])
+                else:
+                    arg = relax.const(_pad_axis(data, 1, wide), str(data.dtype))
             out.append(arg)
         return relax.Call(call.op, out, call.attrs)
 

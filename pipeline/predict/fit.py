@@ -98,6 +98,13 @@ def cross_validate(kinds: Sequence[str], device: str, space: SearchSpace, config
     return results
 
 
+def _feature_range(space: SearchSpace, encoded: np.ndarray) -> dict[str, list[float]]:
+    """Per subnet feature: min, max and spread over the fitted subnets."""
+    features = space_tables(space).subnet_features(encoded)
+    return {"min": features.min(axis=0).tolist(), "max": features.max(axis=0).tolist(),
+            "std": features.std(axis=0).tolist()}
+
+
 def fit_predictor(device: str, space: SearchSpace, configs, latency_ms: np.ndarray,
                   measurement_ids: Sequence = (), lut: BlockLatencyTable | None = None,
                   source: LatencyPredictor | None = None, kinds: Sequence[str] | None = None,
@@ -125,5 +132,6 @@ def fit_predictor(device: str, space: SearchSpace, configs, latency_ms: np.ndarr
     predictor = fit_kind(selected, device, space, encoded, y, lut, source)
     return predictor.with_info(
         selected=selected, cv=cv, n_train=int(len(y)), measurement_ids=list(measurement_ids),
+        train_features=_feature_range(space, encoded),  # where the model has seen data (`interval`)
         fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         train_metrics=error_metrics(y, predictor.predict(encoded)))

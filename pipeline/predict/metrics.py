@@ -16,7 +16,7 @@ from pipeline.atomic import atomic_path
 
 
 def error_metrics(measured_ms: np.ndarray, predicted_ms: np.ndarray) -> dict[str, Any]:
-    """RMSE (ms), MAPE (fraction), share within +-5% and +-10%, Kendall tau, max relative error."""
+    """RMSE (ms), MAPE (fraction), share within +-5% and +-10%, Kendall tau, max and 90th-percentile relative error."""
     measured = np.asarray(measured_ms, dtype=np.float64)
     predicted = np.asarray(predicted_ms, dtype=np.float64)
     if len(measured) == 0:
@@ -32,6 +32,7 @@ def error_metrics(measured_ms: np.ndarray, predicted_ms: np.ndarray) -> dict[str
         "within_10pct": float(np.mean(rel <= 0.10)),
         "kendall_tau": None if np.isnan(tau) else float(tau),
         "max_rel_error": float(rel.max()),
+        "q90_rel_error": float(np.quantile(rel, 0.9)),
     }
 
 

@@ -75,6 +75,42 @@ class LatencyPredictor:
             out += self.model.predict(self.tables.subnet_features(batch))
         return out
 
+    def interval(self, configs) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) ms per config: the point prediction widened by how wrong the model was
+        out of fold, and more so the farther a config lies outside what it was fitted on.
+
+        Half-width = point x q90 (the 90th percentile of the cross-validated relative error;
+        twice the training one without CV) x (1 + e), where e is how far the config's
+        subnet features (resolution, MFLOPs, parameters, activations, per stage) lie outside
+        their range over the fitted subnets, in units of their spread there (0 inside).
+        A prediction far outside the samples is thus an interval wide enough to straddle
+        a budget, and the build loop measures it before believing it (`pipeline.build.loop`).
+        """
+        batch = self.tables.index(configs)
+        point = self.predict(batch)
+        width = self._relative_error() * (1.0 + self.extrapolation(batch))
+        return point * np.clip(1.0 - width, 0.05, None), point * (1.0 + width)
+
+    def extrapolation(self, configs) -> np.ndarray:
+        """Per config: the largest distance outside the fitted range over the subnet features,
+        in units of each feature's spread among the fitted subnets (0: inside the range)."""
+        seen = self.info.get("train_features")
+        batch = self.tables.index(configs)
+        if not seen:
+            return np.zeros(len(batch))
+        x = self.tables.subnet_features(batch)
+        low, high = np.asarray(seen["min"]), np.asarray(seen["max"])
+        spread = np.maximum(np.asarray(seen["std"]), 1e-9 + 1e-6 * np.abs(high))
+        outside = np.maximum(x - high, low - x).clip(min=0.0) / spread
+        return outside.max(axis=1)
+
+    def _relative_error(self) -> float:
+        cv = self.info.get("cv", {}).get(self.info.get("selected", self.kind), {})
+        if cv.get("q90_rel_error") is not None:
+            return float(cv["q90_rel_error"])
+        train = self.info.get("train_metrics", {})
+        return 2.0 * float(train.get("q90_rel_error") or train.get("max_rel_error") or 0.25)
+
     def base_predict(self, configs) -> np.ndarray:
         """The base term before scaling: the block table's sum or the source predictor's ms."""
         batch = self.tables.index(configs)
