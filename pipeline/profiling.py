@@ -219,8 +219,11 @@ def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: s
 
 def profile_blocks(profile: "DeviceProfile", space: SearchSpace, blocks: Sequence[BlockSpec],
                    store_path: str | os.PathLike | None = None, session: "DeviceSession | None" = None,
-                   reference: Reference | None = None, batch_size: int = 8) -> ProfileSummary:
-    """Build and measure each distinct block not yet stored (the lookup table's entries)."""
+                   reference: Reference | None = None, batch_size: int = 16, workers: int | None = None
+                   ) -> ProfileSummary:
+    """Build (in `workers` processes) and measure each distinct block not yet stored (the
+    lookup table's entries)."""
+    from pipeline.compile.workers import run_in_workers
     from pipeline.device import MeasurementStore
     from pipeline.predict.blocks import block_id, block_inputs, block_record_config, build_block_library
 
@@ -235,9 +238,12 @@ def profile_blocks(profile: "DeviceProfile", space: SearchSpace, blocks: Sequenc
             with tempfile.TemporaryDirectory(prefix="blocks-", dir=cache_dir()) as tmp:
 
                 def prepare(batch: Sequence[BlockSpec]) -> list[MeasureJob]:
+                    libraries = run_in_workers(build_block_library,
+                                               [(b, profile, Path(tmp) / block_id(b)) for b in batch],
+                                               workers or os.cpu_count() or 1, "build blocks", "block")
                     return [MeasureJob(RecordKey(profile.name, block_id(b), *fields), block_record_config(b),
-                                       build_block_library(b, profile, Path(tmp) / block_id(b)), block_inputs(b),
-                                       profile.policy, {"source": "blocks", "space": space.name}) for b in batch]
+                                       lib, block_inputs(b), profile.policy, {"source": "blocks", "space": space.name})
+                            for b, lib in zip(batch, libraries)]
 
                 _in_batches(todo, batch_size, prepare, profile, store, reference, session, f"blocks {profile.name}")
         return ProfileSummary(profile.name, len(unique), len(unique) - len(todo), len(todo), str(store.path))

@@ -275,3 +275,24 @@ def test_cache_key_covers_every_input():
     with torch.no_grad():
         net[1].running_var[0] += 1e-3  # a buffer, not a parameter, still changes the library
     assert weights_digest(net) != before
+
+
+def test_worker_pool_is_kept_and_replaced_when_the_environment_changes(monkeypatch):
+    """Builds of successive batches reuse one pool (a spawned worker costs a TVM + torch
+    import); a worker reads settings from the environment, so a change starts a new pool
+    whose workers see it. Results come back in call order."""
+    import os
+
+    from pipeline.compile.workers import run_in_workers, shutdown_pool
+
+    monkeypatch.setenv("PIPELINE_POOL_TEST", "a")
+    try:
+        first = set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call"))
+        again = set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call"))
+        assert again <= first and os.getpid() not in first
+        monkeypatch.setenv("PIPELINE_POOL_TEST", "b")
+        assert run_in_workers(os.getenv, [("PIPELINE_POOL_TEST",), ("HOME",)], 2, "env", "call") == \
+            ["b", os.environ.get("HOME")]
+        assert not set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call")) & first
+    finally:
+        shutdown_pool()

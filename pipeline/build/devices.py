@@ -104,7 +104,7 @@ def profile_device(profile: Any, space: SearchSpace, n_subnets: int, blocks: boo
     plan = sampling_plan(space, n_subnets)
     summary = profile_subnets(profile, space, plan, workers=workers, reference=reference).to_dict()
     if blocks:
-        done = profile_blocks(profile, space, distinct_blocks(space, plan), reference=reference)
+        done = profile_blocks(profile, space, distinct_blocks(space, plan), reference=reference, workers=workers)
         summary.update(blocks_planned=done.planned, blocks_measured=done.measured)
     return summary
 

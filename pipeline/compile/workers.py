@@ -6,17 +6,21 @@ folder uncommitted, so the cache never holds half a build.
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 
 from pipeline.compile.build import build_library
 from pipeline.compile.cache import LIBRARY, ONNX, CacheKey, CompileCache
 from pipeline.compile.frontend import onnx_to_relax
 from pipeline.progress import progress_bar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,19 +47,53 @@ def run_job(job: BuildJob) -> dict[str, Any]:
 
 def run_jobs(jobs: list[BuildJob], workers: int) -> None:
     """Build every job, in worker processes when there is more than one."""
-    if not jobs:
-        return
-    if len(jobs) == 1 or workers <= 1:
-        for job in progress_bar(jobs, desc="compile", unit="subnet", disable=len(jobs) == 1):
-            run_job(job)
-        return
-    context = multiprocessing.get_context("spawn")  # TVM and torch are not fork-safe
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        futures = [pool.submit(run_job, job) for job in jobs]
-        try:
-            for future in progress_bar(as_completed(futures), total=len(futures), desc="compile", unit="subnet"):
-                future.result()
-        except BaseException:
-            # A failed build or Ctrl-C: do not start the queued builds (what finished is cached).
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    run_in_workers(run_job, [(job,) for job in jobs], workers, "compile", "subnet")
+
+
+#: (workers, the PIPELINE_*/TVM_* environment it was started with) and the pool itself.
+_POOL: tuple[tuple, ProcessPoolExecutor] | None = None
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A `spawn` process pool kept across calls while the environment stays the same.
+
+    Each spawned worker imports TVM and torch (6-8 s); a pool per batch paid that on every
+    batch of a profile run, a third of the emulated-arm64 main job's compile time. The pool
+    is replaced when the settings a worker reads from the environment (cache, kernel
+    databases) change.
+    """
+    global _POOL
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("PIPELINE_", "TVM_"))))
+    if _POOL is not None and _POOL[0] == (workers, env):
+        return _POOL[1]
+    shutdown_pool()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    _POOL = ((workers, env), pool)
+    return pool
+
+
+def shutdown_pool() -> None:
+    """Stop the kept pool (queued calls are cancelled); the next call starts a new one."""
+    global _POOL
+    if _POOL is not None:
+        _POOL[1].shutdown(wait=True, cancel_futures=True)
+        _POOL = None
+
+
+atexit.register(shutdown_pool)
+
+
+def run_in_workers(fn: Callable[..., T], calls: Sequence[tuple], workers: int, desc: str, unit: str) -> list[T]:
+    """`fn(*args)` for every tuple in `calls`, results in order; in the kept worker pool
+    when there is more than one call and one worker (`fn` and its arguments pickle)."""
+    if len(calls) <= 1 or workers <= 1:
+        return [fn(*args) for args in progress_bar(calls, desc=desc, unit=unit, disable=len(calls) <= 1)]
+    futures = [worker_pool(workers).submit(fn, *args) for args in calls]
+    try:
+        for future in progress_bar(as_completed(futures), total=len(futures), desc=desc, unit=unit):
+            future.result()
+    except BaseException:
+        # A failed build or Ctrl-C: the queued calls do not start (what finished is cached).
+        shutdown_pool()
+        raise
+    return [future.result() for future in futures]
