@@ -32,13 +32,11 @@ from pipeline.build.accuracy import accuracy_for, load_supernet_for
 from pipeline.build.config import TARGET_ALIASES
 from pipeline.compile import INPUT_NAME, fixed_input
 from pipeline.device import load_profile, measure, open_session
-from pipeline.errors import ConfigError
 from pipeline.paths import REPO_ROOT, cache_dir
 from pipeline.predict import error_metrics, fit_predictor
 from pipeline.predict.features import distinct_blocks
 from pipeline.predict.workflow import load_block_table, load_dataset
 from pipeline.profiling import compile_reference, profile_blocks, profile_subnets, sampling_plan
-from pipeline.train.demo import demo_supernet_path
 
 RESULTS = REPO_ROOT / "bench" / "results"
 QUANTILES = (0.2, 0.5, 0.8)
@@ -96,15 +94,13 @@ def main() -> None:
     parser.add_argument("--device", default="x86-host")
     parser.add_argument("--pool", type=int, default=100)
     parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("--supernet", type=Path, default=None, help="default: the demo supernet (must exist)")
+    parser.add_argument("--supernet", type=Path, default=None, help="default: the demo supernet the build uses")
     parser.add_argument("--data", type=Path, default=None, help="image folders for --supernet")
     parser.add_argument("--sizes", default="10,20,50")
     parser.add_argument("--max-rounds", type=int, default=2)
     parser.add_argument("--profile-subnets", type=int, default=16)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.supernet is None and not demo_supernet_path().is_file():
-        raise ConfigError(f"no demo supernet at {demo_supernet_path()}; train it first or pass --supernet")
 
     profile = load_profile(args.device)
     target = next(k for k, v in TARGET_ALIASES.items() if v == profile.arch)

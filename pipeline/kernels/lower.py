@@ -9,6 +9,7 @@ neither is reported, so a compile can say that a subnet is (partly) untuned.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -166,6 +167,12 @@ def fuse_for_device(mod: tvm.IRModule, target: tvm.target.Target, database, para
     return fuse(padded)
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    """A warning each process gives once: a profile run lowers hundreds of subnets."""
+    log.warning("%s", message)
+
+
 def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
                      device_name: str) -> tuple[tvm.IRModule, KernelCoverage]:
     """Fuse `mod` and schedule every kernel: tuned record first, library schedule next.
@@ -174,8 +181,8 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
     its kernels were scheduled.
     """
     applies, database_note = database_status(device_name, target)
-    if not applies and has_database(device_name):  # tuned elsewhere: say so loudly
-        log.warning("%s: %s", device_name, database_note)
+    if not applies and has_database(device_name):  # tuned elsewhere: say so loudly, once per process
+        _warn_once(f"{device_name}: {database_note}")
     database = open_device_database(device_name, target)
     params = ScheduleParams.for_target(target)
     fused, funcs, recorded = fuse_for_device(mod, target, database, params)
