@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from pipeline.build import BuildConfig, BuildResult, run_build
-from pipeline.build.loop import LoopContext, run_loop
+from pipeline.build.loop import EXACT_SHORTLIST, LoopContext, run_loop
 from pipeline.errors import ConfigError
 from pipeline.paths import BUILTIN_PROFILES
 from pipeline.search import EvolutionConfig
@@ -191,7 +191,7 @@ def test_a_miss_is_refitted_on_and_the_build_emits_verified_artifacts(host_build
     # emitted: the most accurate measured subnet within the budget, verified on the device
     assert met.emitted and met.measured_ms <= loose
     within = [c for c, ms in after.items() if ms <= loose]
-    shortlist = sorted(within, key=lambda c: -float(accuracy.rank.predict([c])[0]))[:ctx.measure_top]
+    shortlist = sorted(within, key=lambda c: -float(accuracy.rank.predict([c])[0]))[:EXACT_SHORTLIST]
     exact = dict(zip(shortlist, accuracy.exact.predict(shortlist)))
     assert met.candidate.config in shortlist and exact[met.candidate.config] == max(exact.values())
     manifest = Manifest.read(met.folder)
