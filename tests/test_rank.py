@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import reference_file
 from scipy.stats import kendalltau
 
 from pipeline.errors import ConfigError
@@ -15,7 +15,6 @@ from pipeline.profiling import sampling_plan
 from pipeline.search import FittedAccuracyPredictor, TreeForest
 from pipeline.space import SearchSpace
 
-TREES = Path(__file__).resolve().parents[1] / ".." / "shared" / "attentivenas" / "acc_predictor_trees.npz"
 
 
 def test_pairwise_linear_recovers_the_order_of_a_monotone_target():
@@ -68,12 +67,11 @@ def test_rank_latency_kind_orders_held_out_subnets(pipeline_cache):
         fit_kind("lut+rankx", "dev", space, configs[:10], latency[:10])
 
 
-@pytest.mark.skipif(not TREES.is_file(), reason="AttentiveNAS reference data absent")
 def test_pairwise_accuracy_predictor_ranks_like_regression():
     space = SearchSpace.load("attentivenas")
     rng = random.Random(0)
     configs = [space.sample(rng) for _ in range(400)]
-    truth = TreeForest.load(TREES).predict(configs)
+    truth = TreeForest.load(reference_file("attentivenas/acc_predictor_trees.npz")).predict(configs)
     taus = {}
     for loss in ("regression", "pairwise"):
         model = FittedAccuracyPredictor(n_estimators=100, loss=loss).fit(configs[:300], truth[:300])
