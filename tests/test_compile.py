@@ -283,16 +283,18 @@ def test_worker_pool_is_kept_and_replaced_when_the_environment_changes(monkeypat
     whose workers see it. Results come back in call order."""
     import os
 
-    from pipeline.compile.workers import run_in_workers, shutdown_pool
+    from pipeline.compile.workers import run_in_workers, shutdown_pool, worker_pool
 
     monkeypatch.setenv("PIPELINE_POOL_TEST", "a")
     try:
-        first = set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call"))
-        again = set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call"))
-        assert again <= first and os.getpid() not in first
+        seen = set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call"))
+        pool = worker_pool(2)
+        seen |= set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call"))
+        assert worker_pool(2) is pool and os.getpid() not in seen  # kept, and not this process
         monkeypatch.setenv("PIPELINE_POOL_TEST", "b")
         assert run_in_workers(os.getenv, [("PIPELINE_POOL_TEST",), ("HOME",)], 2, "env", "call") == \
             ["b", os.environ.get("HOME")]
-        assert not set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call")) & first
+        assert worker_pool(2) is not pool
+        assert not set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call")) & seen  # new workers
     finally:
         shutdown_pool()
