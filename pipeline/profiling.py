@@ -124,8 +124,7 @@ def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[
     """Prepare (compile) and measure `todo` a batch at a time; returns how many were stored.
 
     One session serves every batch (the caller's, or one opened here): a session per
-    batch re-connects and re-uploads the reference each time, which on an emulated or
-    slow-link device cost more than timing the batch itself."""
+    batch re-connected and re-uploaded the reference (a few MB) each time."""
     from pipeline.device import open_session
 
     stored = 0

@@ -173,14 +173,13 @@ def hedged_picks(result: SearchResult, predictor: Any, device: str, limit_ms: fl
     them is uncertain (its interval reaches past the limit: far from the fitted subnets),
     the most accurate member whose whole interval is within it, so the round measures at
     least one candidate it has reason to believe."""
-    picks = top_within(result, device, limit_ms, k)
+    within = top_within(result, device, limit_ms, len(result.front))
+    picks = within[:k]
     if not picks or not hasattr(predictor, "interval"):
         return picks
-    if all(hi > limit_ms for _, hi in _intervals(predictor, [c.config for c in picks])):
-        chosen = {c.config for c in picks}
-        rest = [c for c in top_within(result, device, limit_ms, len(result.front)) if c.config not in chosen]
-        sure = [c for c, (_, hi) in zip(rest, _intervals(predictor, [c.config for c in rest])) if hi <= limit_ms]
-        picks += sure[:1]
+    highs = [hi for _, hi in _intervals(predictor, [c.config for c in within])]
+    if all(hi > limit_ms for hi in highs[:k]):
+        picks += [c for c, hi in zip(within[k:], highs[k:]) if hi <= limit_ms][:1]
     return picks
 
 

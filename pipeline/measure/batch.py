@@ -4,8 +4,9 @@ Jobs already in the store are skipped; each finished measurement is committed be
 the next is awaited, so Ctrl-C or kill -9 loses at most the ones in flight. Every stored
 row carries the reference (`reference_id`, `reference_ms`) timed on the same server just
 before it, at most `REFERENCE_MAX_AGE_S` earlier, so a fit can correct every row for
-contention, the build's own included. Tracker profiles spread the batch over all servers under their key; other
-profiles measure one after another in a single session (the caller's, if given).
+contention, the build's own included. Tracker profiles spread the batch over all servers
+under their key; other profiles measure one after another in a single session (the
+caller's, if given).
 """
 from __future__ import annotations
 
