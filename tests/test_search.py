@@ -26,6 +26,7 @@ from pipeline.search import (
     pareto_indices,
     random_search,
 )
+from pipeline.search.budgets import quantile_budgets
 from pipeline.space import SearchSpace, encode_many, named_configs
 
 
@@ -199,6 +200,22 @@ def test_supernet_accuracy_memoised_on_disk(tmp_path, space):
     np.testing.assert_allclose(again.predict(configs), first[:5])
     assert sum(calls) == 5
     assert len(again.evaluated) == 5
+    # what a ranker is refitted on: every evaluation so far, configs read back from the memo
+    known, top1 = again.samples()
+    assert sorted(c.id for c in known) == sorted(c.id for c in configs)
+    np.testing.assert_allclose(top1, [first[configs.index(c)] for c in known])
+
+
+def test_quantile_budgets_fall_across_the_measured_range():
+    """Budgets at the 20/50/80 % quantiles (two digits), never tighter than 1.2x the fastest."""
+    latencies = [10.0, 12.0, 15.0, 20.0, 26.0, 31.0, 40.0, 48.0, 57.0, 80.0]
+    budgets = quantile_budgets(latencies, 3)
+    expected = np.quantile(latencies, [0.2, 0.5, 0.8])
+    assert len(budgets) == 3 and budgets == sorted(budgets)
+    np.testing.assert_allclose(budgets, expected, rtol=0.05)  # two significant digits
+    assert quantile_budgets([10.0, 10.5, 11.0], 1) == [12.0]  # the median is under 1.2x the fastest
+    with pytest.raises(ConfigError, match="--budgets-ms"):
+        quantile_budgets([10.0], 3)
 
 
 def test_evolution_config_validation(tmp_path):

@@ -25,7 +25,7 @@ class BuildConfig:
     target: str = "arm64"
     #: device profile names; empty = the profiles of `target` reachable here (local/emulated)
     devices: tuple[str, ...] = ()
-    #: latency budgets in ms; empty = `n_budgets` spread over each device's measured range
+    #: latency budgets in ms; empty = `n_budgets` at the 20..80 % quantiles of the profiled latencies
     budgets_ms: tuple[float, ...] = ()
     n_budgets: int = 3
     supernet: Path | None = None

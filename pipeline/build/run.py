@@ -23,7 +23,7 @@ from pipeline.device.profile import DeviceProfile
 from pipeline.device.session import device_answers
 from pipeline.errors import DeviceError, PipelineError, is_device_failure
 from pipeline.profiling import compile_reference
-from pipeline.search.budgets import spread_budgets
+from pipeline.search.budgets import quantile_budgets
 from pipeline.space import SearchSpace
 from pipeline.space.arch import count_flops
 
@@ -45,20 +45,21 @@ class BuildResult:
 
 
 def _budgets(cfg: BuildConfig, profile: Any, space: SearchSpace) -> list[float]:
-    """The user's budgets, else spread from the fastest to the median measured subnet.
+    """The user's budgets, else at the 20..80 % quantiles of the profiled subnets' latencies.
 
     Raw medians, not the contention-corrected ones the predictor learns from: a budget is
-    checked against a raw measurement, so the tightest one must leave room above what the
-    device really measured.
+    checked against a raw measurement. Only the profile's plan counts (it spreads over
+    FLOPs), not whatever earlier builds measured around their own budgets.
     """
     if cfg.budgets_ms:
         return sorted(cfg.budgets_ms)
-    import numpy as np
-
     from pipeline.predict.workflow import load_dataset
+    from pipeline.profiling import sampling_plan
 
-    measured = load_dataset(profile, space, normalise=False).latency_ms
-    return spread_budgets(float(measured.min()), float(np.median(measured)), cfg.n_budgets)
+    data = load_dataset(profile, space, normalise=False)
+    plan = {c.id for c in sampling_plan(space, cfg.profile_subnets)}
+    profiled = [ms for i, ms in zip(data.ids, data.latency_ms) if i in plan]
+    return quantile_budgets(profiled, cfg.n_budgets)
 
 
 def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildResult:
@@ -120,13 +121,15 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
                 measured = measured_subnets(profile, space, store)
             details = {"search": {"rounds": len(searches), "candidates": sum(s.n_evaluated for s in searches)},
                        "refit": {"fits": refits}}
-            for name in ("search", "measure", "refit", "compile+verify"):
+            for name in ("search", "measure", "evaluate", "refit", "compile+verify"):
                 if name in timings:
                     journal.record(name, profile.name, timings[name], **details.get(name, {}))
             journal.data.setdefault("latency_model", {})[profile.name] = refits[-1] if refits else report
             outcomes += device_outcomes
             ranks = accuracy.rank.predict(list(measured)) if measured else []
-            plots[profile.name] = (searches[0], device_outcomes, list(zip(measured.values(), map(float, ranks))))
+            scored = getattr(accuracy.exact, "evaluated", {})  # evaluated top-1 where there is one
+            plots[profile.name] = (searches[0], device_outcomes,
+                                   [(ms, scored.get(c.id, float(r))) for (c, ms), r in zip(measured.items(), ranks)])
             journal.data.setdefault("chosen", []).extend(o.to_dict() for o in device_outcomes)
             journal.write()
         with journal.stage("emit") as st:

@@ -14,8 +14,8 @@ from pipeline.search.budgets import parse_budgets
 @click.command()
 @click.option("--target", default="arm64", show_default=True, help="Architecture: arm64 or x86_64.")
 @device_option(multiple=True, default=(), note="Device to build for")
-@click.option("--budgets-ms", default=None, help="Latency budgets, e.g. 5,10,20; default: 3 spread over "
-              "the device's measured range.")
+@click.option("--budgets-ms", default=None, help="Latency budgets, e.g. 5,10,20; default: 3 at the 20/50/80 %% "
+              "quantiles of the latencies the profile measured.")
 @supernet_option
 @space_option
 @data_option

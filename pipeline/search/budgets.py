@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -21,6 +22,30 @@ def spread_budgets(low_ms: float, high_ms: float, count: int = 3) -> list[float]
                           "pass --budgets-ms explicitly")
     raw = np.geomspace(low_ms * 1.2, high_ms, count) if count > 1 else np.array([high_ms])
     return sorted({_two_digits(v) for v in raw})
+
+
+#: Where `quantile_budgets` puts its budgets in the device's measured range (3 budgets:
+#: 20/50/80 %), as the closed-loop benchmark does.
+QUANTILE_RANGE = (0.2, 0.8)
+
+
+def quantile_budgets(latencies_ms: Sequence[float], count: int = 3) -> list[float]:
+    """`count` budgets at evenly spaced quantiles (`QUANTILE_RANGE`) of measured latencies,
+    rounded to two significant digits, none tighter than 1.2x the fastest.
+
+    Given a sample spread over the space (the profile's plan spreads over FLOPs), the
+    budgets then fall where subnets really differ: spread from the fastest subnet to the
+    median instead, the default arm64 build's three budgets all fell among the 32 px
+    subnets of the demo space, whose best is its smallest subnet, so every budget
+    shipped that one.
+    """
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    if count < 1 or values.size < 2 or values.min() <= 0:
+        raise ConfigError(f"cannot place {count} budgets over {values.size} measured latencies; "
+                          "pass --budgets-ms explicitly")
+    quantiles = np.linspace(*QUANTILE_RANGE, count) if count > 1 else np.array([0.5])
+    floor = 1.2 * values.min()
+    return sorted({_two_digits(max(floor, float(v))) for v in np.quantile(values, quantiles)})
 
 
 def parse_budgets(text: str) -> list[float]:
