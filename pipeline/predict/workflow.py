@@ -36,7 +36,11 @@ DEFAULT_TEST_FRACTION = 0.3
 
 @dataclass(frozen=True)
 class Dataset:
-    """Measured subnets of one device: ids, configs, encoded (N, 31) and median latency (ms)."""
+    """Measured subnets of one device: ids, configs, encoded (N, 31) and median latency (ms).
+
+    `reference_ms`: the reference's quiet-machine time the latencies were corrected to
+    (`reference_baseline`), None when they are raw; a model fitted on corrected latencies
+    predicts the device at that speed, so a caller judging raw timings scales by it."""
 
     device: str
     ids: tuple[str, ...]
@@ -44,11 +48,12 @@ class Dataset:
     encoded: np.ndarray
     latency_ms: np.ndarray
     key_fields: tuple[str, str, str]
+    reference_ms: float | None = None
 
     def subset(self, mask: np.ndarray) -> "Dataset":
         idx = np.flatnonzero(mask)
-        return Dataset(self.device, tuple(self.ids[i] for i in idx), tuple(self.configs[i] for i in idx),
-                       self.encoded[idx], self.latency_ms[idx], self.key_fields)
+        return replace(self, ids=tuple(self.ids[i] for i in idx), configs=tuple(self.configs[i] for i in idx),
+                       encoded=self.encoded[idx], latency_ms=self.latency_ms[idx])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -78,13 +83,15 @@ def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) 
     return counts.most_common()
 
 
-def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray) -> np.ndarray:
-    """Latencies corrected for machine contention: x (baseline / reference at measurement time).
+def reference_baseline(reference_ms: np.ndarray) -> float:
+    """The 10th percentile of the reference's times: the reference on a (nearly) quiet machine."""
+    return float(np.percentile(reference_ms, 10))
 
-    The baseline is the 10th percentile of the reference's times, i.e. the reference on a
-    (nearly) quiet machine, so corrected values estimate quiet-machine latencies.
-    """
-    return latency_ms * (np.percentile(reference_ms, 10) / reference_ms)
+
+def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray) -> np.ndarray:
+    """Latencies corrected for machine contention: x (baseline / reference at measurement time),
+    so corrected values estimate quiet-machine latencies (see `reference_baseline`)."""
+    return latency_ms * (reference_baseline(reference_ms) / reference_ms)
 
 
 def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str | os.PathLike | None = None,
@@ -124,7 +131,8 @@ def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str |
                      "`pipeline profile --remeasure` re-times the others", device, with_reference.sum(), len(ids))
         data = data.subset(with_reference)
         refs = np.asarray([r for r in reference if r is not None], dtype=np.float64)
-        data = replace(data, latency_ms=reference_normalised(data.latency_ms, refs))
+        data = replace(data, latency_ms=reference_normalised(data.latency_ms, refs),
+                       reference_ms=reference_baseline(refs))
     return data
 
 
