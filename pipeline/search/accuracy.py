@@ -49,7 +49,7 @@ class FittedAccuracyPredictor:
     def __init__(self, n_estimators: int = 200, seed: int = 0, loss: str = "regression") -> None:
         if loss not in ACCURACY_LOSSES:
             raise ConfigError(f"accuracy predictor loss {loss!r} is unknown; use one of {ACCURACY_LOSSES}")
-        self.loss = loss
+        self.loss, self.seed, self.n_estimators = loss, seed, n_estimators
         if loss == "regression":
             from sklearn.ensemble import RandomForestRegressor
 
@@ -102,16 +102,24 @@ class SupernetAccuracy:
         self._evaluate, self._batch = evaluate, batch_size
         self._path = Path(cache_path) if cache_path else None
         self._known: dict[str, float] = {}
+        self._configs: dict[str, SubnetConfig] = {}
         if self._path and self._path.is_file():
             for line in self._path.read_text().splitlines():
                 record = _parse_line(line)
                 if record:
                     self._known[record["id"]] = float(record["top1"])
+                    if "config" in record:
+                        self._configs[record["id"]] = SubnetConfig.from_dict(record["config"])
 
     @property
     def evaluated(self) -> dict[str, float]:
         """Top-1 by config id of everything evaluated so far (this run and before)."""
         return dict(self._known)
+
+    def samples(self) -> tuple[list[SubnetConfig], np.ndarray]:
+        """Every evaluated config (this run and before) with its top-1: what a ranker is fitted on."""
+        configs = list(self._configs.values())
+        return configs, np.array([self._known[c.id] for c in configs], dtype=np.float64)
 
     def predict(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
         todo = list({c.id: c for c in configs if c.id not in self._known}.values())
@@ -119,7 +127,7 @@ class SupernetAccuracy:
             chunk = todo[start:start + self._batch]
             scores = list(self._evaluate(chunk))
             for config, top1 in zip(chunk, scores):
-                self._known[config.id] = float(top1)
+                self._known[config.id], self._configs[config.id] = float(top1), config
                 self._append({"id": config.id, "top1": float(top1), "config": config.to_dict()})
         return np.array([self._known[c.id] for c in configs], dtype=np.float64)
 
