@@ -120,7 +120,7 @@ def subnet_job(profile: "DeviceProfile", space: SearchSpace, config: SubnetConfi
 
 def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[T]], list[MeasureJob]],
                 profile: "DeviceProfile", store: "MeasurementStore", reference: Reference,
-                session: "DeviceSession | None", desc: str) -> int:
+                session: "DeviceSession | None", desc: str, skip_stored: bool = True) -> int:
     """Prepare (compile) and measure `todo` a batch at a time; returns how many were stored.
 
     One session serves every batch (the caller's, or one opened here): a session per
@@ -132,7 +132,7 @@ def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[
         for start in range(0, len(todo), batch_size):
             jobs = prepare(todo[start:start + batch_size])
             stored += sum(r.measurement is not None
-                          for r in measure_batch(profile, jobs, store, reference, sess,
+                          for r in measure_batch(profile, jobs, store, reference, sess, skip_stored=skip_stored,
                                                  desc=f"{desc} {start + len(jobs)}/{len(todo)}"))
     return stored
 
@@ -140,8 +140,10 @@ def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[
 def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Sequence[SubnetConfig],
                     store_path: str | os.PathLike | None = None, workers: int | None = None,
                     batch_size: int | None = None, session: "DeviceSession | None" = None,
-                    reference: Reference | None = None, source: str = "profile") -> ProfileSummary:
-    """Compile and measure every config not yet stored for the profile's device.
+                    reference: Reference | None = None, source: str = "profile", again: bool = False
+                    ) -> ProfileSummary:
+    """Compile and measure every config not yet stored for the profile's device (`again`:
+    every config, each new timing replacing its row).
 
     Each measurement is preceded by one of the reference (compiled here if not given) and
     committed at once; `session`, if given, is used for serial measuring. `source` (e.g.
@@ -154,7 +156,7 @@ def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Seque
     workers = workers or os.cpu_count() or 1
     out_root = cache_dir() / "profile" / profile.name
     with MeasurementStore(store_path) as store:
-        todo = [c for c in configs if not store.has(RecordKey(profile.name, c.id, *fields))]
+        todo = [c for c in configs if again or not store.has(RecordKey(profile.name, c.id, *fields))]
         log.info("%s: %d planned, %d stored, %d to compile and measure", profile.name, len(configs),
                  len(configs) - len(todo), len(todo))
         if todo:
@@ -165,7 +167,7 @@ def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Seque
                 return [subnet_job(profile, space, c, a, source) for c, a in zip(batch, artifacts)]
 
             _in_batches(todo, batch_size or 2 * workers, prepare, profile, store, reference, session,
-                        f"profile {profile.name}")
+                        f"profile {profile.name}", skip_stored=not again)
         return ProfileSummary(profile.name, len(configs), len(configs) - len(todo), len(todo), str(store.path))
 
 

@@ -10,7 +10,7 @@ from pipeline.search import SearchResult
 
 
 #: What the plot shows per device: round 1's search (over every budget), the outcomes, and every measured
-#: subnet as (measured ms, predicted accuracy).
+#: subnet as (measured ms, top-1: evaluated where it was, else predicted).
 DevicePlot = tuple[SearchResult, list[BudgetOutcome], list[tuple[float, float]]]
 
 
@@ -28,7 +28,7 @@ def plot_pareto(path: Path, device_results: dict[str, DevicePlot]) -> Path:
         ax.plot([c.latency[device] for c in front], [c.accuracy for c in front], ".-", color="0.6",
                 label="Pareto front (round 1, predicted latency)")
         ax.plot([ms for ms, _ in measured], [acc for _, acc in measured], "x", color="k", ms=5,
-                label=f"measured subnets ({len(measured)})")
+                label=f"measured subnets ({len(measured)}; top-1 evaluated, else predicted)")
         for i, o in enumerate(outcomes):
             ax.axvline(o.budget_ms, color=f"C{i}", ls=":", lw=1)
             if o.emitted and o.candidate is not None:
@@ -65,20 +65,28 @@ def write_report(path: Path, summary: dict[str, Any], outcomes: Sequence[BudgetO
                          f"{o.n_rounds} | `{o.folder.name}/` |")
         else:
             lines.append(f"| {o.device} | {o.budget_ms:g} | none | | | | no | | {o.n_rounds} | {o.reason} |")
-    lines += ["", "Every round measures the top candidates per budget; a budget whose favourite misses is "
+    lines += ["", "Every round times the reference, scales the latency model to the device's speed now and "
+              "measures the top candidates per budget; a budget whose favourite misses is "
               "searched again under a budget tightened by the refitted model's error on its misses "
-              "(predicted ms [interval: wider the farther a subnet is from those the model was fitted on]):", ""]
+              "(predicted ms [interval: wider the farther a subnet is from those the model was fitted on]). "
+              "The most accurate measured subnet within a budget is timed again before it is emitted:", ""]
     for o in outcomes:
         for r in o.rounds:
             if r["round"] == "reuse":
                 lines.append(f"- {o.device} {o.budget_ms:g} ms: `{r['subnet_id']}` (emitted for {r['from_budget_ms']:g} ms) "
                              f"is more accurate than this budget's pick `{r['replaced']}`; reused")
                 continue
+            if r["round"] == "confirm":
+                verdict = "within" if r["measured_ms"] <= o.budget_ms else "over: not emitted"
+                lines.append(f"- {o.device} {o.budget_ms:g} ms: `{r['subnet_id']}` timed again before emitting: "
+                             f"{r['measured_ms']:.3f} ms ({verdict})")
+                continue
             tried = ", ".join(f"`{m['subnet_id']}` {m['predicted_ms']:.3f}{_interval(m)} -> "
                               + (f"{m['measured_ms']:.3f}" if m["measured_ms"] is not None else "failed") + " ms"
                               for m in r["measured"]) or "nothing predicted within"
+            speed = f" (model x {r['speed_scale']:.2f}: the device's speed now)" if "speed_scale" in r else ""
             lines.append(f"- {o.device} {o.budget_ms:g} ms, round {r['round']}: search budget "
-                         f"{r['effective_ms']:.3f} ms; predicted -> measured: {tried}")
+                         f"{r['effective_ms']:.3f} ms{speed}; predicted -> measured: {tried}")
     lines += ["", "## Latency model (the last fit of each device)", "",
               "Held-out error: out-of-fold over the cross-validation that selected the kind.", "",
               "| device | kind | measured subnets | block table | held-out MAPE % | held-out within ±10 % |",
