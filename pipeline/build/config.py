@@ -14,6 +14,8 @@ from pipeline.search import EvolutionConfig
 
 #: `--target` spellings -> profile `arch`.
 TARGET_ALIASES = {"arm64": "arm64", "aarch64": "arm64", "x86": "x86_64", "x86_64": "x86_64", "x64": "x86_64"}
+#: What `BuildConfig.search` may name.
+SEARCH_METHODS = ("evolution", "nsga2")
 #: Connection kinds that exist on this machine without the user doing anything.
 LOCAL_KINDS = ("local", "emulated")
 
@@ -39,12 +41,17 @@ class BuildConfig:
     #: also measure every distinct block of the profiled subnets, so the latency model can
     #: be the block table plus a residual (it holds outside the sampled subnets)
     profile_blocks: bool = True
-    #: candidates measured per budget in each round of the closed loop
-    measure_top: int = 3
+    #: candidates measured per budget in each round of the closed loop (plus one whose
+    #: interval is within the budget when all of them are uncertain); each costs a compile
+    #: and a measurement, ~6 s on the emulated device: with 3, the default build took 10 min
+    measure_top: int = 2
     accuracy_subnets: int = 32
     recalib_batches: int = 4
     eval_batch_size: int = 100
     max_rounds: int = 2
+    #: how each round searches: "evolution" (one evolutionary search per budget) or "nsga2"
+    #: (one NSGA-II run whose Pareto set serves every budget, about 1/budgets the evaluations)
+    search: str = "evolution"
     evolution: EvolutionConfig = field(default_factory=lambda: EvolutionConfig(population=64, parents=16,
                                                                                generations=15))
     workers: int | None = None
@@ -58,6 +65,8 @@ class BuildConfig:
                      "eval_batch_size", "max_rounds", "measure_top"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"build setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.search not in SEARCH_METHODS:
+            raise ConfigError(f"--search {self.search!r} is unknown; use one of {list(SEARCH_METHODS)}")
         if self.profile_subnets < 4:
             raise ConfigError("profile_subnets must be >= 4 (a latency predictor needs a few measured subnets)")
         if self.accuracy_subnets < 5:
