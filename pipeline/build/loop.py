@@ -37,6 +37,7 @@ from pipeline.build.accuracy import AccuracySetup, deployable
 from pipeline.measure import Reference
 from pipeline.profiling import profile_subnets
 from pipeline.search import Budget, Candidate, EvolutionConfig, SearchResult, evolve
+from pipeline.search.nsga2 import NSGA2Config, nsga2_search
 from pipeline.space import SearchSpace, SubnetConfig
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,9 @@ class LoopContext:
     max_rounds: int
     workers: int | None
     #: candidates measured per budget and round
-    measure_top: int = 3
+    measure_top: int = 2
+    #: `BuildConfig.search`: "evolution" or "nsga2"
+    search: str = "evolution"
 
 
 #: Measured subnets within a budget that the exact accuracy source scores before one is
@@ -139,12 +142,14 @@ def artifact_folder(out: Path, device: str, budget_ms: float) -> Path:
 
 
 def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predictor: Any,
-             refit: Callable[[], Any], store: Any, session: Any, reference: Reference, timings: dict[str, float]
-             ) -> tuple[list[BudgetOutcome], list[SearchResult]]:
+             refit: Callable[[], Any], store: Any, session: Any, reference: Reference, timings: dict[str, float],
+             first: SearchResult | None = None) -> tuple[list[BudgetOutcome], list[SearchResult]]:
     """Emit per budget the most accurate subnet measured within it, verified (see module doc).
 
     Every measurement is stored beside `reference`, so `refit` (called after a round with a
-    miss) sees it; `timings` accumulates seconds spent in search, measure, compile+verify."""
+    miss) sees it; `timings` accumulates seconds spent in search, measure, compile+verify.
+    `first`: round 1's search, done already (one search over several devices), whose front
+    is re-predicted for this device instead of searching again."""
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
         start = time.perf_counter()
@@ -157,10 +162,13 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
     pending = sorted(budgets_ms)
     searches: list[SearchResult] = []
     predictor = at_conditions(predictor, session, reference, profile.policy)
+    ctx = replace(ctx, accuracy=ctx.accuracy.learn([]))  # evaluations since the ranker's fit (another device's)
     for round_no in range(1, ctx.max_rounds + 1):
         budgets = [Budget.single(profile.name, outcomes[b].effective_ms) for b in pending]
-        result = timed("search", lambda: evolve(ctx.space, ctx.accuracy.rank, {profile.name: predictor},
-                                                budgets, ctx.evolution))
+        if round_no == 1 and first is not None:
+            result = rescored(first, profile.name, predictor)
+        else:
+            result = timed("search", lambda: search_round(ctx, profile.name, predictor, budgets))
         searches.append(result)
         picks = {b: hedged_picks(result, predictor, profile.name, outcomes[b].effective_ms, ctx.measure_top)
                  for b in pending}
@@ -198,6 +206,31 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
         if outcome.emitted:
             _finish_manifest(ctx, profile, outcome, predictor)
     return [outcomes[b] for b in budgets_ms], searches
+
+
+def search_round(ctx: LoopContext, device: str, model: Any, budgets: Sequence[Budget]) -> SearchResult:
+    """One round's search over `budgets`: an evolution per budget, or one NSGA-II run over
+    accuracy and latency whose Pareto set serves them all (population and generations as
+    the evolution's, so about 1/len(budgets) of its evaluations)."""
+    if ctx.search == "nsga2":
+        return nsga2_search(ctx.space, ctx.accuracy.rank, {device: model}, budgets, nsga2_config(ctx.evolution))
+    return evolve(ctx.space, ctx.accuracy.rank, {device: model}, budgets, ctx.evolution)
+
+
+def nsga2_config(evolution: EvolutionConfig) -> NSGA2Config:
+    """NSGA-II with the evolution's population, generations and variation rates."""
+    return NSGA2Config(population=evolution.population, generations=evolution.generations,
+                       mutate_prob=evolution.mutate_prob, crossover_prob=evolution.crossover_prob, seed=evolution.seed)
+
+
+def rescored(result: SearchResult, device: str, model: Any) -> SearchResult:
+    """`result` with `device`'s latency of every front member predicted by `model` (e.g. the
+    device's model scaled to its speed now); the other devices' latencies are kept."""
+    from dataclasses import replace as replaced
+
+    ms = model.predict([c.config for c in result.front]) if result.front else []
+    front = tuple(replaced(c, latency={**c.latency, device: float(m)}) for c, m in zip(result.front, ms))
+    return replaced(result, front=front)
 
 
 def top_within(result: SearchResult, device: str, limit_ms: float, k: int) -> list[Candidate]:

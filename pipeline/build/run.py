@@ -17,12 +17,13 @@ from pipeline.build.config import BuildConfig
 from pipeline.build.devices import (bring_up_in_background, fit_latency, kernels_status, profile_device,
                                     select_profiles)
 from pipeline.build.journal import Journal
-from pipeline.build.loop import BudgetOutcome, LoopContext, measured_subnets, run_loop
+from pipeline.build.loop import BudgetOutcome, LoopContext, measured_subnets, nsga2_config, run_loop
 from pipeline.build.report import DevicePlot, plot_pareto, write_report
 from pipeline.device.profile import DeviceProfile
 from pipeline.device.session import device_answers
 from pipeline.errors import DeviceError, PipelineError, is_device_failure
 from pipeline.profiling import compile_reference
+from pipeline.search import Budget, SearchResult
 from pipeline.search.budgets import quantile_budgets
 from pipeline.space import SearchSpace
 from pipeline.space.arch import count_flops
@@ -62,6 +63,47 @@ def _budgets(cfg: BuildConfig, profile: Any, space: SearchSpace) -> list[float]:
     return quantile_budgets(profiled, cfg.n_budgets)
 
 
+@dataclass(frozen=True)
+class PreparedDevice:
+    """A device ready for the closed loop: up, profiled, its latency model fitted, budgets set."""
+
+    profile: DeviceProfile
+    reference: Any  # pipeline.measure.Reference
+    predictor: Any
+    report: dict[str, Any]
+    budgets: list[float]
+
+
+def _prepare(cfg: BuildConfig, journal: Journal, space: SearchSpace, profile: DeviceProfile) -> PreparedDevice:
+    """Kernels, profile (subnets and blocks) and the first latency fit of one device that is up."""
+    with journal.stage("kernels", profile.name) as st:
+        st.update(kernels_status(profile))
+    with journal.stage("profile", profile.name) as st:
+        reference = compile_reference(space, profile, cfg.workers)
+        st.update(profile_device(profile, space, cfg.profile_subnets, cfg.profile_blocks, cfg.workers, reference))
+    with journal.stage("fit predictor", profile.name) as st:
+        predictor, report = fit_latency(profile, space)
+        st.update(report)
+    budgets = _budgets(cfg, profile, space)
+    journal.data.setdefault("budgets_ms", {})[profile.name] = budgets
+    return PreparedDevice(profile, reference, predictor, report, budgets)
+
+
+def _shared_search(ctx: LoopContext, journal: Journal, devices: Sequence[PreparedDevice]) -> SearchResult:
+    """Round 1 for every device at once: one NSGA-II run over accuracy and the latency on each
+    device, whose Pareto set serves every (device, budget) pair; each device's loop then
+    reads its picks from that set (`run_loop`'s `first`)."""
+    from pipeline.search.nsga2 import nsga2_search
+
+    budgets = [Budget.single(d.profile.name, b) for d in devices for b in d.budgets]
+    with journal.stage("search", "every device") as st:
+        result = nsga2_search(ctx.space, ctx.accuracy.rank, {d.profile.name: d.predictor for d in devices}, budgets,
+                              nsga2_config(ctx.evolution))
+        st.update(method="nsga2", devices=[d.profile.name for d in devices], budgets=len(budgets),
+                  candidates=result.n_evaluated, front=len(result.front), hypervolume=result.hypervolume)
+    return result
+
+
 def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildResult:
     """The whole flow; see the module docstring. Raises after writing build.json on failure.
 
@@ -88,23 +130,17 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
             st.update(accuracy.info)
         journal.data["accuracy"] = accuracy.info
         ctx = LoopContext(space, supernet, str(checkpoint), accuracy, cfg.evolution, out, cfg.max_rounds, cfg.workers,
-                          cfg.measure_top)
+                          cfg.measure_top, cfg.search)
+        prepared: list[PreparedDevice] = []
         for profile in profiles:
             with journal.stage("device up", profile.name) as st:  # seconds: how long the build waited for it
                 profile, info = bringing_up[profile.name].result()
                 st.update(info)
             in_use = profile
-            with journal.stage("kernels", profile.name) as st:
-                st.update(kernels_status(profile))
-            with journal.stage("profile", profile.name) as st:
-                reference = compile_reference(space, profile, cfg.workers)
-                st.update(profile_device(profile, space, cfg.profile_subnets, cfg.profile_blocks, cfg.workers,
-                                         reference))
-            with journal.stage("fit predictor", profile.name) as st:
-                predictor, report = fit_latency(profile, space)
-                st.update(report)
-            budgets = _budgets(cfg, profile, space)
-            journal.data.setdefault("budgets_ms", {})[profile.name] = budgets
+            prepared.append(_prepare(cfg, journal, space, profile))
+        shared = _shared_search(ctx, journal, prepared) if cfg.search == "nsga2" and len(prepared) > 1 else None
+        for dev in prepared:
+            profile = in_use = dev.profile
             timings: dict[str, float] = {}
             refits: list[dict[str, Any]] = []
 
@@ -114,17 +150,21 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
                 return fitted
 
             log.info("stage search, compile+verify, measure [%s]: start (budgets %s ms, up to %d rounds each)",
-                     profile.name, ", ".join(f"{b:g}" for b in budgets), cfg.max_rounds)
+                     profile.name, ", ".join(f"{b:g}" for b in dev.budgets), cfg.max_rounds)
             with MeasurementStore() as store, open_session(profile) as session:
-                device_outcomes, searches = run_loop(ctx, profile, budgets, predictor, refit, store, session,
-                                                     reference, timings)
+                device_outcomes, searches = run_loop(ctx, profile, dev.budgets, dev.predictor, refit, store, session,
+                                                     dev.reference, timings, first=shared)
                 measured = measured_subnets(profile, space, store)
-            details = {"search": {"rounds": len(searches), "candidates": sum(s.n_evaluated for s in searches)},
+            details = {"search": {"method": cfg.search, "rounds": len(searches),
+                                  "candidates": sum(s.n_evaluated for s in searches),
+                                  **({"hypervolume": [s.hypervolume for s in searches]}
+                                     if cfg.search == "nsga2" else {}),
+                                  **({"round_1": "the search over every device"} if shared is not None else {})},
                        "refit": {"fits": refits}}
             for name in ("search", "measure", "evaluate", "refit", "compile+verify"):
                 if name in timings:
                     journal.record(name, profile.name, timings[name], **details.get(name, {}))
-            journal.data.setdefault("latency_model", {})[profile.name] = refits[-1] if refits else report
+            journal.data.setdefault("latency_model", {})[profile.name] = refits[-1] if refits else dev.report
             outcomes += device_outcomes
             ranks = accuracy.rank.predict(list(measured)) if measured else []
             scored = getattr(accuracy.exact, "evaluated", {})  # evaluated top-1 where there is one

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.build import BuildConfig, run_build
+from pipeline.build.config import SEARCH_METHODS
 from pipeline.cli.options import accuracy_trees_option, data_option, device_option, space_option, supernet_option
 from pipeline.search.budgets import parse_budgets
 
@@ -24,14 +25,17 @@ from pipeline.search.budgets import parse_budgets
               show_default=True, help="Output folder.")
 @click.option("--profile-subnets", default=BuildConfig.profile_subnets, show_default=True, help="Subnets measured to fit the predictor.")
 @click.option("--max-rounds", default=BuildConfig.max_rounds, show_default=True, help="Search-measure rounds per budget.")
+@click.option("--search", "search", type=click.Choice(SEARCH_METHODS), default=BuildConfig.search, show_default=True,
+              help="Per round: an evolutionary search per budget, or one NSGA-II run whose Pareto set serves "
+                   "every budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print build.json at the end.")
 def build(target: str, devices: tuple[str, ...], budgets_ms: str | None, supernet: Path | None,
           space_name: str | None, data: Path | None, accuracy_trees: Path | None, out: Path, profile_subnets: int,
-          max_rounds: int, as_json: bool) -> None:
+          max_rounds: int, search: str, as_json: bool) -> None:
     """Search, compile, verify and emit the best subnet per device and latency budget."""
     cfg = BuildConfig(target=target, devices=devices, budgets_ms=tuple(parse_budgets(budgets_ms)) if budgets_ms else (),
                       supernet=supernet, space=space_name, data=data, accuracy_trees=accuracy_trees, out=out,
-                      profile_subnets=profile_subnets, max_rounds=max_rounds)
+                      profile_subnets=profile_subnets, max_rounds=max_rounds, search=search)
     result = run_build(cfg)
     if as_json:
         click.echo(json.dumps(result.summary, default=str))
