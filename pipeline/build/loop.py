@@ -226,11 +226,9 @@ def nsga2_config(evolution: EvolutionConfig) -> NSGA2Config:
 def rescored(result: SearchResult, device: str, model: Any) -> SearchResult:
     """`result` with `device`'s latency of every front member predicted by `model` (e.g. the
     device's model scaled to its speed now); the other devices' latencies are kept."""
-    from dataclasses import replace as replaced
-
     ms = model.predict([c.config for c in result.front]) if result.front else []
-    front = tuple(replaced(c, latency={**c.latency, device: float(m)}) for c, m in zip(result.front, ms))
-    return replaced(result, front=front)
+    front = tuple(replace(c, latency={**c.latency, device: float(m)}) for c, m in zip(result.front, ms))
+    return replace(result, front=front)
 
 
 def top_within(result: SearchResult, device: str, limit_ms: float, k: int) -> list[Candidate]:
