@@ -103,3 +103,32 @@ def test_kill_9_mid_run_keeps_finished_rows_and_rerun_completes(tmp_path: Path):
     subprocess.run(cmd, check=True, env={**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")})
     with MeasurementStore(store_path) as store:
         assert sorted(r.subnet_id for r in store.records()) == [f"s{i}" for i in range(8)]
+
+
+def test_a_dropped_session_is_reopened_and_the_batch_goes_on(local_rpc_server, tmp_path: Path, caplog):
+    """The server child serving our session dies (kill -9) before the batch: the first job
+    meets the dead session, the batch reconnects, and every job is measured and stored."""
+    import psutil
+
+    from pipeline.device import open_session
+    from pipeline.device.rpcserver import SERVER_SCRIPT
+
+    profile = replace(local_rpc_server, policy=MeasurePolicy(repeat=2, min_repeat_ms=50, max_spread=10.0))
+    lib = build_tiny(profile, tmp_path / "tiny.so")
+    jobs = _jobs(profile, lib, 3)
+    servers = [p for p in psutil.process_iter(["cmdline"])
+               if {SERVER_SCRIPT, str(profile.connection.port)} <= set(p.info["cmdline"] or [])]
+    assert len(servers) == 1
+    before = {p.pid for p in servers[0].children(recursive=True)}
+    with MeasurementStore(tmp_path / "m.sqlite") as store, open_session(profile) as session:
+        session.info()
+        (serving,) = [p for p in servers[0].children(recursive=True) if p.pid not in before]
+        serving.kill()
+        serving.wait(10)
+        with caplog.at_level("WARNING"):
+            results = list(measure_batch(profile, jobs, store, Reference("tiny", lib, tiny_inputs(9)),
+                                         session=session, progress=False))
+        assert [r.error for r in results] == [None] * 3
+        assert len(store) == 3
+        session.info()  # the caller's session object works again too
+    assert "was dropped; reconnected" in caplog.text

@@ -12,7 +12,7 @@ import pytest
 from pipeline.device import MeasurePolicy, load_profile, measure, open_session
 from pipeline.device.check import build_tiny, check_device, tiny_inputs
 from pipeline.device.profile import SSHConnection
-from pipeline.device.rpcserver import free_port
+from pipeline.device.rpcserver import SERVER_SCRIPT, free_port
 from pipeline.device.session import probe
 from pipeline.errors import DeviceError
 
@@ -78,7 +78,7 @@ def _servers_on(port: int) -> list[str]:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"tvm.exec.rpc_server" in args and str(port).encode() in args:
+        if SERVER_SCRIPT.encode() in args and str(port).encode() in args:
             found.append(b" ".join(args).decode())
     return found
 

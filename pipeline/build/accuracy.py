@@ -70,16 +70,19 @@ class RecalibratedSubnets:
         return self._modules[config]
 
 
-def deployable(supernet: Any, space: SearchSpace, configs: list[SubnetConfig], setup: AccuracySetup
-               ) -> tuple[RecalibratedSubnets, dict[SubnetConfig, float]]:
+def deployable(supernet: Any | None, space: SearchSpace, configs: list[SubnetConfig], setup: AccuracySetup
+               ) -> tuple[RecalibratedSubnets | None, dict[SubnetConfig, float]]:
     """Recalibrate, validate and extract each config; returns the modules and their top-1.
 
     Without evaluation data (official-predictor builds) the checkpoint's BN statistics
-    are used as stored and the top-1 is the accuracy source's.
+    are used as stored and the top-1 is the accuracy source's; without a supernet (a
+    random-weights build) there are no modules (None).
     """
     if setup.eval_data is None:
-        top1 = setup.exact.predict(configs)
-        return RecalibratedSubnets(supernet, {c: supernet.extract(c) for c in configs}), dict(zip(configs, top1))
+        top1 = dict(zip(configs, setup.exact.predict(configs)))
+        if supernet is None:  # a random-weights build: compilation seeds each subnet's weights
+            return None, top1
+        return RecalibratedSubnets(supernet, {c: supernet.extract(c) for c in configs}), top1
     from pipeline.train import evaluate
 
     modules, accuracy = {}, {}
@@ -123,9 +126,12 @@ def supernet_setup(space: SearchSpace, supernet: Any, checkpoint: Path, data_roo
     return AccuracySetup(ranker, exact, "supernet (BN recalibrated)", str(data_root), info, data)
 
 
-def load_supernet_for(cfg: BuildConfig, space: SearchSpace | None = None) -> tuple[Any, Path, SearchSpace]:
+def load_supernet_for(cfg: BuildConfig, space: SearchSpace | None = None
+                      ) -> tuple[Any | None, Path | None, SearchSpace]:
     """The configured checkpoint (default: the demo supernet), in eval mode; checked
-    against `space` (else `cfg.space`) when one is given.
+    against `space` (else `cfg.space`) when one is given. For `cfg.random_weights`: no
+    supernet and no checkpoint, only the space (compilation then takes seeded random
+    weights per subnet, and each manifest's `weights.source` says "random-init").
 
     Evaluation then uses as many torch threads as the recipe trained it with, when it
     says (the demo's: 1). Its tiny convolutions only spin on a second thread: with the
@@ -137,8 +143,12 @@ def load_supernet_for(cfg: BuildConfig, space: SearchSpace | None = None) -> tup
     from pipeline.model import load_checkpoint
     from pipeline.train import demo_supernet
 
-    checkpoint = Path(cfg.supernet) if cfg.supernet else demo_supernet()
     space = space or (SearchSpace.load(cfg.space) if cfg.space else None)
+    if cfg.random_weights:
+        log.warning("no --supernet: building %s on seeded random weights (latency work; accuracy from the "
+                    "official predictor); every manifest says weights.source = random-init", cfg.space)
+        return None, None, space
+    checkpoint = Path(cfg.supernet) if cfg.supernet else demo_supernet()
     loaded = load_checkpoint(checkpoint, space)
     threads = loaded.extra.get("train", {}).get("config", {}).get("threads", 0)
     if threads:

@@ -71,9 +71,20 @@ class BuildConfig:
             raise ConfigError("profile_subnets must be >= 4 (a latency predictor needs a few measured subnets)")
         if self.accuracy_subnets < 5:
             raise ConfigError("accuracy_subnets must be >= 5 (the accuracy predictor needs a few evaluated subnets)")
+        if self.random_weights and self.accuracy_trees is None:
+            raise ConfigError(f"--space {self.space} without --supernet builds on seeded random weights, which "
+                              "have no accuracy to evaluate: give --accuracy-trees FILE (the official predictor), "
+                              "or --supernet CKPT with --data DIR")
         if self.supernet is not None and self.data is None and self.accuracy_trees is None:
             raise ConfigError(f"--supernet {self.supernet} needs --data DIR (train/ and val/ image folders) "
                               "to evaluate its subnets, or --accuracy-trees for the official predictor")
+
+    @property
+    def random_weights(self) -> bool:
+        """No checkpoint, and a space that is not the built-in demo supernet's: the build
+        compiles seeded random weights in the official layout (latency work; accuracy from
+        the official predictor only) and every manifest says so."""
+        return self.supernet is None and self.space not in (None, "demo")
 
     @property
     def arch(self) -> str:

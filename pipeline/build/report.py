@@ -67,7 +67,8 @@ def write_report(path: Path, summary: dict[str, Any], outcomes: Sequence[BudgetO
             lines.append(f"| {o.device} | {o.budget_ms:g} | none | | | | no | | {o.n_rounds} | {o.reason} |")
     lines += ["", "Every round times the reference, scales the latency model to the device's speed now and "
               "measures the top candidates per budget; a budget whose favourite misses is "
-              "searched again under a budget tightened by the refitted model's error on its misses "
+              "searched again, with the refitted model, under the budget x the worst predicted/measured "
+              "ratio of the round's picks "
               "(predicted ms [interval: wider the farther a subnet is from those the model was fitted on]). "
               "The most accurate measured subnet within a budget is timed again before it is emitted:", ""]
     for o in outcomes:

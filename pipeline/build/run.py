@@ -28,6 +28,9 @@ from pipeline.search.budgets import quantile_budgets
 from pipeline.space import SearchSpace
 from pipeline.space.arch import count_flops
 
+#: Classes of a random-weights build's head: ImageNet's, as the official checkpoint and predictor.
+RANDOM_INIT_CLASSES = 1000
+
 log = logging.getLogger(__name__)
 
 
@@ -120,8 +123,10 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
     try:
         with journal.stage("supernet") as st:
             supernet, checkpoint, space = load_supernet_for(cfg)
-            st.update(checkpoint=str(checkpoint), space=space.name, num_classes=supernet.num_classes)
-        journal.data.update(supernet=str(checkpoint), space=space.name)
+            num_classes = supernet.num_classes if supernet is not None else RANDOM_INIT_CLASSES
+            weights = str(checkpoint) if checkpoint is not None else "random-init (seeded; no checkpoint)"
+            st.update(checkpoint=weights, space=space.name, num_classes=num_classes)
+        journal.data.update(supernet=weights, space=space.name)
         profiles = list(profiles) if profiles is not None else select_profiles(cfg)
         journal.data["devices"] = [p.name for p in profiles]
         bringing_up = bring_up_in_background(profiles)  # overlaps the accuracy stage
@@ -129,7 +134,7 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
             accuracy = accuracy_for(cfg, space, supernet, checkpoint)
             st.update(accuracy.info)
         journal.data["accuracy"] = accuracy.info
-        ctx = LoopContext(space, supernet, str(checkpoint), accuracy, cfg.evolution, out, cfg.max_rounds, cfg.workers,
+        ctx = LoopContext(space, supernet, str(checkpoint) if checkpoint else None, accuracy, cfg.evolution, out, cfg.max_rounds, cfg.workers,
                           cfg.measure_top, cfg.search)
         prepared: list[PreparedDevice] = []
         for profile in profiles:
@@ -174,7 +179,7 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
             journal.write()
         with journal.stage("emit") as st:
             journal.data["mflops"] = {o.candidate.config.id: round(count_flops(space, o.candidate.config,
-                                                                               supernet.num_classes) / 1e6, 3)
+                                                                               num_classes) / 1e6, 3)
                                       for o in outcomes if o.candidate is not None}
             plot_pareto(out / "pareto.png", plots)
             st.update(artifacts=sum(o.emitted for o in outcomes), budgets=len(outcomes))

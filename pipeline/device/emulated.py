@@ -10,7 +10,7 @@ a second run is warm):
    ROOT/opt/site.
 3. binfmt_misc learns to run arm64 ELF files through qemu (flag F: works in a chroot);
    the RPC server forks children with the same interpreter, so this is needed.
-4. `chroot ROOT python3.11 -m tvm.exec.rpc_server --host 127.0.0.1 --port P` is started
+4. `chroot ROOT python3.11 -c SERVER_SCRIPT --host 127.0.0.1 --port P` (TVM's RPC server) is started
    in its own process group; `run/P.json` records it so `down` can stop launcher and
    popen_worker child together.
 The apt mirror is the one this machine's own apt sources name.

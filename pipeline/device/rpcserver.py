@@ -139,9 +139,49 @@ def start_background(cmd: Sequence[str], log_path: Path, *, env: dict[str, str] 
     return launch(cmd, log_path, env=env, what=what).wait_ready(ready_timeout_s)
 
 
+#: The device's RPC server, run as `python -c` (the device needs only TVM): TVM's own server, as
+#: `tvm.exec.rpc_server` starts it, except that a session whose forked child dies ends that
+#: session only. Upstream's listener raises on a child's non-zero exit and stops accepting for
+#: good while its processes live on: one segfault of a library under emulation ("qemu:
+#: uncaught target signal 11", mid-batch) left the device dead for the rest of the build.
+SERVER_SCRIPT = """
+import argparse, logging
+import tvm.rpc
+
+def survive_crashed_sessions():  # runs in the listener's process
+    import os
+    import tvm.rpc.server as server
+    serve = server._serving
+
+    def guarded(sock, addr, opts, load_library):
+        cwd = os.getcwd()  # _serving moves into the session's folder, which goes with it
+        try:
+            serve(sock, addr, opts, load_library)
+        except RuntimeError as err:
+            server.logger.warning("session from %s died (%s); still listening", addr, err)
+            os.chdir(cwd)
+            sock.close()
+
+    server._serving = guarded
+
+parser = argparse.ArgumentParser()
+for flag in ("--host", "--tracker", "--key"):
+    parser.add_argument(flag, default="")
+parser.add_argument("--port", type=int)
+parser.add_argument("--port-end", type=int)
+args = parser.parse_args()
+logging.basicConfig(level=logging.INFO)
+tracker = args.tracker.rsplit(":", 1) if args.tracker else None
+server = tvm.rpc.Server(args.host, args.port, args.port_end, key=args.key,
+                        tracker_addr=(tracker[0], int(tracker[1])) if tracker else None,
+                        server_init_callback=survive_crashed_sessions)
+server.proc.join()  # (a Server that is not held is collected, and kills its listener)
+"""
+
+
 def rpc_server_args(host: str, port: int, tracker: str | None = None, key: str | None = None) -> list[str]:
-    """Arguments of `-m tvm.exec.rpc_server` pinned to exactly `port` (`port-end` is exclusive)."""
-    args = ["-m", "tvm.exec.rpc_server", "--host", host, "--port", str(port), "--port-end", str(port + 1)]
+    """Interpreter arguments that start `SERVER_SCRIPT` pinned to exactly `port` (`port-end` is exclusive)."""
+    args = ["-c", SERVER_SCRIPT, "--host", host, "--port", str(port), "--port-end", str(port + 1)]
     if tracker:
         args += ["--tracker", tracker, "--key", key or ""]
     return args

@@ -52,6 +52,12 @@ class DeviceSession(ABC):
     def is_remote(self) -> bool:
         return True
 
+    def revive(self) -> bool:
+        """Open the connection again after the device side dropped it (a server child that
+        died: "kShutdown", "Broken pipe"); False where there is nothing to reopen. Libraries
+        loaded before must be loaded again (`load` does that by itself)."""
+        return False
+
     def info(self) -> dict[str, Any]:
         """What the device says about itself: arch, LLVM triple, TVM version of this client."""
         import tvm
@@ -145,11 +151,19 @@ def _content_named_copy(path: Path, digest: str) -> Path:
 class RemoteSession(DeviceSession):
     """A TVM RPC session (direct, through a tracker, an SSH tunnel or to the emulated device)."""
 
-    def __init__(self, profile: DeviceProfile, rpc_session, where: str):
+    def __init__(self, profile: DeviceProfile, connect: Callable[[], Any], where: str):
+        """`connect()` returns a new TVM RPC session to the device: called now, and by `revive`."""
         super().__init__(profile)
-        self.rpc = rpc_session
+        self._connect = connect
+        self.rpc = connect()
         self.where = where
         self._loaded: dict[str, Any] = {}
+
+    def revive(self) -> bool:
+        self.close()
+        self.rpc = self._connect()
+        log.warning("%s: the RPC session at %s was dropped; reconnected", self.profile.name, self.where)
+        return True
 
     @property
     def device(self):
@@ -272,9 +286,12 @@ def _open_local(profile: DeviceProfile) -> Iterator[DeviceSession]:
 @contextlib.contextmanager
 def _open_rpc(profile: DeviceProfile) -> Iterator[DeviceSession]:
     c: RPCConnection = profile.connection  # type: ignore[assignment]
-    sess = rpc_connect(c.host, c.port, c.key, c.timeout_s, f"device {profile.name}",
-                       "start `python -m tvm.exec.rpc_server --host HOST --port PORT` there or fix the profile")
-    with RemoteSession(profile, sess, f"{c.host}:{c.port}") as session:
+
+    def connect() -> Any:
+        return rpc_connect(c.host, c.port, c.key, c.timeout_s, f"device {profile.name}",
+                           "start `python -m tvm.exec.rpc_server --host HOST --port PORT` there or fix the profile")
+
+    with RemoteSession(profile, connect, f"{c.host}:{c.port}") as session:
         yield session
 
 
@@ -287,10 +304,13 @@ def _open_tracker(profile: DeviceProfile) -> Iterator[DeviceSession]:
     what = f"device {profile.name} (tracker {c.host}:{c.port}, key {c.key})"
     probe(c.host, c.port, c.timeout_s, what, "start `python -m tvm.exec.rpc_tracker` there or fix the profile")
     tracker = call_with_timeout(lambda: rpc.connect_tracker(c.host, c.port), c.timeout_s, what)
-    sess = call_with_timeout(lambda: tracker.request(c.key, priority=1, max_retry=1), c.timeout_s,
-                             f"{what}: no free server under the key")
+
+    def connect() -> Any:
+        return call_with_timeout(lambda: tracker.request(c.key, priority=1, max_retry=1), c.timeout_s,
+                                 f"{what}: no free server under the key")
+
     try:
-        with RemoteSession(profile, sess, f"tracker {c.host}:{c.port}/{c.key}") as session:
+        with RemoteSession(profile, connect, f"tracker {c.host}:{c.port}/{c.key}") as session:
             yield session
     finally:
         tracker.close()
@@ -300,9 +320,12 @@ def _open_tracker(profile: DeviceProfile) -> Iterator[DeviceSession]:
 @contextlib.contextmanager
 def _open_emulated(profile: DeviceProfile) -> Iterator[DeviceSession]:
     c: EmulatedConnection = profile.connection  # type: ignore[assignment]
-    sess = rpc_connect(c.host, c.port, "", min(c.timeout_s, 60.0), f"emulated device {profile.name}",
-                       f"bring it up with `pipeline device up {profile.name}`")
-    with RemoteSession(profile, sess, f"{c.host}:{c.port}") as session:
+
+    def connect() -> Any:
+        return rpc_connect(c.host, c.port, "", min(c.timeout_s, 60.0), f"emulated device {profile.name}",
+                           f"bring it up with `pipeline device up {profile.name}`")
+
+    with RemoteSession(profile, connect, f"{c.host}:{c.port}") as session:
         yield session
 
 

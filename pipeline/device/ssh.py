@@ -253,9 +253,11 @@ def _open_ssh(profile: DeviceProfile) -> Iterator[DeviceSession]:
     with ssh_rpc_tunnel(profile) as (port, _server):
         # No reachability probe: the local end is our own forwarder, and a connection that
         # closes without a handshake wedged the tunnelled server in tests.
-        sess = rpc_connect("127.0.0.1", port, "", max(conn.timeout_s, 30.0), f"device {profile.name} (via SSH)",
-                           "the tunnelled RPC server did not answer; see the board's logs", check_reachable=False)
-        with RemoteSession(profile, sess, f"ssh {conn.user}@{conn.host}:{conn.port}") as session:
+        def connect():
+            return rpc_connect("127.0.0.1", port, "", max(conn.timeout_s, 30.0), f"device {profile.name} (via SSH)",
+                               "the tunnelled RPC server did not answer; see the board's logs", check_reachable=False)
+
+        with RemoteSession(profile, connect, f"ssh {conn.user}@{conn.host}:{conn.port}") as session:
             yield session
 
 

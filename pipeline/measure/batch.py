@@ -20,6 +20,7 @@ from pipeline.device.measure import measure
 from pipeline.device.profile import DeviceProfile, TrackerConnection
 from pipeline.device.session import DeviceSession, open_session
 from pipeline.device.store import MeasurementRecord, MeasurementStore
+from pipeline.errors import is_device_failure
 from pipeline.measure.farm import on_tracker
 from pipeline.measure.jobs import JobResult, MeasureJob, Reference
 from pipeline.progress import progress_bar
@@ -46,14 +47,28 @@ def _runner(reference: Reference | None):
             last[worker] = (time.monotonic(), ms)
         return ms
 
+    def attempt(session: DeviceSession, job: MeasureJob, worker: str) -> JobResult:
+        ref_ms = reference_ms(session, job, worker)
+        result = measure(session, job.library, job.inputs, job.policy, job.entry, vm=job.vm)
+        return JobResult(job, worker, result, ref_ms)
+
     def run_job(session: DeviceSession, job: MeasureJob, worker: str) -> JobResult:
+        """A failed job is reported to the caller, who logs it and leaves it unstored. A
+        dropped session ("kShutdown", "Broken pipe") would fail every later job too: it is
+        reopened and the job tried once more (seen on the emulated device mid-batch); a
+        device that cannot be reached again raises DeviceError (lost: resume later)."""
         try:
-            ref_ms = reference_ms(session, job, worker)
-            result = measure(session, job.library, job.inputs, job.policy, job.entry, vm=job.vm)
-            return JobResult(job, worker, result, ref_ms)
-        except Exception as err:  # reported to the caller, who logs it and leaves it unstored
+            return attempt(session, job, worker)
+        except Exception as err:
             last.pop(worker, None)
-            return JobResult(job, worker, error=f"{type(err).__name__}: {err}")
+            error = err
+        if is_device_failure(error) and session.revive():
+            try:
+                return attempt(session, job, worker)
+            except Exception as err:
+                last.pop(worker, None)
+                error = err
+        return JobResult(job, worker, error=f"{type(error).__name__}: {error}")
 
     return run_job
 

@@ -1,0 +1,96 @@
+"""`pipeline build` on the full AttentiveNAS space (x86-host, official accuracy predictor).
+
+Two builds share one cache: from a checkpoint in the released file's layout (DDP's
+`module.` keys inside 'state_dict'), and with no checkpoint at all (seeded random weights
+in the official layout, which every manifest must say). Small settings, real parts:
+full-space subnets exported, compiled, measured on this machine and verified against
+PyTorch; the store and the latency model are real.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import reference_file
+from pipeline.build import BuildConfig, run_build
+from pipeline.compile import Manifest
+from pipeline.errors import ConfigError
+from pipeline.model import Supernet
+from pipeline.search import EvolutionConfig
+from pipeline.space import SearchSpace
+
+#: Generous: any full-space subnet runs within it here, so each budget's first pick is emitted.
+BUDGET_MS = 2000.0
+
+
+def fullspace_config(out: Path, **overrides) -> BuildConfig:
+    settings = dict(target="x86_64", devices=("x86-host",), space="attentivenas",
+                    accuracy_trees=reference_file("attentivenas/acc_predictor_trees.npz"), out=out,
+                    budgets_ms=(BUDGET_MS,), profile_subnets=4, profile_blocks=False, max_rounds=1, measure_top=1,
+                    workers=2, evolution=EvolutionConfig(population=16, parents=4, generations=2))
+    return BuildConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def fullspace(tmp_path_factory):
+    """The cache both builds use, and an official-layout checkpoint of seeded weights."""
+    root = tmp_path_factory.mktemp("fullspace")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        state = Supernet(SearchSpace.load("attentivenas")).state_dict()
+        for key, tensor in state.items():  # BN as trained, not as initialised: no dead residual branch
+            if key.endswith(("bn.weight", "running_var")):
+                tensor.uniform_(0.5, 1.5)
+            elif key.endswith(("bn.bias", "running_mean")):
+                tensor.normal_(0.0, 0.1)
+    ckpt = root / "attentive_nas_pretrained.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 360}, ckpt)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(root / "cache"))
+        yield root, ckpt, state
+
+
+def emitted_manifests(result) -> list[Manifest]:
+    assert result.complete, [o.reason for o in result.outcomes]
+    manifests = [Manifest.read(o.folder) for o in result.outcomes]
+    for m, o in zip(manifests, result.outcomes):
+        assert m.verified and m["subnet"]["space"] == "attentivenas"
+        assert 192 <= m["subnet"]["config"]["resolution"] <= 288 and m["subnet"]["mflops"] > 150
+        assert m["accuracy"]["source"] == "official AttentiveNAS predictor"
+        assert m["latency"]["measured_ms"] <= o.budget_ms
+    return manifests
+
+
+def test_fullspace_build_from_an_official_checkpoint(fullspace):
+    root, ckpt, state = fullspace
+    result = run_build(fullspace_config(root / "ckpt", supernet=ckpt))
+    (manifest,) = emitted_manifests(result)
+    assert manifest["weights"]["source"] == "checkpoint" and manifest["weights"]["checkpoint"] == str(ckpt)
+    # the artifact carries the checkpoint's weights: the same subnet extracted from a supernet
+    # holding them gives the manifest's weights digest
+    from pipeline.compile.cache import weights_digest
+
+    net = Supernet(SearchSpace.load("attentivenas"))
+    net.load_state_dict(state)
+    config = result.outcomes[0].candidate.config
+    assert manifest["weights"]["digest"] == weights_digest(net.extract(config).eval())
+    assert result.summary["supernet"] == str(ckpt)
+
+
+def test_fullspace_build_without_a_checkpoint_says_random_weights(fullspace):
+    root, _, _ = fullspace
+    result = run_build(fullspace_config(root / "random"))
+    (manifest,) = emitted_manifests(result)
+    assert manifest["weights"]["source"] == "random-init" and manifest["weights"]["checkpoint"] is None
+    assert result.summary["supernet"].startswith("random-init")
+    assert "random-init" in (result.out / "report.md").read_text()
+    # the profile the first build measured is reused: no subnet is measured twice
+    profile = next(s for s in result.summary["stages"] if s["name"] == "profile")
+    assert profile["skipped"] == 4 and profile["measured"] == 0
+
+
+def test_random_weights_need_the_official_predictor(tmp_path):
+    with pytest.raises(ConfigError, match="--accuracy-trees"):
+        BuildConfig(target="x86_64", space="attentivenas", out=tmp_path)
