@@ -55,3 +55,27 @@ def test_measurements_export(tmp_path: Path, pipeline_cache: Path):
         result = _run("measurements", "export", "--format", fmt, "-o", str(out), "--store", str(store_path))
         assert result.exit_code == 0 and "wrote 1 measurement" in result.output
         assert "s1" in out.read_text()
+
+
+def test_server_script_serves_a_board(tmp_path: Path, pipeline_cache: Path):
+    """The printed script, saved and run as a user would on a board, is a working RPC server."""
+    import sys
+
+    from pipeline.device import load_profile
+    from pipeline.device.check import check_device
+    from pipeline.device.profile import RPCConnection
+    from pipeline.device.rpcserver import launch, stop_group
+
+    result = _run("device", "server-script")
+    assert result.exit_code == 0
+    script = tmp_path / "rpc_server.py"
+    script.write_text(result.output)
+    port = free_port()
+    server = launch([sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port),
+                     "--port-end", str(port + 1)], tmp_path / "server.log").wait_ready()
+    try:
+        assert server.port == port
+        profile = load_profile("x86-host").with_connection(RPCConnection(host="127.0.0.1", port=port, timeout_s=30))
+        assert check_device(profile).correct
+    finally:
+        stop_group(server.pid)

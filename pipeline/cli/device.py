@@ -1,4 +1,4 @@
-"""`pipeline device list|up|down|check`: the devices the pipeline measures on."""
+"""`pipeline device list|up|down|check|server-script`: the devices the pipeline measures on."""
 from __future__ import annotations
 
 import json
@@ -68,3 +68,15 @@ def check(name: str, as_json: bool) -> None:
                    f"via {result.connection}")
     if not result.correct:
         raise SystemExit(1)
+
+
+@device.command("server-script")
+def server_script() -> None:
+    """Print the RPC server the pipeline runs on devices, for a farm's boards.
+
+    Save it on the board and run `python3 rpc_server.py --host 0.0.0.0 --port 9090
+    --port-end 9091 --tracker HOST:9190 --key KEY`: TVM's own server, except that a
+    session whose process crashes ends only that session (upstream's stops accepting)."""
+    from pipeline.device.rpcserver import SERVER_SCRIPT
+
+    click.echo(SERVER_SCRIPT.strip())
