@@ -12,7 +12,8 @@ same subnets, and by its cost per subnet:
   validation split as the truth, so its noise is shared: an upper bound);
 - fitted predictors, out-of-fold over 5 folds of the evaluated subnets (each fitted on
   the other 4/5): the random forest the build uses (regression), xgboost regression,
-  xgboost rank:pairwise (the ranking-trained predictor, `loss="pairwise"`);
+  xgboost rank:pairwise (the ranking-trained predictor, `loss="pairwise"`), and one MLP
+  trained with MSE or with RankNet's pairwise loss (ReNAS's comparison, model held fixed);
 - zero-shot proxies (naswot, synflow, gradnorm), each on the trained weights and at
   initialisation, on one 64-image training batch.
 
@@ -130,6 +131,48 @@ class XGBRegression:
         return self._m.predict(encode_many(configs))
 
 
+class MLP:
+    """A two-layer perceptron on the standardised encoding, trained full-batch with MSE on
+    top-1 or with RankNet's pairwise logistic loss over every pair (ReNAS's setting: a
+    neural predictor, ranking loss vs regression, the model family held fixed)."""
+
+    def __init__(self, loss: str, hidden: int = 64, epochs: int = 400) -> None:
+        self.loss, self.hidden, self.epochs = loss, hidden, epochs
+
+    def fit(self, configs, y):
+        import torch
+
+        x = encode_many(configs)
+        self._mu, self._sd = x.mean(0), x.std(0) + 1e-6
+        xt = torch.tensor((x - self._mu) / self._sd, dtype=torch.float32)
+        t = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self._net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], self.hidden), torch.nn.ReLU(),
+                                            torch.nn.Linear(self.hidden, self.hidden), torch.nn.ReLU(),
+                                            torch.nn.Linear(self.hidden, 1))
+        opt = torch.optim.AdamW(self._net.parameters(), lr=1e-2, weight_decay=1e-3)
+        i, j = np.triu_indices(len(y), 1)
+        keep = y[i] != y[j]
+        i, j = torch.tensor(i[keep]), torch.tensor(j[keep])
+        sign = torch.sign(t[i] - t[j])
+        for _ in range(self.epochs):
+            opt.zero_grad()
+            p = self._net(xt).squeeze(1)
+            loss = ((p - t) ** 2).mean() if self.loss == "mse" else \
+                torch.nn.functional.softplus(-sign * (p[i] - p[j])).mean()
+            loss.backward()
+            opt.step()
+        return self
+
+    def predict(self, configs):
+        import torch
+
+        with torch.no_grad():
+            x = torch.tensor((encode_many(configs) - self._mu) / self._sd, dtype=torch.float32)
+            return self._net(x).squeeze(1).numpy()
+
+
 def correlations(pred: np.ndarray, truth: np.ndarray) -> dict:
     return {"spearman": float(spearmanr(pred, truth).statistic), "kendall": float(kendalltau(pred, truth).statistic)}
 
@@ -171,7 +214,9 @@ def main() -> None:
 
     learned = {"forest, regression (build)": lambda: FittedAccuracyPredictor(seed=0),
                "xgboost, regression": XGBRegression,
-               "xgboost, rank:pairwise (ranking-trained)": lambda: FittedAccuracyPredictor(seed=0, loss="pairwise")}
+               "xgboost, rank:pairwise (ranking-trained)": lambda: FittedAccuracyPredictor(seed=0, loss="pairwise"),
+               "mlp, regression (MSE)": lambda: MLP("mse"),
+               "mlp, RankNet pairwise (ranking-trained)": lambda: MLP("ranknet")}
     n_train = len(configs) * (FOLDS - 1) // FOLDS
     for name, make in learned.items():
         # one fold split decides a Kendall tau to about ±0.015: average over SPLITS splits
@@ -224,6 +269,8 @@ def main() -> None:
         "ranking_vs_regression_kendall": {
             "pairwise": rank["kendall"], "forest_regression": reg["kendall"],
             "xgboost_regression": rows["xgboost, regression"]["kendall"],
+            "mlp_ranknet": rows["mlp, RankNet pairwise (ranking-trained)"]["kendall"],
+            "mlp_mse": rows["mlp, regression (MSE)"]["kendall"],
             "pairwise_wins_vs_xgboost_regression": sum(
                 a > b for a, b in zip(rank["kendall_per_split"], rows["xgboost, regression"]["kendall_per_split"])),
             "splits": SPLITS,
@@ -233,7 +280,9 @@ def main() -> None:
     print(f"best proxy: {best} (Spearman {proxies[best]['spearman']:.3f}; NASWOT's paper: ~0.6-0.8 on "
           f"NAS-Bench-201 CIFAR)")
     print(f"ranking-trained vs regression, Kendall: {rank['kendall']:.3f} vs forest {reg['kendall']:.3f} / xgboost "
-          f"{rows['xgboost, regression']['kendall']:.3f} -> {'met' if summary['ranking_vs_regression_kendall']['met'] else 'NOT met'}")
+          f"{rows['xgboost, regression']['kendall']:.3f} -> {'met' if summary['ranking_vs_regression_kendall']['met'] else 'NOT met'}"
+          f"; same MLP, RankNet vs MSE: {summary['ranking_vs_regression_kendall']['mlp_ranknet']:.3f} vs "
+          f"{summary['ranking_vs_regression_kendall']['mlp_mse']:.3f}")
     out = results / "estimators.json"
     write_json(out, {
         "space": space.name, "supernet": str(args.supernet), "checkpoint_digest": ckpt, "data": str(args.data),
