@@ -298,3 +298,39 @@ def test_worker_pool_is_kept_and_replaced_when_the_environment_changes(monkeypat
         assert not set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call")) & seen  # new workers
     finally:
         shutdown_pool()
+
+
+_POOL_THEN_WAIT = """
+import os, sys, time
+from pipeline.compile.workers import run_in_workers
+print(" ".join(map(str, sorted(set(run_in_workers(os.getpid, [(), (), (), ()], 2, "pids", "call"))))), flush=True)
+time.sleep(600)
+"""
+
+
+def test_compile_workers_end_when_their_parent_is_killed(tmp_path: Path):
+    """`kill -9` of a process holding the kept worker pool: its workers go too, within seconds."""
+    import os
+    import signal
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _POOL_THEN_WAIT], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers and proc.pid not in workers
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return not Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+
+    deadline = time.monotonic() + 20
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(map(alive, workers)), f"workers {workers} outlived their parent"

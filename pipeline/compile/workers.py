@@ -67,9 +67,25 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     if _POOL is not None and _POOL[0] == (workers, env):
         return _POOL[1]
     shutdown_pool()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
     _POOL = ((workers, env), pool)
     return pool
+
+
+def _exit_with_parent(parent: int, period_s: float = 2.0) -> None:
+    """Worker initializer: end this worker once the process that started it is gone.
+
+    A parent stopped by `kill` (not Ctrl-C, which reaches the whole process group) left its
+    idle workers running for good: two were found still alive 77 minutes later."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def shutdown_pool() -> None:
