@@ -94,3 +94,45 @@ def test_fullspace_build_without_a_checkpoint_says_random_weights(fullspace):
 def test_random_weights_need_the_official_predictor(tmp_path):
     with pytest.raises(ConfigError, match="--accuracy-trees"):
         BuildConfig(target="x86_64", space="attentivenas", out=tmp_path)
+
+
+def test_fullspace_profiling_resumes_after_kill_9(tmp_path):
+    """`pipeline profile` on the full space, killed with -9 once a measurement is stored:
+    what was stored stays as it was, and the same command measures only the rest."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.device import MeasurementStore
+
+    store_path = tmp_path / "m.sqlite"
+    cmd = [str(Path(sys.executable).with_name("pipeline")), "profile", "--device", "x86-host", "--space", "attentivenas",
+           "--subnets", "4", "--workers", "2", "--store", str(store_path), "--json"]
+    env = {**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if store_path.exists():
+                with MeasurementStore(store_path) as store:
+                    if len(store):
+                        break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with MeasurementStore(store_path) as store:
+        survived = {r.subnet_id: r.measured_at for r in store.records()}
+    assert 1 <= len(survived) < 4, survived
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])["subnets"]
+    assert summary["skipped"] == len(survived) and summary["measured"] == 4 - len(survived)
+    with MeasurementStore(store_path) as store:
+        after = {r.subnet_id: r.measured_at for r in store.records()}
+    assert len(after) == 4 and all(after[i] == t for i, t in survived.items())
