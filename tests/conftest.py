@@ -44,6 +44,30 @@ def reference_file(relative: str) -> Path:
     return path
 
 
+def kill_once_stored(proc, store_path: Path, rows: int, timeout_s: float = 300.0) -> None:
+    """Kill `proc` with -9 as soon as the measurement store at `store_path` holds `rows` rows
+    (or it ended, or `timeout_s` passed): a crash right after a commit, for resume tests."""
+    import signal
+    import time
+
+    from pipeline.device import MeasurementStore
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            if store_path.exists():
+                with MeasurementStore(store_path) as store:
+                    if len(store) >= rows:
+                        break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def running_farm(folder: Path, key: str, servers: int) -> Iterator[tuple[object, list[Path]]]:
     """A TVM tracker with `servers` RPC servers under `key`, all registered; yields the

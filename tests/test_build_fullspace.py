@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import reference_file
+from conftest import kill_once_stored, reference_file
 from pipeline.build import BuildConfig, run_build
 from pipeline.compile import Manifest
 from pipeline.errors import ConfigError
@@ -101,10 +101,8 @@ def test_fullspace_profiling_resumes_after_kill_9(tmp_path):
     what was stored stays as it was, and the same command measures only the rest."""
     import json
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from pipeline.device import MeasurementStore
 
@@ -112,21 +110,8 @@ def test_fullspace_profiling_resumes_after_kill_9(tmp_path):
     cmd = [str(Path(sys.executable).with_name("pipeline")), "profile", "--device", "x86-host", "--space", "attentivenas",
            "--subnets", "4", "--workers", "2", "--store", str(store_path), "--json"]
     env = {**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if store_path.exists():
-                with MeasurementStore(store_path) as store:
-                    if len(store):
-                        break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_once_stored(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                     store_path, rows=1)
     with MeasurementStore(store_path) as store:
         survived = {r.subnet_id: r.measured_at for r in store.records()}
     assert 1 <= len(survived) < 4, survived

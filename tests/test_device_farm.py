@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from pipeline.device.store import MeasurementStore, RecordKey
 from pipeline.errors import DeviceError
 from pipeline.measure import MeasureJob, Reference, measure_batch
 
-from conftest import running_farm
+from conftest import kill_once_stored, running_farm
 
 
 def _jobs(profile, lib: Path, n: int) -> list[MeasureJob]:
@@ -81,21 +79,8 @@ with MeasurementStore(tmp / "m.sqlite") as store:
 def test_kill_9_mid_run_keeps_finished_rows_and_rerun_completes(tmp_path: Path):
     store_path = tmp_path / "m.sqlite"
     cmd = [sys.executable, "-c", _RUN, str(tmp_path)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")})
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if store_path.exists():
-                with MeasurementStore(store_path) as store:
-                    if len(store) >= 2:
-                        break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_once_stored(subprocess.Popen(cmd, env={**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")}),
+                     store_path, rows=2, timeout_s=120)
     with MeasurementStore(store_path) as store:
         survived = len(store)
         assert 2 <= survived < 8, survived
