@@ -35,7 +35,9 @@ def plot_pareto(path: Path, device_results: dict[str, DevicePlot]) -> Path:
                 pred = o.candidate.latency[device]
                 ax.annotate("", xy=(o.measured_ms, o.accuracy), xytext=(pred, o.accuracy),
                             arrowprops={"arrowstyle": "->", "color": f"C{i}"})
-                ax.plot([o.measured_ms], [o.accuracy], "o", color=f"C{i}",
+                # smaller for each larger budget: one subnet shipped for several budgets shows
+                # as rings, not as one dot hiding the others
+                ax.plot([o.measured_ms], [o.accuracy], "o", color=f"C{i}", ms=max(3, 10 - 2.5 * i),
                         label=f"{o.budget_ms:g} ms: {o.candidate.config.id} (measured)")
         ax.set_xlabel(f"latency on {device} (ms)")
         ax.set_ylabel("top-1 (%)")
