@@ -48,10 +48,16 @@ class Reference:
 @dataclass(frozen=True)
 class JobResult:
     """A finished job: its measurement (and the reference's median beside it), or the error
-    that stopped it; `worker` names the session that ran it."""
+    that stopped it; `worker` names the session that ran it.
+
+    `reference_ms` is the geometric mean of the reference timed before and after the job,
+    `reference_drift` their relative change (after / before - 1), `retimes` how many more
+    times the job was timed because that drift was too large."""
 
     job: MeasureJob
     worker: str
     measurement: Measurement | None = None
     reference_ms: float | None = None
+    reference_drift: float = 0.0
+    retimes: int = 0
     error: str | None = None
