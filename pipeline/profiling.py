@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from pipeline.compile.keys import current_key_fields
+from pipeline.compile.keys import BARE_ID_CLASSES, current_key_fields, measured_id
 from pipeline.device.store import RecordKey
 from pipeline.measure import MeasureJob, Reference, block_store_path, measure_batch
 from pipeline.paths import cache_dir
@@ -93,14 +93,32 @@ class ProfileSummary:
         return dict(self.__dict__)
 
 
-def compile_reference(space: SearchSpace, profile: "DeviceProfile", workers: int | None = None) -> Reference:
-    """The space's largest subnet compiled for the device (a compile-cache hit after the first time)."""
-    from pipeline.compile import INPUT_NAME, compile_many, fixed_input
+def _compile_timed(space: SearchSpace, configs: Sequence[SubnetConfig], profile: "DeviceProfile",
+                   num_classes: int | None, workers: int | None) -> list["Artifact"]:
+    """`configs` compiled with seeded weights and a `num_classes` head (default: the
+    space's) into `<cache>/profile/<device>/<measured id>-<device>/`, unverified."""
+    from pipeline.compile import compile_many
+
+    num_classes = num_classes or space.num_classes
+    return compile_many(space, configs, profile, cache_dir() / "profile" / profile.name, num_classes=num_classes,
+                        names=[measured_id(c.id, num_classes) for c in configs], workers=workers, verify=False)
+
+
+def compile_reference(space: SearchSpace, profile: "DeviceProfile", workers: int | None = None,
+                      num_classes: int | None = None) -> Reference:
+    """The space's largest subnet compiled for the device with a `num_classes` head (a
+    compile-cache hit after the first time)."""
+    from pipeline.compile import INPUT_NAME, fixed_input
 
     config = space.largest()
-    (artifact,) = compile_many(space, [config], profile, cache_dir() / "profile" / profile.name,
-                               workers=workers, verify=False)
-    return Reference(config.id, artifact.library, {INPUT_NAME: fixed_input(config.resolution)})
+    (artifact,) = _compile_timed(space, [config], profile, num_classes, workers)
+    return Reference(artifact_measured_id(artifact), artifact.library, {INPUT_NAME: fixed_input(config.resolution)})
+
+
+def artifact_measured_id(artifact: "Artifact") -> str:
+    """The store id of a timing of `artifact`: its subnet with the head it was compiled with."""
+    subnet = artifact.manifest["subnet"]
+    return measured_id(subnet["id"], subnet["num_classes"])
 
 
 def subnet_job(profile: "DeviceProfile", space: SearchSpace, config: SubnetConfig, artifact: "Artifact",
@@ -111,9 +129,12 @@ def subnet_job(profile: "DeviceProfile", space: SearchSpace, config: SubnetConfi
 
     build = artifact.manifest["build"]
     coverage = build.get("kernel_coverage") or {}
-    key = RecordKey(profile.name, config.id, build["target"], current_key_fields(profile)[1], build["kernel_db_hash"])
+    key = RecordKey(profile.name, artifact_measured_id(artifact), build["target"], current_key_fields(profile)[1],
+                    build["kernel_db_hash"])
     return MeasureJob(key, config.to_dict(), artifact.library, {INPUT_NAME: fixed_input(config.resolution)},
-                      profile.policy, {"space": space.name, "source": source, "kernels_tuned": coverage.get("tuned"),
+                      profile.policy, {"space": space.name, "source": source,
+                                       "num_classes": artifact.manifest["subnet"]["num_classes"],
+                                       "kernels_tuned": coverage.get("tuned"),
                                        "kernels_total": coverage.get("total"),
                                        "compile_seconds": build.get("compile_seconds"), **meta})
 
@@ -140,30 +161,31 @@ def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[
 def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Sequence[SubnetConfig],
                     store_path: str | os.PathLike | None = None, workers: int | None = None,
                     batch_size: int | None = None, session: "DeviceSession | None" = None,
-                    reference: Reference | None = None, source: str = "profile", again: bool = False
-                    ) -> ProfileSummary:
+                    reference: Reference | None = None, source: str = "profile", again: bool = False,
+                    num_classes: int | None = None) -> ProfileSummary:
     """Compile and measure every config not yet stored for the profile's device (`again`:
     every config, each new timing replacing its row).
 
     Each measurement is preceded by one of the reference (compiled here if not given) and
     committed at once; `session`, if given, is used for serial measuring. `source` (e.g.
-    "build") is recorded in each row's metadata.
+    "build") is recorded in each row's metadata. Subnets are timed with a `num_classes`
+    head (default: the space's dataset's), what the artifacts built from them will have.
     """
-    from pipeline.compile import compile_many
     from pipeline.device import MeasurementStore
 
     fields = current_key_fields(profile)
     workers = workers or os.cpu_count() or 1
-    out_root = cache_dir() / "profile" / profile.name
+    num_classes = num_classes or space.num_classes
     with MeasurementStore(store_path) as store:
-        todo = [c for c in configs if again or not store.has(RecordKey(profile.name, c.id, *fields))]
+        todo = [c for c in configs
+                if again or not store.has(RecordKey(profile.name, measured_id(c.id, num_classes), *fields))]
         log.info("%s: %d planned, %d stored, %d to compile and measure", profile.name, len(configs),
                  len(configs) - len(todo), len(todo))
         if todo:
-            reference = reference or compile_reference(space, profile, workers)
+            reference = reference or compile_reference(space, profile, workers, num_classes)
 
             def prepare(batch: Sequence[SubnetConfig]) -> list[MeasureJob]:
-                artifacts = compile_many(space, batch, profile, out_root, workers=workers, verify=False)
+                artifacts = _compile_timed(space, batch, profile, num_classes, workers)
                 return [subnet_job(profile, space, c, a, source) for c, a in zip(batch, artifacts)]
 
             _in_batches(todo, batch_size or 2 * workers, prepare, profile, store, reference, session,
@@ -189,7 +211,7 @@ def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: s
     No recompilation: each record is replaced under its own key by a new timing of the very
     library it was measured from (the manifest's kernel hash must match), e.g. to add the
     contention reference to measurements taken before it existed or on a busy machine.
-    Records whose kernel hash has no stored reference library are left as they are.
+    Records whose kernel hash and head have no stored reference library are left as they are.
     """
     from pipeline.compile import INPUT_NAME, fixed_input
     from pipeline.device import MeasurementStore
@@ -199,16 +221,18 @@ def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: s
     with MeasurementStore(store_path) as store:
         records = [r for r in store.records(profile.name)
                    if _stored_artifact(profile.name, r.subnet_id, r.kernel_db_hash)]
-        by_hash: dict[str, list] = {}
+        groups: dict[tuple[str, int], list] = {}
         for r in records:
-            by_hash.setdefault(r.kernel_db_hash, []).append(r)
-        for kernel_hash, group in by_hash.items():
-            ref_lib = _stored_artifact(profile.name, largest.id, kernel_hash)
+            head = r.meta.get("num_classes", BARE_ID_CLASSES)
+            groups.setdefault((r.kernel_db_hash, head), []).append(r)
+        for (kernel_hash, head), group in groups.items():
+            ref_id = measured_id(largest.id, head)
+            ref_lib = _stored_artifact(profile.name, ref_id, kernel_hash)
             if ref_lib is None:
-                log.warning("%s: no reference library built with kernels %s; %d record(s) left as they are",
-                            profile.name, kernel_hash[:12], len(group))
+                log.warning("%s: no reference library built with kernels %s and a %d-class head; %d record(s) "
+                            "left as they are", profile.name, kernel_hash[:12], head, len(group))
                 continue
-            reference = Reference(largest.id, ref_lib, {INPUT_NAME: fixed_input(largest.resolution)})
+            reference = Reference(ref_id, ref_lib, {INPUT_NAME: fixed_input(largest.resolution)})
             jobs = [MeasureJob(r.key, r.config, _stored_artifact(profile.name, r.subnet_id, kernel_hash),
                                {INPUT_NAME: fixed_input(SubnetConfig.from_dict(r.config).resolution)},
                                profile.policy, {**r.meta, "remeasured_from_artifact": True}) for r in group]

@@ -17,6 +17,8 @@ import yaml
 
 from pipeline.build import BuildConfig, BuildResult, run_build
 from pipeline.build.loop import LoopContext, run_loop
+from pipeline.compile import Manifest
+from pipeline.compile.keys import measured_id
 from pipeline.errors import ConfigError
 from pipeline.paths import BUILTIN_PROFILES
 from pipeline.profiling import sampling_plan
@@ -50,8 +52,6 @@ def small_config(tiny: dict[str, Path], out: Path, **overrides) -> BuildConfig:
 
 def check_build(result: BuildResult) -> None:
     """Artifacts, manifests, report and journal of a finished build."""
-    from pipeline.compile import Manifest
-
     summary = json.loads((result.out / "build.json").read_text())
     assert summary["status"] in ("ok", "incomplete")
     assert STAGES <= {s["name"] for s in summary["stages"]}
@@ -102,11 +102,16 @@ def test_host_build_end_to_end(host_build):
     from pipeline.device import MeasurementStore
 
     with MeasurementStore() as store:
-        stored = {r.subnet_id: r.meta.get("source") for r in store.records("x86-host")}
+        stored = {r.subnet_id: r.meta for r in store.records("x86-host")}
     space = SearchSpace.load("demo")
-    assert {c.id for c in sampling_plan(space, 4)} <= set(stored)
+    # timed with the head the artifacts ship with (the tiny supernet's 3 classes), not the
+    # demo set's 10 nor ImageNet's 1000
+    assert {measured_id(c.id, 3) for c in sampling_plan(space, 4)} <= set(stored)
     # what was emitted was timed a second time (that row replaced the first) and still fit
-    assert all(stored[o.candidate.config.id] == "build-confirm" for o in result.outcomes if o.emitted)
+    for o in (o for o in result.outcomes if o.emitted):
+        row = stored[measured_id(o.candidate.config.id, 3)]
+        assert row["source"] == "build-confirm"
+        assert row["num_classes"] == Manifest.read(o.folder)["subnet"]["num_classes"] == 3
     # blocks were profiled by default and the latency model's held-out error is reported
     stages = {s["name"]: s for s in result.summary["stages"]}
     assert stages["profile"]["blocks_planned"] > 0
@@ -174,7 +179,6 @@ def test_a_miss_is_refitted_on_and_the_build_emits_verified_artifacts(host_build
     from pipeline.build.accuracy import supernet_setup
     from pipeline.build.devices import fit_latency
     from pipeline.build.loop import measured_subnets
-    from pipeline.compile import Manifest
     from pipeline.device import MeasurementStore, load_profile, open_session
     from pipeline.model import load_supernet
     from pipeline.profiling import compile_reference
@@ -183,10 +187,11 @@ def test_a_miss_is_refitted_on_and_the_build_emits_verified_artifacts(host_build
     profile = load_profile("x86-host")
     supernet = load_supernet(cfg.supernet)
     space = supernet.space
-    real, first_fit = fit_latency(profile, space)
+    heads = supernet.num_classes
+    real, first_fit = fit_latency(profile, space, heads)
 
     with MeasurementStore() as store:
-        before = measured_subnets(profile, space, store)
+        before = measured_subnets(profile, space, store, heads)
 
     class Optimistic:
         """100x too optimistic about every subnet nobody measured yet (the out-of-sample
@@ -200,7 +205,7 @@ def test_a_miss_is_refitted_on_and_the_build_emits_verified_artifacts(host_build
     refits = []
 
     def refit():
-        refits.append(fit_latency(profile, space)[0])
+        refits.append(fit_latency(profile, space, heads)[0])
         return refits[-1]
 
     # below every measured subnet (nothing can meet it: its favourite misses for sure), and
@@ -213,20 +218,20 @@ def test_a_miss_is_refitted_on_and_the_build_emits_verified_artifacts(host_build
     timings: dict[str, float] = {}
     with MeasurementStore() as store, open_session(profile) as session:
         (missed, met), _ = run_loop(ctx, profile, [tight, loose], Optimistic(), refit, store, session,
-                                    compile_reference(space, profile), timings)
+                                    compile_reference(space, profile, num_classes=heads), timings)
         rows = {r.subnet_id: r for r in store.records("x86-host")}
-        after = measured_subnets(profile, space, store)
+        after = measured_subnets(profile, space, store, heads)
     first = missed.rounds[0]
     assert first["measured"] and all(m["measured_ms"] > tight for m in first["measured"])
     assert missed.n_rounds == 2 and len(refits) == 1 and met.n_rounds == 1
     new = [m["subnet_id"] for m in first["measured"]]
     assert not {c.id for c in before} & set(new), "round 1 re-measured a stored subnet"
     # stored by the loop (a row the emit step timed again says so)
-    assert all(rows[i].meta["source"] in ("build", "build-confirm") for i in new)
+    assert all(rows[measured_id(i, heads)].meta["source"] in ("build", "build-confirm") for i in new)
     # the refit saw every round-1 measurement, the misses included, beside the reference
     assert set(new) <= set(refits[0].info["measurement_ids"])
     assert refits[0].info["n_train"] >= first_fit["n_train"] + len(new)
-    assert all(rows[i].meta["reference_ms"] > 0 for i in new)
+    assert all(rows[measured_id(i, heads)].meta["reference_ms"] > 0 for i in new)
     # round 2 searches under the budget x round 1's optimism about its picks (about 0.01 here:
     # the refit, which knows those picks now, would call itself exact on them)
     assert missed.rounds[0]["speed_scale"] == 1.0  # a model without a reference time is not scaled

@@ -174,16 +174,17 @@ def test_sampling_plan_is_a_prefix_sequence_with_extremes():
 
 
 def _fill_store(path, device: str, configs, latency) -> None:
-    """A real measurement store holding the analytic device's latencies under the current key."""
+    """A real measurement store holding the analytic device's latencies of demo subnets (10-class
+    head) under the current key."""
     from pipeline.device import MeasurementRecord, MeasurementStore, RecordKey, load_profile
     from pipeline.device.measure import Measurement
-    from pipeline.compile.keys import current_key_fields
+    from pipeline.compile.keys import current_key_fields, measured_id
 
     fields = current_key_fields(load_profile(device))
     with MeasurementStore(path) as store:
         for config, ms in zip(configs, latency):
             m = Measurement.from_repeats([ms] * 5, number=1, attempts=1, max_spread=0.1)
-            store.add(MeasurementRecord.from_measurement(RecordKey(device, config.id, *fields),
+            store.add(MeasurementRecord.from_measurement(RecordKey(device, measured_id(config.id, 10), *fields),
                                                          config.to_dict(), m, {"source": "analytic"}))
 
 

@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.compile.keys import measured_id
 from pipeline.device import MeasurementStore, load_profile
 from pipeline.predict import fit_predictor
 from pipeline.predict.features import distinct_blocks
 from pipeline.predict.workflow import load_block_table, load_dataset
-from pipeline.profiling import profile_blocks, sampling_plan
+from pipeline.profiling import profile_blocks, profile_subnets, sampling_plan
 from pipeline.space import SearchSpace
 from pipeline.space.arch import block_specs
 
@@ -47,13 +48,36 @@ def test_profile_measures_the_plan_and_a_rerun_skips_it(profiled):
     policy = load_profile("x86-host").policy
     with MeasurementStore(profiled["store"]) as store:
         records = {r.subnet_id: r for r in store.records("x86-host")}
-    assert set(records) == {c.id for c in plan}
+    # timed with the demo set's 10-class head, what demo artifacts ship with
+    assert set(records) == {measured_id(c.id, 10) for c in plan}
     for r in records.values():
         assert r.median_ms > 0 and len(r.repeats_ms) == policy.repeat and r.meta["space"] == "demo"
+        assert r.meta["num_classes"] == 10
     smallest, largest = plan[0], plan[1]
     assert (smallest, largest) == (space.smallest(), space.largest())
     # 13x the FLOPs: the largest demo subnet is measurably slower than the smallest
-    assert records[largest.id].median_ms > 1.5 * records[smallest.id].median_ms
+    assert records[measured_id(largest.id, 10)].median_ms > 1.5 * records[measured_id(smallest.id, 10)].median_ms
+
+
+def test_timings_of_two_heads_never_share_a_row_or_a_dataset(profiled, tmp_path):
+    """The same subnet with the ImageNet head is another library: its own row, its own dataset."""
+    space = SearchSpace.load("demo")
+    smallest = space.smallest()
+    store_path = tmp_path / "heads.sqlite"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(profiled["root"] / "cache"))
+        profile = load_profile("x86-host")
+        for head in (10, 1000):
+            assert profile_subnets(profile, space, [smallest], store_path, workers=1, num_classes=head).measured == 1
+        ten, thousand = (load_dataset(profile, space, store_path, normalise=False, num_classes=n) for n in (10, 1000))
+        default = load_dataset(profile, space, store_path, normalise=False)
+    with MeasurementStore(store_path) as store:
+        rows = {r.subnet_id: r for r in store.records("x86-host")}
+    assert set(rows) == {f"{smallest.id}-10c", smallest.id}
+    assert ten.ids == thousand.ids == default.ids == (smallest.id,)
+    assert default.latency_ms[0] == ten.latency_ms[0] == rows[f"{smallest.id}-10c"].median_ms
+    # a 256 x 1000 classifier instead of 256 x 10 is a visible part of the smallest subnet's time
+    assert thousand.latency_ms[0] > 1.1 * ten.latency_ms[0]
 
 
 def test_predictor_from_the_real_store(profiled):

@@ -98,6 +98,22 @@ def test_space_file_lacking_a_key_names_it(tmp_path: Path) -> None:
         SearchSpace.load("no-such-space")
 
 
+
+def test_dataset_classes_are_data_of_the_space_file_not_of_its_name(tmp_path: Path) -> None:
+    demo, full = SearchSpace.load("demo"), SearchSpace.load("attentivenas")
+    assert (demo.num_classes, full.num_classes) == (10, 1000)
+    copy = tmp_path / "my_demo.yaml"
+    copy.write_text((DATA_DIR / "demo.yaml").read_text())
+    mine = SearchSpace.load(str(copy))
+    assert mine.name == "my_demo" and mine.num_classes == 10
+    assert SearchSpace.from_dict(mine.to_dict(), mine.name) == mine
+    raw = yaml.safe_load((DATA_DIR / "demo.yaml").read_text())
+    raw["supernet_config"]["num_classes"] = 37
+    assert SearchSpace.from_dict(raw, "x").structure() == demo.structure()  # the head does not shape the supernet
+    raw["supernet_config"]["num_classes"] = [10, 20]
+    with pytest.raises(ConfigError, match="'num_classes' must be a positive int"):
+        SearchSpace.from_dict(raw, "x", source="bad.yaml")
+
 # -------------------------------------------------------------------- sampling
 def test_sample_mutate_crossover_stay_in_space(space: SearchSpace) -> None:
     rng = random.Random(0)

@@ -95,22 +95,24 @@ def kernels_status(profile: Any) -> dict[str, Any]:
 
 
 def profile_device(profile: Any, space: SearchSpace, n_subnets: int, blocks: bool, workers: int | None,
-                   reference: Any) -> dict[str, Any]:
-    """Measure the sampling plan's first `n_subnets` subnets and, with `blocks`, their
-    distinct blocks (the lookup table); stored ones are skipped."""
+                   reference: Any, num_classes: int | None = None) -> dict[str, Any]:
+    """Measure the sampling plan's first `n_subnets` subnets (with a `num_classes` head) and,
+    with `blocks`, their distinct blocks (the lookup table); stored ones are skipped."""
     from pipeline.predict.features import distinct_blocks
     from pipeline.profiling import profile_blocks, profile_subnets, sampling_plan
 
     plan = sampling_plan(space, n_subnets)
-    summary = profile_subnets(profile, space, plan, workers=workers, reference=reference).to_dict()
+    summary = profile_subnets(profile, space, plan, workers=workers, reference=reference,
+                              num_classes=num_classes).to_dict()
     if blocks:
         done = profile_blocks(profile, space, distinct_blocks(space, plan), reference=reference, workers=workers)
         summary.update(blocks_planned=done.planned, blocks_measured=done.measured)
     return summary
 
 
-def fit_latency(profile: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]]:
-    """Fit the device's predictor on every subnet measured with current code, and save it.
+def fit_latency(profile: Any, space: SearchSpace, num_classes: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fit the device's predictor on every subnet measured with current code (and a
+    `num_classes` head), and save it.
 
     No held-out split here: the build wants the best predictor from what it measured
     (the closed loop then measures the picks on the device); its error is reported
@@ -120,10 +122,10 @@ def fit_latency(profile: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]]:
     from pipeline.predict import fit_predictor, save_predictor
     from pipeline.predict.workflow import load_block_table, load_dataset
 
-    data = load_dataset(profile, space)
+    data = load_dataset(profile, space, num_classes=num_classes)
     lut = load_block_table(profile, space)
     predictor = fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids, lut=lut
-                              ).with_info(reference_ms=data.reference_ms)
+                              ).with_info(reference_ms=data.reference_ms, num_classes=data.num_classes)
     revision = int(save_predictor(predictor).stem[1:])
     cv = predictor.info.get("cv", {}).get(predictor.kind, {})
     report = {"kind": predictor.kind, "revision": revision, "n_train": len(data),

@@ -95,6 +95,16 @@ class LoopContext:
     #: `BuildConfig.search`: "evolution" or "nsga2"
     search: str = "evolution"
 
+    @property
+    def num_classes(self) -> int:
+        return shipped_classes(self.space, self.supernet)
+
+
+def shipped_classes(space: SearchSpace, supernet: Any) -> int:
+    """Classes of the head the artifacts ship with (the supernet's, else the space's
+    dataset's): every subnet is timed with it, so what is measured is what is shipped."""
+    return supernet.num_classes if supernet is not None else space.num_classes
+
 
 #: Measured subnets within a budget that the exact accuracy source scores before one is
 #: emitted. With only the ranker's top 3 (a forest fitted on 32 evaluations), the default
@@ -174,9 +184,10 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
                  for b in pending}
         batch = list({c.config: c for cands in picks.values() for c in cands})
         timed("measure", lambda: profile_subnets(profile, ctx.space, batch, store.path, ctx.workers,
-                                                 session=session, reference=reference, source="build"))
+                                                 session=session, reference=reference, source="build",
+                                                 num_classes=ctx.num_classes))
         ctx = replace(ctx, accuracy=timed("evaluate", lambda: ctx.accuracy.learn(batch)))
-        measured = measured_subnets(profile, ctx.space, store)
+        measured = measured_subnets(profile, ctx.space, store, ctx.num_classes)
         missed = []
         for b in pending:
             outcome = outcomes[b]
@@ -260,12 +271,14 @@ def hedged_picks(result: SearchResult, predictor: Any, device: str, limit_ms: fl
     return picks
 
 
-def measured_subnets(profile: Any, space: SearchSpace, store: Any) -> dict[SubnetConfig, float]:
-    """Every subnet of the space measured on the device with current code: raw median ms
-    (a budget is judged by what the device really measured, not a contention-corrected value)."""
+def measured_subnets(profile: Any, space: SearchSpace, store: Any, num_classes: int | None = None
+                     ) -> dict[SubnetConfig, float]:
+    """Every subnet of the space measured on the device with current code and a `num_classes`
+    head: raw median ms (a budget is judged by what the device really measured, not a
+    contention-corrected value)."""
     from pipeline.predict.workflow import load_dataset
 
-    data = load_dataset(profile, space, store.path, normalise=False)
+    data = load_dataset(profile, space, store.path, normalise=False, num_classes=num_classes)
     return dict(zip(data.configs, (float(ms) for ms in data.latency_ms)))
 
 
@@ -294,7 +307,7 @@ def _emit(ctx: LoopContext, profile: Any, outcomes: dict[float, BudgetOutcome], 
     budget; else the next most accurate is tried, up to `CONFIRM_TRIES` times. On the
     emulated device one library's timings vary by up to 1.5x between measurements, and an
     emitted subnet chosen on one lucky timing re-measured over its budget."""
-    measured = measured_subnets(profile, ctx.space, store)
+    measured = measured_subnets(profile, ctx.space, store, ctx.num_classes)
     if not measured:
         for outcome in outcomes.values():
             outcome.reason = f"nothing measured on {profile.name}"
@@ -319,8 +332,8 @@ def _emit(ctx: LoopContext, profile: Any, outcomes: dict[float, BudgetOutcome], 
             break
         timed("measure", lambda: profile_subnets(profile, ctx.space, list(dict.fromkeys(todo.values())), store.path,
                                                  ctx.workers, session=session, reference=reference,
-                                                 source="build-confirm", again=True))
-        measured = measured_subnets(profile, ctx.space, store)
+                                                 source="build-confirm", again=True, num_classes=ctx.num_classes))
+        measured = measured_subnets(profile, ctx.space, store, ctx.num_classes)
         for b, config in todo.items():
             outcomes[b].rounds.append({"round": "confirm", "subnet_id": config.id,
                                        "measured_ms": round(measured[config], 6)})

@@ -17,7 +17,7 @@ from pipeline.build.config import BuildConfig
 from pipeline.build.devices import (bring_up_in_background, fit_latency, kernels_status, profile_device,
                                     select_profiles)
 from pipeline.build.journal import Journal
-from pipeline.build.loop import BudgetOutcome, LoopContext, measured_subnets, nsga2_config, run_loop
+from pipeline.build.loop import BudgetOutcome, LoopContext, measured_subnets, nsga2_config, run_loop, shipped_classes
 from pipeline.build.report import DevicePlot, plot_pareto, write_report
 from pipeline.device.profile import DeviceProfile
 from pipeline.device.session import device_answers
@@ -27,9 +27,6 @@ from pipeline.search import Budget, SearchResult
 from pipeline.search.budgets import quantile_budgets
 from pipeline.space import SearchSpace
 from pipeline.space.arch import count_flops
-
-#: Classes of a random-weights build's head: ImageNet's, as the official checkpoint and predictor.
-RANDOM_INIT_CLASSES = 1000
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +45,7 @@ class BuildResult:
         return all(o.emitted for o in self.outcomes)
 
 
-def _budgets(cfg: BuildConfig, profile: Any, space: SearchSpace) -> list[float]:
+def _budgets(cfg: BuildConfig, profile: Any, space: SearchSpace, num_classes: int) -> list[float]:
     """The user's budgets, else at the 20..80 % quantiles of the profiled subnets' latencies.
 
     Raw medians, not the contention-corrected ones the predictor learns from: a budget is
@@ -60,7 +57,7 @@ def _budgets(cfg: BuildConfig, profile: Any, space: SearchSpace) -> list[float]:
     from pipeline.predict.workflow import load_dataset
     from pipeline.profiling import sampling_plan
 
-    data = load_dataset(profile, space, normalise=False)
+    data = load_dataset(profile, space, normalise=False, num_classes=num_classes)
     plan = {c.id for c in sampling_plan(space, cfg.profile_subnets)}
     profiled = [ms for i, ms in zip(data.ids, data.latency_ms) if i in plan]
     return quantile_budgets(profiled, cfg.n_budgets)
@@ -77,17 +74,20 @@ class PreparedDevice:
     budgets: list[float]
 
 
-def _prepare(cfg: BuildConfig, journal: Journal, space: SearchSpace, profile: DeviceProfile) -> PreparedDevice:
-    """Kernels, profile (subnets and blocks) and the first latency fit of one device that is up."""
+def _prepare(cfg: BuildConfig, journal: Journal, space: SearchSpace, profile: DeviceProfile, num_classes: int
+             ) -> PreparedDevice:
+    """Kernels, profile (subnets and blocks) and the first latency fit of one device that is up,
+    every subnet timed with the `num_classes` head the artifacts will have."""
     with journal.stage("kernels", profile.name) as st:
         st.update(kernels_status(profile))
     with journal.stage("profile", profile.name) as st:
-        reference = compile_reference(space, profile, cfg.workers)
-        st.update(profile_device(profile, space, cfg.profile_subnets, cfg.profile_blocks, cfg.workers, reference))
+        reference = compile_reference(space, profile, cfg.workers, num_classes)
+        st.update(profile_device(profile, space, cfg.profile_subnets, cfg.profile_blocks, cfg.workers, reference,
+                                 num_classes))
     with journal.stage("fit predictor", profile.name) as st:
-        predictor, report = fit_latency(profile, space)
+        predictor, report = fit_latency(profile, space, num_classes)
         st.update(report)
-    budgets = _budgets(cfg, profile, space)
+    budgets = _budgets(cfg, profile, space, num_classes)
     journal.data.setdefault("budgets_ms", {})[profile.name] = budgets
     return PreparedDevice(profile, reference, predictor, report, budgets)
 
@@ -123,7 +123,7 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
     try:
         with journal.stage("supernet") as st:
             supernet, checkpoint, space = load_supernet_for(cfg)
-            num_classes = supernet.num_classes if supernet is not None else RANDOM_INIT_CLASSES
+            num_classes = shipped_classes(space, supernet)
             weights = str(checkpoint) if checkpoint is not None else "random-init (seeded; no checkpoint)"
             st.update(checkpoint=weights, space=space.name, num_classes=num_classes)
         journal.data.update(supernet=weights, space=space.name)
@@ -142,7 +142,7 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
                 profile, info = bringing_up[profile.name].result()
                 st.update(info)
             in_use = profile
-            prepared.append(_prepare(cfg, journal, space, profile))
+            prepared.append(_prepare(cfg, journal, space, profile, num_classes))
         shared = _shared_search(ctx, journal, prepared) if cfg.search == "nsga2" and len(prepared) > 1 else None
         for dev in prepared:
             profile = in_use = dev.profile
@@ -150,7 +150,7 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
             refits: list[dict[str, Any]] = []
 
             def refit(profile=profile, refits=refits) -> Any:
-                fitted, fit_report = fit_latency(profile, space)
+                fitted, fit_report = fit_latency(profile, space, num_classes)
                 refits.append(fit_report)
                 return fitted
 
@@ -159,7 +159,7 @@ def run_build(cfg: BuildConfig, profiles: Sequence[Any] | None = None) -> BuildR
             with MeasurementStore() as store, open_session(profile) as session:
                 device_outcomes, searches = run_loop(ctx, profile, dev.budgets, dev.predictor, refit, store, session,
                                                      dev.reference, timings, first=shared)
-                measured = measured_subnets(profile, space, store)
+                measured = measured_subnets(profile, space, store, num_classes)
             details = {"search": {"method": cfg.search, "rounds": len(searches),
                                   "candidates": sum(s.n_evaluated for s in searches),
                                   **({"hypervolume": [s.hypervolume for s in searches]}

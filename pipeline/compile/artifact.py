@@ -222,7 +222,7 @@ def _resolve_profile(profile: Any) -> Any:
 
 
 def compile_many(space: SearchSpace, configs: Sequence[SubnetConfig], profile: Any, out_root: str | Path,
-                 supernet: Any = None, num_classes: int = 1000, *, names: Sequence[str | None] | None = None,
+                 supernet: Any = None, num_classes: int | None = None, *, names: Sequence[str | None] | None = None,
                  out_dirs: Sequence[str | Path] | None = None, checkpoint: str | None = None,
                  workers: int | None = None, verify: bool = True, session: Any = None,
                  preprocessing: Preprocessing = Preprocessing()) -> list[Artifact]:
@@ -230,17 +230,20 @@ def compile_many(space: SearchSpace, configs: Sequence[SubnetConfig], profile: A
 
     With a supernet (anything with `.space`, `.num_classes` and `.extract(config)` ->
     static module, e.g. `pipeline.model.Supernet`) its weights are used and `num_classes`
-    is taken from it; without, seeded random weights (for latency work). Cache misses are built in `workers` spawned
-    processes (default: CPU count). With `verify`, every library runs on the device
-    (`session`, or one opened from the profile) and a mismatch raises `VerificationFailed`
-    after all subnets are processed (good ones are still emitted; bad ones go to
-    `<folder>.failed/`). Without `verify`, manifests say `verified: false`.
+    is taken from it; without, seeded random weights (for latency work) with a
+    `num_classes` head (default: the space's dataset's, `SearchSpace.num_classes`). Cache
+    misses are built in `workers` spawned processes (default: CPU count). With `verify`,
+    every library runs on the device (`session`, or one opened from the profile) and a
+    mismatch raises `VerificationFailed` after all subnets are processed (good ones are
+    still emitted; bad ones go to `<folder>.failed/`). Without `verify`, manifests say `verified: false`.
     """
     profile = _resolve_profile(profile)
     check_toolchain(profile)
     if supernet is not None:
         check_supernet_space(space, supernet, checkpoint)
         num_classes = supernet.num_classes
+    elif num_classes is None:
+        num_classes = space.num_classes
     names = list(names) if names is not None else [None] * len(configs)
     if out_dirs is None:
         out_dirs = [Path(out_root) / artifact_dirname(c, profile.name, n) for c, n in zip(configs, names)]
@@ -277,7 +280,7 @@ def compile_many(space: SearchSpace, configs: Sequence[SubnetConfig], profile: A
 
 
 def compile_subnet(space: SearchSpace, config: SubnetConfig, profile: Any, out_dir: str | Path,
-                   supernet: Any = None, num_classes: int = 1000, *, name: str | None = None,
+                   supernet: Any = None, num_classes: int | None = None, *, name: str | None = None,
                    checkpoint: str | None = None, verify: bool = True, session: Any = None,
                    preprocessing: Preprocessing = Preprocessing()) -> Artifact:
     """Compile one subnet into the artifact folder `out_dir` (see `compile_many`)."""

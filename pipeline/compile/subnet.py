@@ -6,7 +6,6 @@ code is right, never for predictions (its manifest says `random-init`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -44,11 +43,8 @@ def static_module(space: SearchSpace, config: SubnetConfig, supernet: Any, num_c
 def check_supernet_space(space: SearchSpace, supernet: Any, checkpoint: str | None) -> None:
     """Refuse a supernet built for another space (its weights would not fit the config)."""
     theirs = supernet.space
-    if _structure(theirs) != _structure(space):
+    if theirs.structure() != space.structure():
         what = f"checkpoint {checkpoint}" if checkpoint else "the supernet"
         raise CheckpointError(f"{what} was built for space {theirs.name!r}, not {space.name!r}; "
                               f"pass --space {theirs.name} (or the space file it was trained with)")
 
-
-def _structure(space: SearchSpace) -> dict[str, Any]:
-    return {k: v for k, v in asdict(space).items() if k != "name"}

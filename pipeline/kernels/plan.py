@@ -35,11 +35,6 @@ log = logging.getLogger(__name__)
 Requirement = dict  # {"resolution": r, ("width", i): c, ("kernel_size", s): k, ("expand_ratio", s): t, ("deep", s): True}
 
 
-def default_num_classes(space: SearchSpace) -> int:
-    """Classes of the space's usual dataset (the demo set has 10, ImageNet 1000)."""
-    return 10 if space.name == "demo" else 1000
-
-
 def _requirements(space: SearchSpace) -> list[Requirement]:
     """One requirement per distinct layer shape of the space (stem, block, head)."""
     reqs: list[Requirement] = []
@@ -206,7 +201,7 @@ def _subnet_cache(space: SearchSpace, device_name: str, num_classes: int) -> Pat
 def plan(space: SearchSpace, device_name: str, target: tvm.target.Target, num_classes: int | None = None,
          n_random: int = 8, seed: int = 0, progress: bool = True) -> Plan:
     """Extract and deduplicate the tasks of `space` for `target` (resumable)."""
-    num_classes = default_num_classes(space) if num_classes is None else num_classes
+    num_classes = space.num_classes if num_classes is None else num_classes
     configs = plan_configs(space, n_random, seed)
     cache = _subnet_cache(space, device_name, num_classes)
     index = _TaskIndex()

@@ -92,7 +92,7 @@ def load_checkpoint(path: str | Path, space: SearchSpace | None = None) -> Loade
                 f"{path} is an incomplete {FORMAT} checkpoint (lacks {lacking or ['state_dict']}); re-save it"
             )
         saved_space = _space_from_data(raw.get("space"), path)
-        if space is not None and _structure(space) != _structure(saved_space):
+        if space is not None and space.structure() != saved_space.structure():
             raise CheckpointError(
                 f"{path} is a supernet of space {saved_space.name!r}, not of space {space.name!r}; "
                 f"load it with space {saved_space.name!r} (--space {saved_space.name}) or without a space"
@@ -225,13 +225,6 @@ def _shapes_match(supernet: Supernet, state: Mapping[str, Any]) -> bool:
 
 
 # ------------------------------------------------------------------ space data
-def _structure(space: SearchSpace) -> dict[str, Any]:
-    """Everything that shapes a supernet (the name is only a label)."""
-    data = asdict(space)
-    data.pop("name")
-    return data
-
-
 def _space_from_data(data: Any, path: str | Path) -> SearchSpace:
     """Rebuild the SearchSpace stored by `save_checkpoint` (`asdict` of it)."""
     def tuples(d: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,8 @@ class Dataset:
     encoded: np.ndarray
     latency_ms: np.ndarray
     key_fields: tuple[str, str, str]
+    #: classes of the head every measured library had (what a fit on this data predicts)
+    num_classes: int
     reference_ms: float | None = None
 
     def subset(self, mask: np.ndarray) -> "Dataset":
@@ -95,18 +97,22 @@ def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray) -> np
 
 
 def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str | os.PathLike | None = None,
-                 key_fields: KeyFields | None = None, normalise: bool = True) -> Dataset:
+                 key_fields: KeyFields | None = None, normalise: bool = True, num_classes: int | None = None
+                 ) -> Dataset:
     """The device's stored subnet measurements whose configs belong to the space.
 
     Only measurements under `key_fields` (default: the current target, TVM version and
-    kernel hash) count. With `normalise`, when measurements were taken beside the
+    kernel hash) of subnets with a `num_classes` head (default: the space's dataset's)
+    count; the dataset's ids are the subnets' config ids. With `normalise`, when measurements were taken beside the
     reference subnet (`pipeline.measure.Reference`; every row `pipeline.measure` stores
     is), only those are used, contention-corrected by `reference_normalised`.
     """
+    from pipeline.compile.keys import measured_id
     from pipeline.device import MeasurementStore
 
     device = profile.name
     fields = _fields(profile, key_fields)
+    num_classes = num_classes or space.num_classes
     ids, configs, latency, reference = [], [], [], []
     with MeasurementStore(store_path) as store:
         for rec in store.records(device):
@@ -116,14 +122,16 @@ def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str |
                 config = space.validate(SubnetConfig.from_dict(rec.config))
             except ConfigError:
                 continue
-            ids.append(rec.subnet_id)
+            if rec.subnet_id != measured_id(config.id, num_classes):
+                continue
+            ids.append(config.id)
             configs.append(config)
             latency.append(rec.median_ms)
             reference.append(rec.meta.get("reference_ms"))
-    log.info("%s: %d measured subnets of space %s under kernel hash %s", device, len(ids), space.name,
-             fields[2][:12])
+    log.info("%s: %d measured subnets of space %s (%d-class head) under kernel hash %s", device, len(ids),
+             space.name, num_classes, fields[2][:12])
     data = Dataset(device, tuple(ids), tuple(configs), encode_many(configs), np.asarray(latency, dtype=np.float64),
-                   fields)
+                   fields, num_classes)
     with_reference = np.array([r is not None for r in reference], dtype=bool)
     if normalise and with_reference.any():
         if not with_reference.all():
@@ -189,17 +197,18 @@ def report(predictor: LatencyPredictor, test: Dataset, plot_path: Path | None) -
 def fit_device(profile: "DeviceProfile", space: SearchSpace, test_fraction: float = DEFAULT_TEST_FRACTION,
                store_path: str | os.PathLike | None = None, block_store: str | os.PathLike | None = None,
                kinds: Sequence[str] | None = None, max_train: int | None = None, seed: int = 0,
-               save: bool = True, plot: bool = True) -> tuple[LatencyPredictor, dict[str, Any]]:
+               save: bool = True, plot: bool = True, num_classes: int | None = None
+               ) -> tuple[LatencyPredictor, dict[str, Any]]:
     """Fit on the train split (CV-selected kind), test on the held-out split, save with both."""
-    data = load_dataset(profile, space, store_path)
+    data = load_dataset(profile, space, store_path, num_classes=num_classes)
     train, test = split(data, test_fraction, seed)
     if max_train is not None:
         train = train.subset(np.arange(len(train)) < max_train)
     lut = load_block_table(profile, space, block_store)
     predictor = fit_predictor(profile.name, space, train.encoded, train.latency_ms, train.ids, lut=lut,
                               kinds=kinds, seed=seed)
-    predictor = predictor.with_info(key_fields=list(data.key_fields), test_fraction=test_fraction,
-                                    test_ids=list(test.ids))
+    predictor = predictor.with_info(key_fields=list(data.key_fields), num_classes=data.num_classes,
+                                    test_fraction=test_fraction, test_ids=list(test.ids))
     plot_path = predictors_dir(profile.name) / "fit.png" if plot else None
     result = report(predictor, test, plot_path)
     predictor = predictor.with_info(test_metrics={k: result[k] for k in ("n_test", "rmse_ms", "mape", "within_5pct",
@@ -215,7 +224,7 @@ def evaluate_device(profile: "DeviceProfile", store_path: str | os.PathLike | No
                     ) -> dict[str, Any]:
     """The saved predictor against every stored measurement it was not fitted on (in its own space)."""
     predictor = load_predictor(profile.name)
-    data = load_dataset(profile, predictor.space, store_path)
+    data = load_dataset(profile, predictor.space, store_path, num_classes=predictor.info.get("num_classes"))
     used = set(predictor.info.get("measurement_ids", ()))
     test = data.subset(np.array([i not in used for i in data.ids], dtype=bool))
     return report(predictor, test, predictors_dir(profile.name) / "eval.png" if plot else None)

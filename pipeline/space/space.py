@@ -8,7 +8,7 @@ them; it owns every rule about which values are allowed.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -54,6 +54,10 @@ class SearchSpace:
     last_conv_channels: tuple[int, ...]
     last_conv_act: str
     use_v3_head: bool = True
+    #: classes of the space's dataset (the demo set has 10, ImageNet 1000): the head of
+    #: what is compiled and measured for the space when no supernet says otherwise. A
+    #: label of the data, not of the structure (`structure()` leaves it out).
+    num_classes: int = 1000
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -91,6 +95,11 @@ class SearchSpace:
                 raise ConfigError(f"space {source}: '{where}' must be a list of positive ints, got {value!r}")
             return tuple(vals)
 
+        def count(value: Any, where: str) -> int:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"space {source}: '{where}' must be a positive int, got {value!r}")
+            return value
+
         def section(key: str) -> dict:
             sec = get(cfg, key, "supernet_config")
             if not isinstance(sec, dict):
@@ -123,6 +132,7 @@ class SearchSpace:
             last_conv_channels=ints(get(last, "c", "last_conv"), "last_conv.c"),
             last_conv_act=str(last.get("act_func", "swish")),
             use_v3_head=bool(cfg.get("use_v3_head", True)),
+            num_classes=count(cfg.get("num_classes", 1000), "num_classes"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,11 +142,17 @@ class SearchSpace:
                            "t": list(s.expand_ratios), "s": s.stride, "act_func": s.act, "se": s.use_se}
                   for s in self.stages}
         return {"supernet_config": {
-            "use_v3_head": self.use_v3_head, "resolutions": list(self.resolutions),
+            "use_v3_head": self.use_v3_head, "num_classes": self.num_classes,
+            "resolutions": list(self.resolutions),
             "first_conv": {"c": list(self.first_conv_channels), "act_func": self.first_conv_act,
                            "s": self.first_conv_stride},
             **stages,
             "last_conv": {"c": list(self.last_conv_channels), "act_func": self.last_conv_act}}}
+
+    def structure(self) -> dict[str, Any]:
+        """Everything that shapes a supernet's shared weights, to tell whether a supernet
+        fits this space: the name is only a label and the head is sized by the supernet."""
+        return {k: v for k, v in asdict(self).items() if k not in ("name", "num_classes")}
 
     # ------------------------------------------------------------- the choices
     def width_choices(self) -> tuple[tuple[int, ...], ...]:
