@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import platform
-import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,10 +33,10 @@ from pipeline.build.config import TARGET_ALIASES
 from pipeline.compile import INPUT_NAME, fixed_input
 from pipeline.device import load_profile, measure, open_session
 from pipeline.paths import REPO_ROOT, cache_dir
-from pipeline.predict import error_metrics, fit_predictor
-from pipeline.predict.features import distinct_blocks
-from pipeline.predict.workflow import load_block_table, load_dataset
-from pipeline.profiling import compile_reference, profile_blocks, profile_subnets, sampling_plan
+from pipeline.predict.workflow import load_dataset
+from pipeline.profiling import compile_reference, profile_subnets
+
+from heldout import heldout_error, random_pool
 
 RESULTS = REPO_ROOT / "bench" / "results"
 QUANTILES = (0.2, 0.5, 0.8)
@@ -52,15 +51,6 @@ def _cpu_model() -> str:
         return platform.processor()
 
 
-def _pool(space, n: int, seed: int) -> list:
-    rng = random.Random(seed)
-    pool: dict = {}
-    while len(pool) < n:
-        c = space.sample(rng)
-        pool.setdefault(c.id, c)
-    return list(pool.values())
-
-
 def _raw_ms(profile, space, store_path: Path) -> dict:
     data = load_dataset(profile, space, store_path, normalise=False)
     return dict(zip(data.configs, map(float, data.latency_ms)))
@@ -69,25 +59,7 @@ def _raw_ms(profile, space, store_path: Path) -> dict:
 def predictor_error(profile, space, pool_store: Path, pool: list, sizes: list[int]) -> dict:
     """Fit on the plan's first N subnets (own store) + their blocks, test on the pool."""
     plan_store = cache_dir() / "bench" / f"closed_loop-plan-{profile.name}.sqlite"
-    reference = compile_reference(space, profile)
-    test = load_dataset(profile, space, pool_store)
-    keep = np.array([c in set(pool) for c in test.configs])
-    test = test.subset(keep)
-    out = {}
-    for n in sizes:
-        plan = sampling_plan(space, n)
-        profile_subnets(profile, space, plan, plan_store, reference=reference, source="bench-plan")
-        profile_blocks(profile, space, distinct_blocks(space, plan), reference=reference)
-        train = load_dataset(profile, space, plan_store)
-        train = train.subset(np.array([c in set(plan) for c in train.configs]))
-        lut = load_block_table(profile, space)
-        predictor = fit_predictor(profile.name, space, train.encoded, train.latency_ms, train.ids, lut=lut)
-        m = error_metrics(test.latency_ms, predictor.predict(test.encoded))
-        out[str(n)] = {"n_train": len(train), "kind": predictor.kind, "blocks": len(lut.entries) if lut else 0,
-                       "n_test": len(test), "mape": m["mape"], "within_10pct": m["within_10pct"],
-                       "kendall_tau": m["kendall_tau"]}
-        log.info("n=%d: %s, held-out within ±10%%: %.0f%%", n, predictor.kind, 100 * m["within_10pct"])
-    return out
+    return heldout_error(profile, space, pool_store, pool, sizes, plan_store, compile_reference(space, profile))
 
 
 def repeatability(profile, space, pool: list, first_store: Path) -> dict:
@@ -134,7 +106,7 @@ def main() -> None:
 
     # the pool: measured once into its own store, scored with the build's exact source
     pool_store = cache_dir() / "bench" / f"closed_loop-pool-{profile.name}.sqlite"
-    pool = _pool(space, args.pool, args.seed)
+    pool = random_pool(space, args.pool, args.seed)
     profile_subnets(profile, space, pool, pool_store, source="bench-pool")
     pool_ms = _raw_ms(profile, space, pool_store)
     pool = [c for c in pool if c in pool_ms]

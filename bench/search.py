@@ -3,7 +3,9 @@
 Full AttentiveNAS space, official ImageNet accuracy predictor (../shared/attentivenas/
 acc_predictor_trees.npz), latency of the x86-host: its fitted predictor when one exists
 for this space, else the analytic shape model (stated in the output, not a measurement).
-Five budgets spread from the fastest subnet to the median random subnet. Prints a table
+Five budgets spread from the fastest subnet to the median random subnet. With `--measure`,
+every method's pick (seed 0) at every budget is compiled and measured on the x86-host, so
+"within budget" is what the device says, not only what the model predicted. Prints a table
 and writes bench/results/search.json.
 
 NSGA-II (one run over accuracy and latency, limited to the loosest budget) against one
@@ -21,6 +23,7 @@ import platform
 import random
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--trees", default=str(REPO / ".." / "shared" / "attentivenas" / "acc_predictor_trees.npz"))
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--generations", type=int, default=20)
+    parser.add_argument("--measure", action="store_true", help="compile and measure the picks on the device")
     args = parser.parse_args()
 
     space = SearchSpace.load("attentivenas")
@@ -117,17 +121,51 @@ def main() -> None:
         print(f"{m:>10}: {speed[m]['n_evaluated']} candidates, {speed[m]['seconds']} s, "
               f"{speed[m]['candidates_per_second']:.0f} candidates/s")
 
+    measured = measure_picks(space, runs[0], methods, budgets_ms) if args.measure else None
+
     out = REPO / "bench" / "results" / "search.json"
     write_json(out, {
         "space": space.name, "accuracy_source": "official AttentiveNAS predictor (100 trees)",
         "latency_model": model_note, "device": DEVICE, "budgets_ms": budgets_ms, "seeds": args.seeds,
         "evolution_config": EvolutionConfig(generations=args.generations).__dict__,
         "results": table, "speed": speed, "front_size": [len(r["evolution"].front) for r in runs],
-        "nsga2_vs_per_budget_evolution": multi,
+        "nsga2_vs_per_budget_evolution": multi, "measured_picks": measured,
         "machine": platform.node(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine_at_start": start_machine, "machine_at_end": machine_info(),
     }, indent=1)
     print(f"wrote {out}")
+
+
+def measure_picks(space: SearchSpace, run: dict, methods: Sequence[str], budgets_ms: Sequence[float]) -> list[dict]:
+    """Each method's pick at each budget compiled for and measured on the device (raw
+    medians, in a store of the benchmark's own), beside what the model predicted."""
+    from pipeline.device import load_profile
+    from pipeline.paths import cache_dir
+    from pipeline.predict.workflow import load_dataset
+    from pipeline.profiling import profile_subnets
+
+    profile = load_profile(DEVICE)
+    store = cache_dir() / "bench" / f"search-picks-{DEVICE}.sqlite"
+    picks = {p.config for m in methods for p in run[m].best if p is not None}
+    profile_subnets(profile, space, sorted(picks, key=lambda c: c.id), store, source="bench-search")
+    data = load_dataset(profile, space, store, normalise=False)
+    measured = dict(zip(data.configs, map(float, data.latency_ms)))
+    rows = []
+    print(f"\npicks measured on {DEVICE} (seed 0; predicted / measured ms, top-1 %):")
+    for i, ms in enumerate(budgets_ms):
+        row: dict = {"budget_ms": ms}
+        cells = []
+        for m in methods:
+            p = run[m].best[i]
+            got = measured.get(p.config) if p else None
+            row[m] = None if p is None else {"subnet_id": p.config.id, "accuracy": p.accuracy,
+                                             "predicted_ms": p.latency[DEVICE], "measured_ms": got,
+                                             "within_budget": got is not None and got <= ms}
+            cells.append("-" if p is None else
+                         f"{p.accuracy:.2f} {p.latency[DEVICE]:.1f}/{got:.1f}{'' if got <= ms else ' OVER'}")
+        rows.append(row)
+        print(f"{ms:>9} | " + " | ".join(f"{m}: {c}" for m, c in zip(methods, cells)))
+    return rows
 
 
 def nsga2_vs_per_budget(space: SearchSpace, accuracy, latency: dict, budgets: list[Budget], seeds: int,

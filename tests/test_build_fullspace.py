@@ -121,3 +121,41 @@ def test_fullspace_profiling_resumes_after_kill_9(tmp_path):
     with MeasurementStore(store_path) as store:
         after = {r.subnet_id: r.measured_at for r in store.records()}
     assert len(after) == 4 and all(after[i] == t for i, t in survived.items())
+
+
+_BUILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_build_fullspace import fullspace_config
+from pipeline.build import run_build
+run_build(fullspace_config(Path(sys.argv[1])))
+"""
+
+
+def test_fullspace_build_resumes_after_kill_9(tmp_path):
+    """A full-space build killed with -9 once two profile measurements are stored: run again,
+    it keeps those rows as they were, measures only the rest and emits a verified artifact."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.device import MeasurementStore
+
+    env = {**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-c", _BUILD.format(tests=str(Path(__file__).parent)), str(tmp_path / "out")]
+    store_path = tmp_path / "cache" / "measurements.sqlite"
+    kill_once_stored(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                     store_path, rows=2)
+    with MeasurementStore(store_path) as store:
+        survived = {r.subnet_id: r.measured_at for r in store.records()}
+    assert 2 <= len(survived) < 4, survived
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+        result = run_build(fullspace_config(tmp_path / "out"))
+        emitted_manifests(result)
+        with MeasurementStore(store_path) as store:
+            after = {r.subnet_id: r.measured_at for r in store.records()}
+    profile = next(s for s in result.summary["stages"] if s["name"] == "profile")
+    assert profile["skipped"] == len(survived) and profile["measured"] == 4 - len(survived)
+    assert all(after[i] == t for i, t in survived.items())

@@ -1,0 +1,142 @@
+"""Benchmark (not a test): a new device's latency model of the full AttentiveNAS space, what it
+costs and how well it holds on subnets it never saw.
+
+1. A held-out pool of random full-space subnets (seeded), measured into a store of its own.
+2. The sampling plan's first N subnets (N = 10, 20, 50) and their distinct blocks profiled
+   (compiled and measured); the wall time of each increment is recorded, so the cost of a
+   model of each quality can be read off. After each N, the build's fit (kind chosen by
+   cross-validation, block table) is tested on the pool: within ±10 %, MAPE, Kendall tau.
+3. With `--transfer-device`: few-shot transfer. The model of step 2 at the largest N is
+   recalibrated on the second device's plan's first K subnets (K = 5, 10, 20) and compared
+   with a from-scratch fit on the same K, both tested on a random pool on that device.
+
+Goals (issue #14): >= 95 % of held-out subnets within ±10 % on x86-host with <= 50
+subnets plus blocks and Kendall tau >= 0.9; few-shot to arm64-emulated >= 90 % within
+±10 % with <= 20; a new device's model in <= 60 min of wall time on this 2-core machine.
+
+    taskset -c 1 .venv/bin/python bench/fullspace_model.py [--transfer-device arm64-emulated]
+
+Prints a table and writes bench/results/fullspace_model_<device>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+from pipeline.atomic import write_json
+from pipeline.device import load_profile
+from pipeline.paths import REPO_ROOT, cache_dir
+from pipeline.predict import error_metrics, fit_predictor
+from pipeline.predict.transfer import fit_transfer
+from pipeline.predict.workflow import load_block_table, load_dataset
+from pipeline.profiling import compile_reference, profile_subnets, sampling_plan
+from pipeline.space import SearchSpace
+
+from heldout import heldout_error, only, random_pool
+from machine import describe, machine_info
+
+RESULTS = REPO_ROOT / "bench" / "results"
+log = logging.getLogger("bench.fullspace_model")
+
+
+def _store(kind: str, device: str):
+    return cache_dir() / "bench" / f"fullspace-{kind}-{device}.sqlite"
+
+
+def measure_pool(profile: Any, space: SearchSpace, n: int, seed: int, reference) -> tuple[list, float]:
+    """The held-out pool measured into its own store; returns it and the wall seconds taken."""
+    pool = random_pool(space, n, seed)
+    started = time.monotonic()
+    profile_subnets(profile, space, pool, _store("pool", profile.name), reference=reference, source="bench-pool")
+    return pool, time.monotonic() - started
+
+
+def transfer(source_profile: Any, target_name: str, space: SearchSpace, source_n: int, ks: list[int],
+             pool_n: int, seed: int) -> dict[str, Any]:
+    """The source device's model (plan's first `source_n` + blocks) recalibrated on the
+    target's plan's first K subnets, vs a from-scratch fit on them; both tested on a random
+    pool measured on the target."""
+    plan = sampling_plan(space, source_n)
+    src = only(load_dataset(source_profile, space, _store("plan", source_profile.name)), plan)
+    source = fit_predictor(source_profile.name, space, src.encoded, src.latency_ms, src.ids,
+                           lut=load_block_table(source_profile, space))
+    target = load_profile(target_name)
+    reference = compile_reference(space, target)
+    pool, pool_s = measure_pool(target, space, pool_n, seed + 1, reference)
+    started = time.monotonic()
+    target_plan = sampling_plan(space, max(ks))
+    profile_subnets(target, space, target_plan, _store("plan", target.name), reference=reference,
+                    source="bench-plan")
+    plan_s = time.monotonic() - started
+    measured = load_dataset(target, space, _store("plan", target.name))
+    test = only(load_dataset(target, space, _store("pool", target.name)), set(pool) - set(target_plan))
+    out: dict[str, Any] = {"source_device": source_profile.name, "source_kind": source.kind,
+                           "source_n": len(src), "target_device": target.name, "n_test": len(test),
+                           "target_pool_s": round(pool_s, 1), "target_plan_s": round(plan_s, 1), "by_k": {}}
+    for k in ks:
+        train = only(measured, target_plan[:k])
+        moved = fit_transfer(source, target.name, train.encoded, train.latency_ms)
+        scratch = fit_predictor(target.name, space, train.encoded, train.latency_ms, train.ids)
+        out["by_k"][str(k)] = {"n_train": len(train),
+                               "transfer": error_metrics(test.latency_ms, moved.predict(test.encoded)),
+                               "scratch": error_metrics(test.latency_ms, scratch.predict(test.encoded))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="x86-host")
+    parser.add_argument("--space", default="attentivenas")
+    parser.add_argument("--pool", type=int, default=30, help="held-out random subnets")
+    parser.add_argument("--sizes", default="10,20,50", help="plan subnets the model is fitted on")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--transfer-device", default=None)
+    parser.add_argument("--transfer-ks", default="5,10,20")
+    parser.add_argument("--transfer-pool", type=int, default=20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    started = time.monotonic()
+    before = machine_info()
+    profile = load_profile(args.device)
+    space = SearchSpace.load(args.space)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    reference = compile_reference(space, profile)
+    pool, pool_s = measure_pool(profile, space, args.pool, args.seed, reference)
+    errors = heldout_error(profile, space, _store("pool", profile.name), pool, sizes, _store("plan", profile.name),
+                           reference)
+    report: dict[str, Any] = {"device": profile.name, "space": space.name, "machine_start": before,
+                              "pool": len(pool), "pool_measure_s": round(pool_s, 1), "by_n": errors}
+    if args.transfer_device:
+        report["transfer"] = transfer(profile, args.transfer_device, space, sizes[-1],
+                                      [int(k) for k in args.transfer_ks.split(",")], args.transfer_pool, args.seed)
+    report.update(machine_end=machine_info(), wall_s=round(time.monotonic() - started, 1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = write_json(RESULTS / f"fullspace_model_{profile.name}.json", report)
+
+    print(f"{profile.name}, space {space.name}: {describe(report['machine_end'])} "
+          f"(at start: load {before['loadavg']})")
+    print(f"held-out pool: {len(pool)} random subnets, measured in {pool_s:.0f} s")
+    print(f"{'N':>4} {'kind':<12} {'blocks':>6} {'n_test':>6} {'±10 %':>6} {'MAPE':>6} {'tau':>6} "
+          f"{'profiled (cumulative)':>22}")
+    total = 0.0
+    for n, e in errors.items():
+        total += e["profile_subnets_s"] + e["profile_blocks_s"]
+        print(f"{n:>4} {e['kind']:<12} {e['blocks']:>6} {e['n_test']:>6} {100 * e['within_10pct']:5.1f}% "
+              f"{100 * e['mape']:5.1f}% {e['kendall_tau']:6.3f} {total / 60:19.1f} min")
+    tr = report.get("transfer")
+    if tr:
+        print(f"few-shot {tr['source_device']} ({tr['source_kind']}, {tr['source_n']} subnets) -> "
+              f"{tr['target_device']}: {tr['n_test']} held out; target plan profiled in {tr['target_plan_s']:.0f} s")
+        for k, row in tr["by_k"].items():
+            for name in ("transfer", "scratch"):
+                m = row[name]
+                print(f"  K={k:>3} {name:<8} ±10 % {100 * m['within_10pct']:5.1f}%  MAPE {100 * m['mape']:5.1f}%  "
+                      f"tau {m['kendall_tau']:.3f}")
+    print(f"-> {path.relative_to(REPO_ROOT)} (wall {report['wall_s'] / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

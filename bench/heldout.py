@@ -1,0 +1,74 @@
+"""A latency model judged on subnets it never saw: a seeded random pool measured into a store
+of its own, and fits on the sampling plan's first N subnets (plus their blocks) tested on it.
+
+Shared by `closed_loop.py` (demo space, the build's loop) and `fullspace_model.py` (the
+full space, what a new device costs).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from pipeline.measure import Reference
+from pipeline.predict import error_metrics, fit_predictor
+from pipeline.predict.features import distinct_blocks
+from pipeline.predict.workflow import Dataset, load_block_table, load_dataset
+from pipeline.profiling import profile_blocks, profile_subnets, sampling_plan
+from pipeline.space import SearchSpace, SubnetConfig
+
+log = logging.getLogger("bench.heldout")
+
+
+def random_pool(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:
+    """`n` distinct random subnets of `space` (uniform over its choices), reproducible by `seed`."""
+    rng = random.Random(seed)
+    pool: dict[str, SubnetConfig] = {}
+    while len(pool) < n:
+        c = space.sample(rng)
+        pool.setdefault(c.id, c)
+    return list(pool.values())
+
+
+def only(data: Dataset, configs: Iterable[SubnetConfig]) -> Dataset:
+    """The rows of `data` whose subnet is one of `configs`."""
+    keep = set(configs)
+    return data.subset(np.array([c in keep for c in data.configs], dtype=bool))
+
+
+def heldout_error(profile: Any, space: SearchSpace, pool_store: Path, pool: Sequence[SubnetConfig],
+                  sizes: Sequence[int], plan_store: Path, reference: Reference) -> dict[str, Any]:
+    """For each N in `sizes` (ascending): profile the plan's first N subnets (into
+    `plan_store`, the pool's members excluded from nothing: a random pool and a
+    farthest-point plan share no subnet in practice, and a shared one is dropped from the
+    test) and their distinct blocks, fit the build's predictor, test it on the pool.
+
+    Each size's row says how long its increment of profiling took (wall seconds: compile
+    and measure), so the cost of a model of that quality can be read off."""
+    test = load_dataset(profile, space, pool_store)
+    out: dict[str, Any] = {}
+    for n in sizes:
+        plan = sampling_plan(space, n)
+        started = time.monotonic()
+        profile_subnets(profile, space, plan, plan_store, reference=reference, source="bench-plan")
+        subnets_s = time.monotonic() - started
+        blocks = distinct_blocks(space, plan)
+        profile_blocks(profile, space, blocks, reference=reference)
+        blocks_s = time.monotonic() - started - subnets_s
+        train = only(load_dataset(profile, space, plan_store), plan)
+        held = only(test, set(pool) - set(plan))
+        lut = load_block_table(profile, space)
+        predictor = fit_predictor(profile.name, space, train.encoded, train.latency_ms, train.ids, lut=lut)
+        m = error_metrics(held.latency_ms, predictor.predict(held.encoded))
+        out[str(n)] = {"n_train": len(train), "kind": predictor.kind, "blocks": len(lut.entries) if lut else 0,
+                       "blocks_needed": len(blocks), "n_test": len(held), "mape": m["mape"],
+                       "within_10pct": m["within_10pct"], "kendall_tau": m["kendall_tau"],
+                       "q90_rel_error": m["q90_rel_error"], "profile_subnets_s": round(subnets_s, 1),
+                       "profile_blocks_s": round(blocks_s, 1)}
+        log.info("n=%d: %s, held-out within ±10%%: %.0f%%, tau %.3f", n, predictor.kind,
+                 100 * m["within_10pct"], m["kendall_tau"])
+    return out
