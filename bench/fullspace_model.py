@@ -34,7 +34,7 @@ from pipeline.predict.workflow import load_block_table, load_dataset
 from pipeline.profiling import compile_reference, profile_subnets, sampling_plan
 from pipeline.space import SearchSpace
 
-from heldout import heldout_error, only, random_pool
+from heldout import heldout_error, only, print_transfer, random_pool
 from machine import describe, machine_info
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -130,11 +130,7 @@ def main() -> None:
     if tr:
         print(f"few-shot {tr['source_device']} ({tr['source_kind']}, {tr['source_n']} subnets) -> "
               f"{tr['target_device']}: {tr['n_test']} held out; target plan profiled in {tr['target_plan_s']:.0f} s")
-        for k, row in tr["by_k"].items():
-            for name in ("transfer", "scratch"):
-                m = row[name]
-                print(f"  K={k:>3} {name:<8} ±10 % {100 * m['within_10pct']:5.1f}%  MAPE {100 * m['mape']:5.1f}%  "
-                      f"tau {m['kendall_tau']:.3f}")
+        print_transfer(tr["by_k"])
     print(f"-> {path.relative_to(REPO_ROOT)} (wall {report['wall_s'] / 60:.1f} min)")
 
 

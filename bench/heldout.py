@@ -72,3 +72,14 @@ def heldout_error(profile: Any, space: SearchSpace, pool_store: Path, pool: Sequ
         log.info("n=%d: %s, held-out within ±10%%: %.0f%%, tau %.3f", n, predictor.kind,
                  100 * m["within_10pct"], m["kendall_tau"])
     return out
+
+
+def print_transfer(by_k: dict[str, Any]) -> None:
+    """Transfer vs from-scratch per K, one line each (K rows a study skipped are left out)."""
+    for k, row in by_k.items():
+        if "skipped" in row:
+            continue
+        for name in ("transfer", "scratch"):
+            m = row[name]
+            print(f"  K={k:>3} {name:<8} MAPE {100 * m['mape']:6.2f}%  ±10% {100 * m['within_10pct']:5.1f}%  "
+                  f"tau {m['kendall_tau']:.3f}")

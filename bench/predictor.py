@@ -36,6 +36,8 @@ from pipeline.compile.keys import current_key_fields
 from pipeline.measure import block_store_path
 from pipeline.space import SearchSpace, encode_many
 
+from heldout import print_transfer
+
 RESULTS = REPO_ROOT / "bench" / "results" / "predictor.json"
 log = logging.getLogger("bench.predictor")
 
@@ -165,13 +167,7 @@ def print_table(results: dict) -> None:
     if tr:
         print(f"\ntransfer {tr['source_device']} ({tr['source_kind']}) -> {tr['target_device']} "
               f"({tr['n_measured']} measured):")
-        for k, row in tr["by_k"].items():
-            if "skipped" in row:
-                continue
-            for name in ("transfer", "scratch"):
-                m = row[name]
-                print(f"  K={k:>3} {name:<8} MAPE {100 * m['mape']:6.2f}%  ±10% {100 * m['within_10pct']:5.1f}%  "
-                      f"tau {m['kendall_tau']:.3f}")
+        print_transfer(tr["by_k"])
 
 
 def main() -> None:
