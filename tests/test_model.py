@@ -260,6 +260,8 @@ def test_our_checkpoint_round_trip_knows_its_space(tmp_path: Path) -> None:
     loaded = load_checkpoint(path)
     assert loaded.extra == {"epoch": 3, "lr": [0.1, 0.05]}
     assert loaded.supernet.space == supernet.space and loaded.supernet.num_classes == 10
+    # a supernet's space is labelled with its head: what is timed without one is what it ships
+    assert Supernet(SearchSpace.load("demo"), num_classes=3).space.num_classes == 3
     for (k, a), (_, b) in zip(supernet.state_dict().items(), loaded.supernet.state_dict().items()):
         assert torch.equal(a, b), k
     assert [p.name for p in path.parent.iterdir()] == ["demo.pt"]  # no temporary file left

@@ -8,6 +8,8 @@ come from the same functions applied to the active config.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -30,7 +32,9 @@ class Supernet(nn.Module):
     def __init__(self, space: SearchSpace, num_classes: int = 1000, dropout: float = 0.2,
                  drop_connect: float = 0.2) -> None:
         super().__init__()
-        self.space = space
+        # the space labelled with this supernet's dataset (its head): a space saved in an
+        # older checkpoint, or loaded for another head, would otherwise time a wrong head
+        self.space = replace(space, num_classes=num_classes)
         self.num_classes = num_classes
         largest = space.largest()
         head = head_spec(space, largest, num_classes)
