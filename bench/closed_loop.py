@@ -36,7 +36,7 @@ from pipeline.paths import REPO_ROOT, cache_dir
 from pipeline.predict.workflow import load_dataset
 from pipeline.profiling import compile_reference, profile_subnets
 
-from heldout import heldout_error, random_pool
+from heldout import heldout_error, random_pool, repeatability
 
 RESULTS = REPO_ROOT / "bench" / "results"
 QUANTILES = (0.2, 0.5, 0.8)
@@ -60,27 +60,6 @@ def predictor_error(profile, space, pool_store: Path, pool: list, sizes: list[in
     """Fit on the plan's first N subnets (own store) + their blocks, test on the pool."""
     plan_store = cache_dir() / "bench" / f"closed_loop-plan-{profile.name}.sqlite"
     return heldout_error(profile, space, pool_store, pool, sizes, plan_store, compile_reference(space, profile))
-
-
-def repeatability(profile, space, pool: list, first_store: Path) -> dict:
-    """The pool timed a second time (its own store, libraries from the compile cache): how
-    often a measurement agrees with the first one within ±10 %, raw and contention-corrected.
-
-    No latency model can be judged closer to "measured" than the device repeats itself:
-    this is the ceiling of the predictor's within-±10 % figure on this device."""
-    second_store = cache_dir() / "bench" / f"closed_loop-pool2-{profile.name}.sqlite"
-    profile_subnets(profile, space, pool, second_store, source="bench-pool-again")
-    out = {}
-    for name, normalise in (("raw", False), ("corrected", True)):
-        first = load_dataset(profile, space, first_store, normalise=normalise)
-        second = load_dataset(profile, space, second_store, normalise=normalise)
-        a = dict(zip(first.configs, first.latency_ms))
-        b = dict(zip(second.configs, second.latency_ms))
-        both = [c for c in pool if c in a and c in b]
-        rel = np.array([abs(b[c] / a[c] - 1.0) for c in both])
-        out[name] = {"n": len(both), "within_10pct": float(np.mean(rel <= 0.10)),
-                     "median_rel_diff": float(np.median(rel)), "p90_rel_diff": float(np.percentile(rel, 90))}
-    return out
 
 
 def main() -> None:
@@ -135,7 +114,8 @@ def main() -> None:
                          "rounds": o.n_rounds})
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     errors = predictor_error(profile, space, pool_store, pool, sizes)
-    retest = repeatability(profile, space, pool, pool_store)
+    retest = repeatability(profile, space, pool, pool_store,
+                          cache_dir() / "bench" / f"closed_loop-pool2-{profile.name}.sqlite")
     report = {"device": profile.name, "cpu": _cpu_model(), "load_avg_1min_end": os.getloadavg()[0],
               "affinity": sorted(os.sched_getaffinity(0)), "pool": len(pool), "space": space.name,
               "supernet": str(checkpoint), "accuracy_source": accuracy.source, "budgets_ms": budgets,

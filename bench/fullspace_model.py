@@ -6,7 +6,9 @@ costs and how well it holds on subnets it never saw.
    (compiled and measured); the wall time of each increment is recorded, so the cost of a
    model of each quality can be read off. After each N, the build's fit (kind chosen by
    cross-validation, block table) is tested on the pool: within ±10 %, MAPE, Kendall tau.
-3. With `--transfer-device`: few-shot transfer. The model of step 2 at the largest N is
+3. The pool timed a second time: how often the device agrees with itself within ±10 %,
+   the ceiling of step 2's figure.
+4. With `--transfer-device`: few-shot transfer. The model of step 2 at the largest N is
    recalibrated on the second device's plan's first K subnets (K = 5, 10, 20) and compared
    with a from-scratch fit on the same K, both tested on a random pool on that device.
 
@@ -34,7 +36,7 @@ from pipeline.predict.workflow import load_block_table, load_dataset
 from pipeline.profiling import compile_reference, profile_subnets, sampling_plan
 from pipeline.space import SearchSpace
 
-from heldout import heldout_error, only, print_transfer, random_pool
+from heldout import heldout_error, only, print_transfer, random_pool, repeatability
 from machine import describe, machine_info
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -107,8 +109,10 @@ def main() -> None:
     pool, pool_s = measure_pool(profile, space, args.pool, args.seed, reference)
     errors = heldout_error(profile, space, _store("pool", profile.name), pool, sizes, _store("plan", profile.name),
                            reference)
+    retest = repeatability(profile, space, pool, _store("pool", profile.name), _store("pool2", profile.name))
     report: dict[str, Any] = {"device": profile.name, "space": space.name, "machine_start": before,
-                              "pool": len(pool), "pool_measure_s": round(pool_s, 1), "by_n": errors}
+                              "pool": len(pool), "pool_measure_s": round(pool_s, 1), "by_n": errors,
+                              "pool_retest": retest}
     if args.transfer_device:
         report["transfer"] = transfer(profile, args.transfer_device, space, sizes[-1],
                                       [int(k) for k in args.transfer_ks.split(",")], args.transfer_pool, args.seed)
@@ -126,6 +130,9 @@ def main() -> None:
         total += e["profile_subnets_s"] + e["profile_blocks_s"]
         print(f"{n:>4} {e['kind']:<12} {e['blocks']:>6} {e['n_test']:>6} {100 * e['within_10pct']:5.1f}% "
               f"{100 * e['mape']:5.1f}% {e['kendall_tau']:6.3f} {total / 60:19.1f} min")
+    for name, r in retest.items():
+        print(f"the device against itself ({name}, pool timed twice): within ±10 % {100 * r['within_10pct']:5.1f}%, "
+              f"median |diff| {100 * r['median_rel_diff']:.1f}%")
     tr = report.get("transfer")
     if tr:
         print(f"few-shot {tr['source_device']} ({tr['source_kind']}, {tr['source_n']} subnets) -> "

@@ -74,6 +74,27 @@ def heldout_error(profile: Any, space: SearchSpace, pool_store: Path, pool: Sequ
     return out
 
 
+def repeatability(profile: Any, space: SearchSpace, pool: Sequence[SubnetConfig], first_store: Path,
+                  second_store: Path) -> dict[str, Any]:
+    """The pool timed a second time (its own store, libraries from the compile cache): how
+    often a measurement agrees with the first one within ±10 %, raw and contention-corrected.
+
+    No latency model can be judged closer to "measured" than the device repeats itself:
+    this is the ceiling of the predictor's within-±10 % figure on this device."""
+    profile_subnets(profile, space, pool, second_store, source="bench-pool-again")
+    out = {}
+    for name, normalise in (("raw", False), ("corrected", True)):
+        first = load_dataset(profile, space, first_store, normalise=normalise)
+        second = load_dataset(profile, space, second_store, normalise=normalise)
+        a = dict(zip(first.configs, first.latency_ms))
+        b = dict(zip(second.configs, second.latency_ms))
+        both = [c for c in pool if c in a and c in b]
+        rel = np.array([abs(b[c] / a[c] - 1.0) for c in both])
+        out[name] = {"n": len(both), "within_10pct": float(np.mean(rel <= 0.10)),
+                     "median_rel_diff": float(np.median(rel)), "p90_rel_diff": float(np.percentile(rel, 90))}
+    return out
+
+
 def print_transfer(by_k: dict[str, Any]) -> None:
     """Transfer vs from-scratch per K, one line each (K rows a study skipped are left out)."""
     for k, row in by_k.items():

@@ -155,7 +155,9 @@ def test_fullspace_build_resumes_after_kill_9(tmp_path):
         result = run_build(fullspace_config(tmp_path / "out"))
         emitted_manifests(result)
         with MeasurementStore(store_path) as store:
-            after = {r.subnet_id: r.measured_at for r in store.records()}
+            after = {r.subnet_id: r for r in store.records()}
     profile = next(s for s in result.summary["stages"] if s["name"] == "profile")
     assert profile["skipped"] == len(survived) and profile["measured"] == 4 - len(survived)
-    assert all(after[i] == t for i, t in survived.items())
+    # kept as they were, except the emitted subnet's row, which the emit step times again
+    assert all(after[i].measured_at == t or after[i].meta["source"] == "build-confirm" for i, t in survived.items())
+    assert sum(after[i].measured_at == t for i, t in survived.items()) >= len(survived) - 1
