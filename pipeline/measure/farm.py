@@ -2,7 +2,9 @@
 
 One worker thread per registered server: each holds one session (the tracker hands every
 request a different free server; a session the caller already holds counts as one of
-them) and pulls jobs from a shared queue until it is empty. Results are yielded as they
+them) and pulls jobs from a shared queue until it is empty. Workers start pulling together,
+once every one has its session (or failed to get one): a server whose session opened a few
+seconds later found a short batch already taken by the others (seen on a loaded machine). Results are yielded as they
 complete, so the caller can store each one at once. The timing loops run on the
 servers; the threads only wait on RPC.
 """
@@ -65,9 +67,17 @@ def on_tracker(profile: DeviceProfile, jobs: Sequence[MeasureJob], run_job: RunJ
     results: queue.Queue = queue.Queue()
     stop = threading.Event()
 
+    n_threads = min(n, len(jobs))
+    settled = _Countdown(n_threads)
+
     def work(name: str, held: DeviceSession | None) -> None:
         try:
-            with contextlib.nullcontext(held) if held is not None else open_session(profile) as sess:
+            with contextlib.ExitStack() as stack:
+                try:
+                    sess = held if held is not None else stack.enter_context(open_session(profile))
+                finally:
+                    settled.arrive()  # with a session or without one: this server has settled
+                settled.wait(conn.timeout_s)
                 while not stop.is_set():
                     try:
                         job = todo.get_nowait()
@@ -83,7 +93,7 @@ def on_tracker(profile: DeviceProfile, jobs: Sequence[MeasureJob], run_job: RunJ
             results.put(_DONE)
 
     threads = [threading.Thread(target=work, args=(f"{conn.key}-worker{i}", session if i == 0 else None),
-                                daemon=True) for i in range(min(n, len(jobs)))]
+                                daemon=True) for i in range(n_threads)]
     for t in threads:
         t.start()
     finished = 0
@@ -98,6 +108,22 @@ def on_tracker(profile: DeviceProfile, jobs: Sequence[MeasureJob], run_job: RunJ
         stop.set()  # on Ctrl-C or an early close: workers stop after their job in flight
     for job in _drain(todo):
         yield JobResult(job, "none", error="no worker left to run it (all sessions failed)")
+
+
+class _Countdown:
+    """Set once `n` threads have arrived; `wait` blocks until then (or `timeout` seconds)."""
+
+    def __init__(self, n: int) -> None:
+        self._left, self._lock, self._done = n, threading.Lock(), threading.Event()
+
+    def arrive(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left <= 0:
+                self._done.set()
+
+    def wait(self, timeout: float) -> None:
+        self._done.wait(timeout)
 
 
 def _drain(q: queue.Queue) -> list[MeasureJob]:
