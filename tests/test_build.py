@@ -374,3 +374,25 @@ def test_larger_budget_never_ships_a_less_accurate_subnet(tmp_path):
     assert large.rounds[-1] == {"round": "reuse", "from_budget_ms": 10.0, "subnet_id": small_cfg.id,
                                 "replaced": large_cfg.id}
     assert small.candidate.config == small_cfg and small.rounds == []
+
+
+def test_a_larger_budget_whose_candidates_all_missed_ships_the_smaller_budgets_subnet(tmp_path):
+    """The default arm64 build once emitted nothing for its 56 ms budget (three candidates
+    re-measured over it on the emulated device) while a 11.7 ms subnet was shipped for a
+    smaller budget: that subnet is within the larger budget too, so it is shipped there."""
+    from pipeline.build.loop import BudgetOutcome, _never_worse_with_more_budget, artifact_folder
+    from pipeline.search import Candidate
+    from pipeline.space import SearchSpace
+
+    cfg = SearchSpace.load("demo").smallest()
+    folder = artifact_folder(tmp_path, "arm64-emulated", 22.0)
+    folder.mkdir()
+    (folder / "manifest.json").write_text(cfg.id)
+    small = BudgetOutcome("arm64-emulated", 22.0, 22.0, folder, Candidate(cfg, 75.4, {"arm64-emulated": 11.5}),
+                          11.7, 75.4)
+    nothing = BudgetOutcome("arm64-emulated", 56.0, 56.0, reason="no measured subnet stayed within it")
+    _never_worse_with_more_budget([small, nothing])
+    assert nothing.emitted and nothing.folder == artifact_folder(tmp_path, "arm64-emulated", 56.0)
+    assert (nothing.folder / "manifest.json").read_text() == cfg.id and nothing.reason is None
+    assert (nothing.candidate.config, nothing.measured_ms, nothing.accuracy) == (cfg, 11.7, 75.4)
+    assert nothing.rounds == [{"round": "reuse", "from_budget_ms": 22.0, "subnet_id": cfg.id, "replaced": None}]

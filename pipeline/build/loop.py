@@ -359,27 +359,34 @@ def _emit(ctx: LoopContext, profile: Any, outcomes: dict[float, BudgetOutcome], 
 
 
 def _never_worse_with_more_budget(ascending: Sequence[BudgetOutcome]) -> None:
-    """A larger budget must not ship a less accurate subnet than a smaller one did.
+    """A larger budget must not ship a less accurate subnet than a smaller one did, nor nothing.
 
     The search ranks by a predicted accuracy, while the emitted accuracy is the evaluated
     one; where they disagree, the subnet emitted for a smaller budget (measured within it,
-    so within every larger one) replaces the larger budget's pick.
+    so within every larger one) replaces the larger budget's pick. A larger budget whose
+    own candidates all re-measured over it (seen on the emulated device, where one
+    library's timings vary by up to 1.5x) ships the smaller budget's subnet too.
     """
     best: BudgetOutcome | None = None
     for outcome in ascending:
-        if not outcome.emitted:
-            continue
-        if best is not None and best.accuracy > outcome.accuracy:
-            assert best.folder is not None and outcome.folder is not None
-            log.info("%s, %g ms budget: %s (top-1 %.2f) beats the pick %s (top-1 %.2f); reusing it",
-                     outcome.device, outcome.budget_ms, best.candidate.config.id, best.accuracy,
-                     outcome.candidate.config.id, outcome.accuracy)
+        if best is not None and (not outcome.emitted or best.accuracy > outcome.accuracy):
+            assert best.folder is not None and best.candidate is not None
+            if outcome.emitted:
+                log.info("%s, %g ms budget: %s (top-1 %.2f) beats the pick %s (top-1 %.2f); reusing it",
+                         outcome.device, outcome.budget_ms, best.candidate.config.id, best.accuracy,
+                         outcome.candidate.config.id, outcome.accuracy)
+                replaced = outcome.candidate.config.id
+                shutil.rmtree(outcome.folder)
+            else:
+                log.info("%s, %g ms budget: nothing of its own stayed within it (%s); shipping %s of the %g ms budget",
+                         outcome.device, outcome.budget_ms, outcome.reason, best.candidate.config.id, best.budget_ms)
+                replaced, outcome.reason = None, None
+                outcome.folder = artifact_folder(best.folder.parent, outcome.device, outcome.budget_ms)
             outcome.rounds.append({"round": "reuse", "from_budget_ms": best.budget_ms,
-                                   "subnet_id": best.candidate.config.id, "replaced": outcome.candidate.config.id})
-            shutil.rmtree(outcome.folder)
+                                   "subnet_id": best.candidate.config.id, "replaced": replaced})
             shutil.copytree(best.folder, outcome.folder)
             outcome.candidate, outcome.measured_ms, outcome.accuracy = best.candidate, best.measured_ms, best.accuracy
-        else:
+        elif outcome.emitted:
             best = outcome
 
 
