@@ -2,7 +2,8 @@
 
 A kind names its parts: `ridge`, `trees` (a model on features alone), `lut` (the block
 table's sum, scaled, plus a constant), `lut+ridge`, `lut+trees` (the table plus a model
-of what it misses), `transfer`, `transfer+ridge` (another device's predictor,
+of what it misses), `lut-res`, `lut-res+ridge` (the same with the table's scale per input
+resolution, see `per_resolution_scales`), `transfer`, `transfer+ridge` (another device's predictor,
 recalibrated, plus optionally a residual model). Every fit weights squared errors by
 1/measured^2 so that it minimises relative error, the quantity budgets are judged by.
 `rank` (asked for by name, not among the defaults) is linear on the features but
@@ -11,6 +12,7 @@ trained with a pairwise ranking loss and then calibrated to ms (`pipeline.predic
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -18,7 +20,7 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from pipeline.errors import ConfigError
-from pipeline.predict.features import as_encoded, space_tables
+from pipeline.predict.features import COL_RES, as_encoded, space_tables
 from pipeline.predict.lut import BlockLatencyTable
 from pipeline.predict.metrics import error_metrics
 from pipeline.predict.models import fit_ridge, fit_trees
@@ -29,7 +31,7 @@ from pipeline.space import SearchSpace
 log = logging.getLogger(__name__)
 
 FEATURE_KINDS = ("ridge", "trees")
-LUT_KINDS = ("lut", "lut+ridge", "lut+trees")
+LUT_KINDS = ("lut", "lut+ridge", "lut+trees", "lut-res", "lut-res+ridge")
 TRANSFER_KINDS = ("transfer", "transfer+ridge")
 #: Trained to order subnets (pairwise loss), then calibrated to ms; only when asked for.
 RANK_KINDS = ("rank",)
@@ -52,6 +54,32 @@ def _affine(base: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[float,
     return float(scale), float(offset)
 
 
+#: How strongly a resolution's scale is pulled to the shared one: as if each resolution had
+#: this many more subnets lying exactly on the shared scale. With 1-2 subnets at a
+#: resolution its own scale moves half-way or less; with 10 it is nearly free.
+RESOLUTION_PRIOR_SUBNETS = 1.0
+
+
+def per_resolution_scales(resolution: np.ndarray, base: np.ndarray, y: np.ndarray,
+                          weight: np.ndarray) -> tuple[float, dict[int, float], float]:
+    """Weighted least squares y ~ (s + d[resolution]) * base + offset with a ridge penalty on
+    each d worth RESOLUTION_PRIOR_SUBNETS subnets of average weighted size; returns
+    (s, {resolution: s + d}, offset).
+
+    The shared scale is fitted with the deviations, not before them: one subnet far off at
+    a rarely sampled resolution then moves that resolution's scale, not everyone's."""
+    levels = np.unique(resolution)
+    design = np.column_stack([base] + [base * (resolution == r) for r in levels] + [np.ones_like(base)])
+    root = np.sqrt(weight)
+    prior = np.sqrt(RESOLUTION_PRIOR_SUBNETS * float(np.mean(weight * base**2)))
+    pull = np.zeros((len(levels), design.shape[1]))
+    pull[:, 1:-1] = prior * np.eye(len(levels))
+    solution, *_ = np.linalg.lstsq(np.vstack([design * root[:, None], pull]),
+                                   np.concatenate([y * root, np.zeros(len(levels))]), rcond=None)
+    shared, deviations, offset = solution[0], solution[1:-1], solution[-1]
+    return float(shared), {int(r): float(shared + d) for r, d in zip(levels, deviations)}, float(offset)
+
+
 def fit_kind(kind: str, device: str, space: SearchSpace, configs, latency_ms: np.ndarray,
              lut: BlockLatencyTable | None = None, source: LatencyPredictor | None = None) -> LatencyPredictor:
     """Fit one predictor kind on measured configs (list of SubnetConfig or encoded array)."""
@@ -61,23 +89,27 @@ def fit_kind(kind: str, device: str, space: SearchSpace, configs, latency_ms: np
     base_name, _, model_name = kind.partition("+")
     if base_name in FEATURE_KINDS + RANK_KINDS:
         base_name, model_name = "", base_name
-    bases = {"": None, "lut": lut, "transfer": source}
+    bases = {"": None, "lut": lut, "lut-res": lut, "transfer": source}
     if base_name not in bases or model_name not in ("", *FEATURE_KINDS) and kind not in RANK_KINDS:
         raise ConfigError(f"unknown predictor kind {kind!r}; one of "
                           f"{', '.join(FEATURE_KINDS + LUT_KINDS + TRANSFER_KINDS + RANK_KINDS)}")
     base = bases[base_name]
     if base_name and base is None:
-        raise ConfigError(f"predictor kind {kind!r} needs a {'block table' if base_name == 'lut' else 'source predictor'}")
+        raise ConfigError(f"predictor kind {kind!r} needs a "
+                          f"{'block table' if base_name.startswith('lut') else 'source predictor'}")
     predictor = LatencyPredictor(device, space, kind, 0.0, 0.0, base, None)
     residual = y
     if base is not None:
         scale, offset = _affine(predictor.base_predict(encoded), y, weight)
         predictor = LatencyPredictor(device, space, kind, scale, offset, base, None)
+        if base_name == "lut-res":
+            shared, scales, offset = per_resolution_scales(encoded[:, COL_RES], predictor.base_predict(encoded), y,
+                                                           weight)
+            predictor = replace(predictor, scale=shared, offset=offset, resolution_scale=scales)
         residual = y - predictor.predict(encoded)
     if model_name:
         features = space_tables(space).subnet_features(encoded)
-        predictor = LatencyPredictor(device, space, kind, predictor.scale, predictor.offset, base,
-                                     _FITS[model_name](features, residual, weight))
+        predictor = replace(predictor, model=_FITS[model_name](features, residual, weight))
     return predictor
 
 

@@ -2,12 +2,15 @@
 
 Every predictor kind has the same form,
 
-    latency_ms = scale * base(config) + offset + model(features(config))
+    latency_ms = scale[resolution] * base(config) + offset + model(features(config))
 
 where `base` is the block lookup table's sum (kinds `lut`, `lut+*`), another device's
 predictor (kinds `transfer*`) or absent (`ridge`, `trees`), and `model` is a regressor
 on the per-subnet features (absent for pure `lut`/`transfer`). So one class serves all
-kinds, and selection between them is a choice of parts, not of code paths.
+kinds, and selection between them is a choice of parts, not of code paths. The scale is
+one number except for the `lut-res*` kinds, which have one per input resolution: blocks
+timed one at a time miss what the whole network pays at each input size (on x86-host the
+full space's 256 px subnets run ~6 % under their table sum, the others within 1-3 %).
 
 Saved as JSON under `cache_dir()/predictors/<device>/rNNNN.json`: one file per fit,
 never overwritten, the highest revision is the current one. The file carries its format
@@ -28,7 +31,7 @@ import numpy as np
 from pipeline.atomic import create_new
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import cache_dir
-from pipeline.predict.features import SpaceTables, space_tables
+from pipeline.predict.features import COL_RES, SpaceTables, space_tables
 from pipeline.predict.lut import BlockLatencyTable
 from pipeline.predict.models import LinearModel, TreeEnsemble, model_from_dict
 from pipeline.space import SearchSpace
@@ -46,7 +49,7 @@ class PredictorNotFound(PipelineError):
 
 @dataclass(frozen=True)
 class LatencyPredictor:
-    """scale * base + offset + model(features); see the module docstring."""
+    """scale[resolution] * base + offset + model(features); see the module docstring."""
 
     device: str
     space: SearchSpace
@@ -56,6 +59,7 @@ class LatencyPredictor:
     base: Base
     model: LinearModel | TreeEnsemble | None
     info: dict[str, Any] = field(default_factory=dict)  # metrics, cv, measurement ids, revision
+    resolution_scale: dict[int, float] = field(default_factory=dict)  # `scale` where absent
 
     @property
     def space_name(self) -> str:
@@ -70,7 +74,7 @@ class LatencyPredictor:
         batch = self.tables.index(configs)  # validated and indexed once for every part
         out = np.full(len(batch), self.offset)
         if self.base is not None:
-            out += self.scale * self.base_predict(batch)
+            out += self.scales(batch) * self.base_predict(batch)
         if self.model is not None:
             out += self.model.predict(self.tables.subnet_features(batch))
         return out
@@ -120,6 +124,11 @@ class LatencyPredictor:
             return self.base.predict(batch)
         return np.zeros(len(batch))
 
+    def scales(self, configs) -> np.ndarray:
+        """The base's scale for each config: its resolution's, else the pooled `scale`."""
+        resolution = self.tables.index(configs).encoded[:, COL_RES]
+        return np.array([self.resolution_scale.get(int(r), self.scale) for r in resolution])
+
     def with_info(self, **info: Any) -> "LatencyPredictor":
         return replace(self, info={**self.info, **info})
 
@@ -134,6 +143,7 @@ class LatencyPredictor:
             "format": FORMAT, "format_version": FORMAT_VERSION, "device": self.device,
             "space": self.space.name, "space_definition": self.space.to_dict(), "kind": self.kind, "scale": self.scale, "offset": self.offset,
             "base": base, "model": None if self.model is None else self.model.to_dict(), "info": self.info,
+            "resolution_scale": {str(r): c for r, c in self.resolution_scale.items()},
         }
 
     @classmethod
@@ -154,7 +164,8 @@ class LatencyPredictor:
             base = cls.from_dict(base_raw["predictor"])
         model = model_from_dict(raw["model"]) if raw.get("model") else None
         return cls(raw["device"], space, raw["kind"], float(raw["scale"]), float(raw["offset"]),
-                   base, model, dict(raw.get("info", {})))
+                   base, model, dict(raw.get("info", {})),
+                   {int(r): float(c) for r, c in raw.get("resolution_scale", {}).items()})
 
 
 # ------------------------------------------------------------------ files
