@@ -30,7 +30,7 @@ from typing import Any
 from pipeline.atomic import write_json
 from pipeline.device import load_profile
 from pipeline.paths import REPO_ROOT, cache_dir
-from pipeline.predict import error_metrics, fit_predictor
+from pipeline.predict import error_metrics, fit_predictor, save_predictor
 from pipeline.predict.transfer import fit_transfer
 from pipeline.predict.workflow import load_block_table, load_dataset
 from pipeline.profiling import compile_reference, profile_subnets, sampling_plan
@@ -55,15 +55,18 @@ def measure_pool(profile: Any, space: SearchSpace, n: int, seed: int, reference)
     return pool, time.monotonic() - started
 
 
-def transfer(source_profile: Any, target_name: str, space: SearchSpace, source_n: int, ks: list[int],
-             pool_n: int, seed: int) -> dict[str, Any]:
-    """The source device's model (plan's first `source_n` + blocks) recalibrated on the
-    target's plan's first K subnets, vs a from-scratch fit on them; both tested on a random
-    pool measured on the target."""
-    plan = sampling_plan(space, source_n)
-    src = only(load_dataset(source_profile, space, _store("plan", source_profile.name)), plan)
-    source = fit_predictor(source_profile.name, space, src.encoded, src.latency_ms, src.ids,
-                           lut=load_block_table(source_profile, space))
+def fit_on_plan(profile: Any, space: SearchSpace, n: int) -> Any:
+    """The build's fit (kind by cross-validation, block table) on the plan's first `n` subnets."""
+    data = only(load_dataset(profile, space, _store("plan", profile.name)), sampling_plan(space, n))
+    return fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids,
+                         lut=load_block_table(profile, space))
+
+
+def transfer(source: Any, target_name: str, space: SearchSpace, ks: list[int], pool_n: int, seed: int,
+             save: bool) -> dict[str, Any]:
+    """`source` (a device's fitted model) recalibrated on the target's plan's first K
+    subnets, vs a from-scratch fit on them; both tested on a random pool measured on the
+    target. `save`: the transfer at the largest K becomes the target's current predictor."""
     target = load_profile(target_name)
     reference = compile_reference(space, target)
     pool, pool_s = measure_pool(target, space, pool_n, seed + 1, reference)
@@ -74,8 +77,8 @@ def transfer(source_profile: Any, target_name: str, space: SearchSpace, source_n
     plan_s = time.monotonic() - started
     measured = load_dataset(target, space, _store("plan", target.name))
     test = only(load_dataset(target, space, _store("pool", target.name)), set(pool) - set(target_plan))
-    out: dict[str, Any] = {"source_device": source_profile.name, "source_kind": source.kind,
-                           "source_n": len(src), "target_device": target.name, "n_test": len(test),
+    out: dict[str, Any] = {"source_device": source.device, "source_kind": source.kind,
+                           "source_n": source.info["n_train"], "target_device": target.name, "n_test": len(test),
                            "target_pool_s": round(pool_s, 1), "target_plan_s": round(plan_s, 1), "by_k": {}}
     for k in ks:
         train = only(measured, target_plan[:k])
@@ -84,6 +87,8 @@ def transfer(source_profile: Any, target_name: str, space: SearchSpace, source_n
         out["by_k"][str(k)] = {"n_train": len(train),
                                "transfer": error_metrics(test.latency_ms, moved.predict(test.encoded)),
                                "scratch": error_metrics(test.latency_ms, scratch.predict(test.encoded))}
+    if save:
+        out["saved"] = str(save_predictor(moved))
     return out
 
 
@@ -97,6 +102,9 @@ def main() -> None:
     parser.add_argument("--transfer-device", default=None)
     parser.add_argument("--transfer-ks", default="5,10,20")
     parser.add_argument("--transfer-pool", type=int, default=20)
+    parser.add_argument("--save", action="store_true",
+                        help="save the fit at the largest N (and the transfer at the largest K) as the devices' "
+                             "current predictors, for bench/search.py")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -113,9 +121,13 @@ def main() -> None:
     report: dict[str, Any] = {"device": profile.name, "space": space.name, "machine_start": before,
                               "pool": len(pool), "pool_measure_s": round(pool_s, 1), "by_n": errors,
                               "pool_retest": retest}
+    model = fit_on_plan(profile, space, sizes[-1])
+    if args.save:
+        report["saved"] = str(save_predictor(model))
     if args.transfer_device:
-        report["transfer"] = transfer(profile, args.transfer_device, space, sizes[-1],
-                                      [int(k) for k in args.transfer_ks.split(",")], args.transfer_pool, args.seed)
+        report["transfer"] = transfer(model, args.transfer_device, space,
+                                      [int(k) for k in args.transfer_ks.split(",")], args.transfer_pool, args.seed,
+                                      args.save)
     report.update(machine_end=machine_info(), wall_s=round(time.monotonic() - started, 1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = write_json(RESULTS / f"fullspace_model_{profile.name}.json", report)

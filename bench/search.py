@@ -1,10 +1,10 @@
 """Benchmark (not a test): evolutionary vs random (10x samples) vs FLOPs-constrained search, and NSGA-II.
 
 Full AttentiveNAS space, official ImageNet accuracy predictor (../shared/attentivenas/
-acc_predictor_trees.npz), latency of the x86-host: its fitted predictor when one exists
+acc_predictor_trees.npz), latency of a device (`--device`, x86-host by default): its fitted predictor when one exists
 for this space, else the analytic shape model (stated in the output, not a measurement).
 Five budgets spread from the fastest subnet to the median random subnet. With `--measure`,
-every method's pick (seed 0) at every budget is compiled and measured on the x86-host, so
+every method's pick (seed 0) at every budget is compiled and measured on the device, so
 "within budget" is what the device says, not only what the model predicted. Prints a table
 and writes bench/results/search.json.
 
@@ -14,7 +14,7 @@ reaches at every budget, and the hypervolume of NSGA-II's front vs that of the u
 of the per-budget runs' fronts. NSGA-II runs twice, with half and with all of the
 per-budget runs' total evaluations (goal: within 0.3 points at every budget with half).
 
-    .venv/bin/python bench/search.py [--seeds 2] [--trees PATH]
+    .venv/bin/python bench/search.py [--seeds 2] [--trees PATH] [--measure] [--device arm64-emulated]
 """
 from __future__ import annotations
 
@@ -45,19 +45,19 @@ from pipeline.search.nsga2 import NSGA2Config, nsga2_search, normalised_hypervol
 from pipeline.space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[1]
-DEVICE = "x86-host"
+DEFAULT_DEVICE = "x86-host"
 
 
-def latency_model(space: SearchSpace) -> tuple[object, str]:
-    """The x86-host predictor for this space if fitted, else the analytic shape model."""
+def latency_model(space: SearchSpace, device: str) -> tuple[object, str]:
+    """The device's predictor for this space if fitted, else the analytic shape model."""
     from pipeline.predict import load_predictor
 
     try:
-        predictor = load_predictor(DEVICE)
+        predictor = load_predictor(device)
     except PipelineError as err:
         return ShapeLatencyModel(space), f"analytic shape model (no fitted predictor: {err})"
     if predictor.space_name != space.name:
-        return ShapeLatencyModel(space), (f"analytic shape model (the {DEVICE} predictor is for space "
+        return ShapeLatencyModel(space), (f"analytic shape model (the {device} predictor is for space "
                                           f"{predictor.space_name!r}, not {space.name!r})")
     return predictor, f"fitted predictor {predictor.kind} r{predictor.info.get('revision')}"
 
@@ -68,17 +68,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--generations", type=int, default=20)
     parser.add_argument("--measure", action="store_true", help="compile and measure the picks on the device")
+    parser.add_argument("--device", default=DEFAULT_DEVICE, help="whose latency predictor (and device) to use")
     args = parser.parse_args()
+    device = args.device
 
     space = SearchSpace.load("attentivenas")
     accuracy = TreeForest.load(args.trees)
-    model, model_note = latency_model(space)
-    latency = {DEVICE: model}
+    model, model_note = latency_model(space, device)
+    latency = {device: model}
     rng = random.Random(0)
     sample_ms = model.predict([space.sample(rng) for _ in range(2000)])
     fastest = float(model.predict([space.smallest()])[0])
     budgets_ms = spread_budgets(fastest, float(np.median(sample_ms)), 5)
-    budgets = [Budget.single(DEVICE, ms) for ms in budgets_ms]
+    budgets = [Budget.single(device, ms) for ms in budgets_ms]
     start_machine = machine_info()
     print(f"machine: {describe(start_machine)}\nlatency model: {model_note}\nbudgets (ms): {budgets_ms}")
 
@@ -98,10 +100,10 @@ def main() -> None:
         row: dict = {"budget_ms": ms}
         for m in methods:
             picks = [r[m].best[i] for r in runs]
-            accs = [p.accuracy if p and p.latency[DEVICE] <= ms else np.nan for p in picks]
+            accs = [p.accuracy if p and p.latency[device] <= ms else np.nan for p in picks]
             row[m] = {"accuracy_mean": float(np.nanmean(accs)) if not np.all(np.isnan(accs)) else None,
                       "per_seed": [p.to_dict() if p else None for p in picks],
-                      "over_budget": sum(1 for p in picks if p and p.latency[DEVICE] > ms),
+                      "over_budget": sum(1 for p in picks if p and p.latency[device] > ms),
                       "none_found": sum(1 for p in picks if p is None)}
         table.append(row)
     speed = {m: {"n_evaluated": [r[m].n_evaluated for r in runs], "seconds": [round(r[m].seconds, 2) for r in runs],
@@ -121,12 +123,12 @@ def main() -> None:
         print(f"{m:>10}: {speed[m]['n_evaluated']} candidates, {speed[m]['seconds']} s, "
               f"{speed[m]['candidates_per_second']:.0f} candidates/s")
 
-    measured = measure_picks(space, runs[0], methods, budgets_ms) if args.measure else None
+    measured = measure_picks(space, runs[0], methods, budgets_ms, device) if args.measure else None
 
-    out = REPO / "bench" / "results" / "search.json"
+    out = REPO / "bench" / "results" / ("search.json" if device == DEFAULT_DEVICE else f"search_{device}.json")
     write_json(out, {
         "space": space.name, "accuracy_source": "official AttentiveNAS predictor (100 trees)",
-        "latency_model": model_note, "device": DEVICE, "budgets_ms": budgets_ms, "seeds": args.seeds,
+        "latency_model": model_note, "device": device, "budgets_ms": budgets_ms, "seeds": args.seeds,
         "evolution_config": EvolutionConfig(generations=args.generations).__dict__,
         "results": table, "speed": speed, "front_size": [len(r["evolution"].front) for r in runs],
         "nsga2_vs_per_budget_evolution": multi, "measured_picks": measured,
@@ -136,7 +138,8 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-def measure_picks(space: SearchSpace, run: dict, methods: Sequence[str], budgets_ms: Sequence[float]) -> list[dict]:
+def measure_picks(space: SearchSpace, run: dict, methods: Sequence[str], budgets_ms: Sequence[float],
+                  device: str) -> list[dict]:
     """Each method's pick at each budget compiled for and measured on the device (raw
     medians, in a store of the benchmark's own), beside what the model predicted."""
     from pipeline.device import load_profile
@@ -144,14 +147,14 @@ def measure_picks(space: SearchSpace, run: dict, methods: Sequence[str], budgets
     from pipeline.predict.workflow import load_dataset
     from pipeline.profiling import profile_subnets
 
-    profile = load_profile(DEVICE)
-    store = cache_dir() / "bench" / f"search-picks-{DEVICE}.sqlite"
+    profile = load_profile(device)
+    store = cache_dir() / "bench" / f"search-picks-{device}.sqlite"
     picks = {p.config for m in methods for p in run[m].best if p is not None}
     profile_subnets(profile, space, sorted(picks, key=lambda c: c.id), store, source="bench-search")
     data = load_dataset(profile, space, store, normalise=False)
     measured = dict(zip(data.configs, map(float, data.latency_ms)))
     rows = []
-    print(f"\npicks measured on {DEVICE} (seed 0; predicted / measured ms, top-1 %):")
+    print(f"\npicks measured on {device} (seed 0; predicted / measured ms, top-1 %):")
     for i, ms in enumerate(budgets_ms):
         row: dict = {"budget_ms": ms}
         cells = []
@@ -159,10 +162,10 @@ def measure_picks(space: SearchSpace, run: dict, methods: Sequence[str], budgets
             p = run[m].best[i]
             got = measured.get(p.config) if p else None
             row[m] = None if p is None else {"subnet_id": p.config.id, "accuracy": p.accuracy,
-                                             "predicted_ms": p.latency[DEVICE], "measured_ms": got,
+                                             "predicted_ms": p.latency[device], "measured_ms": got,
                                              "within_budget": got is not None and got <= ms}
             cells.append("-" if p is None else
-                         f"{p.accuracy:.2f} {p.latency[DEVICE]:.1f}/{got:.1f}{'' if got <= ms else ' OVER'}")
+                         f"{p.accuracy:.2f} {p.latency[device]:.1f}/{got:.1f}{'' if got <= ms else ' OVER'}")
         rows.append(row)
         print(f"{ms:>9} | " + " | ".join(f"{m}: {c}" for m, c in zip(methods, cells)))
     return rows
@@ -171,7 +174,8 @@ def measure_picks(space: SearchSpace, run: dict, methods: Sequence[str], budgets
 def nsga2_vs_per_budget(space: SearchSpace, accuracy, latency: dict, budgets: list[Budget], seeds: int,
                         generations: int) -> dict:
     """One evolution per budget vs NSGA-II at half and at all of their total evaluations."""
-    objectives = ("accuracy", f"latency:{DEVICE}")
+    device = next(iter(latency))
+    objectives = ("accuracy", f"latency:{device}")
     bounds = objective_bounds(space, accuracy, latency, objectives)
     per_seed = []
     for seed in range(seeds):
@@ -180,7 +184,7 @@ def nsga2_vs_per_budget(space: SearchSpace, accuracy, latency: dict, budgets: li
         total = sum(r.n_evaluated for r in singles)
         union = [c for r in singles for c in r.front]
         acc = np.array([c.accuracy for c in union])
-        lat = np.array([[c.latency[DEVICE]] for c in union])
+        lat = np.array([[c.latency[device]] for c in union])
         union_front = [union[i] for i in pareto_indices(acc, lat)]
         row = {"seed": seed, "per_budget": {
             "n_evaluated": [r.n_evaluated for r in singles], "n_total": total,
@@ -209,10 +213,10 @@ def nsga2_vs_per_budget(space: SearchSpace, accuracy, latency: dict, budgets: li
     for i, b in enumerate(budgets):
         evo, half, same = (mean(k, "accuracy", i) for k in ("per_budget", "nsga2_half", "nsga2_same"))
         gap = None if evo is None or half is None else evo - half
-        budgets_rows.append({"budget_ms": b.to_dict()[DEVICE], "per_budget_evolution": evo, "nsga2_half": half,
+        budgets_rows.append({"budget_ms": b.to_dict()[device], "per_budget_evolution": evo, "nsga2_half": half,
                              "nsga2_same": same, "gap_half": gap})
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        print(f"{b.to_dict()[DEVICE]:>9} | {fmt(evo):>14} | {fmt(half):>10} | {fmt(gap):>5} | {fmt(same):>10}")
+        print(f"{b.to_dict()[device]:>9} | {fmt(evo):>14} | {fmt(half):>10} | {fmt(gap):>5} | {fmt(same):>10}")
     evals = {k: [r[k]["n_evaluated"] if k != "per_budget" else r[k]["n_total"] for r in per_seed]
              for k in ("per_budget", "nsga2_half", "nsga2_same")}
     hv = {"per_budget_union": [r["per_budget"]["hypervolume_of_union"] for r in per_seed],
