@@ -124,12 +124,13 @@ def main() -> None:
     model = fit_on_plan(profile, space, sizes[-1])
     if args.save:
         report["saved"] = str(save_predictor(model))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / f"fullspace_model_{profile.name}.json", report)  # kept if the transfer is stopped
     if args.transfer_device:
         report["transfer"] = transfer(model, args.transfer_device, space,
                                       [int(k) for k in args.transfer_ks.split(",")], args.transfer_pool, args.seed,
                                       args.save)
     report.update(machine_end=machine_info(), wall_s=round(time.monotonic() - started, 1))
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = write_json(RESULTS / f"fullspace_model_{profile.name}.json", report)
 
     print(f"{profile.name}, space {space.name}: {describe(report['machine_end'])} "

@@ -52,6 +52,15 @@ def fullspace(tmp_path_factory):
         yield root, ckpt, state
 
 
+def warm_compile_cache(fullspace_root: Path, cache: Path) -> None:
+    """The module's compile cache linked into a fresh `cache` (no measurement store): a kill
+    test then spends its minutes measuring and resuming, not recompiling the same subnets."""
+    import os
+    import shutil
+
+    shutil.copytree(fullspace_root / "cache" / "compile", cache / "compile", copy_function=os.link)
+
+
 def emitted_manifests(result) -> list[Manifest]:
     assert result.complete, [o.reason for o in result.outcomes]
     manifests = [Manifest.read(o.folder) for o in result.outcomes]
@@ -96,7 +105,7 @@ def test_random_weights_need_the_official_predictor(tmp_path):
         BuildConfig(target="x86_64", space="attentivenas", out=tmp_path)
 
 
-def test_fullspace_profiling_resumes_after_kill_9(tmp_path):
+def test_fullspace_profiling_resumes_after_kill_9(fullspace, tmp_path):
     """`pipeline profile` on the full space, killed with -9 once a measurement is stored:
     what was stored stays as it was, and the same command measures only the rest."""
     import json
@@ -110,6 +119,7 @@ def test_fullspace_profiling_resumes_after_kill_9(tmp_path):
     cmd = [str(Path(sys.executable).with_name("pipeline")), "profile", "--device", "x86-host", "--space", "attentivenas",
            "--subnets", "4", "--workers", "2", "--store", str(store_path), "--json"]
     env = {**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")}
+    warm_compile_cache(fullspace[0], tmp_path / "cache")
     kill_once_stored(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
                      store_path, rows=1)
     with MeasurementStore(store_path) as store:
@@ -133,7 +143,7 @@ run_build(fullspace_config(Path(sys.argv[1])))
 """
 
 
-def test_fullspace_build_resumes_after_kill_9(tmp_path):
+def test_fullspace_build_resumes_after_kill_9(fullspace, tmp_path):
     """A full-space build killed with -9 once two profile measurements are stored: run again,
     it keeps those rows as they were, measures only the rest and emits a verified artifact."""
     import os
@@ -145,6 +155,7 @@ def test_fullspace_build_resumes_after_kill_9(tmp_path):
     env = {**os.environ, "PIPELINE_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-c", _BUILD.format(tests=str(Path(__file__).parent)), str(tmp_path / "out")]
     store_path = tmp_path / "cache" / "measurements.sqlite"
+    warm_compile_cache(fullspace[0], tmp_path / "cache")
     kill_once_stored(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
                      store_path, rows=2)
     with MeasurementStore(store_path) as store:
