@@ -56,10 +56,12 @@ def measure_pool(profile: Any, space: SearchSpace, n: int, seed: int, reference)
 
 
 def fit_on_plan(profile: Any, space: SearchSpace, n: int) -> Any:
-    """The build's fit (kind by cross-validation, block table) on the plan's first `n` subnets."""
+    """The build's fit (kind by cross-validation, block table) on the plan's first `n` subnets,
+    saying which reference time its contention-corrected latencies assume (`at_conditions`)."""
     data = only(load_dataset(profile, space, _store("plan", profile.name)), sampling_plan(space, n))
     return fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids,
-                         lut=load_block_table(profile, space))
+                         lut=load_block_table(profile, space)
+                         ).with_info(reference_ms=data.reference_ms, num_classes=data.num_classes)
 
 
 def transfer(source: Any, target_name: str, space: SearchSpace, ks: list[int], pool_n: int, seed: int,
