@@ -100,12 +100,13 @@ def fit_kind(kind: str, device: str, space: SearchSpace, configs, latency_ms: np
     predictor = LatencyPredictor(device, space, kind, 0.0, 0.0, base, None)
     residual = y
     if base is not None:
-        scale, offset = _affine(predictor.base_predict(encoded), y, weight)
-        predictor = LatencyPredictor(device, space, kind, scale, offset, base, None)
+        base_ms = predictor.base_predict(encoded)
         if base_name == "lut-res":
-            shared, scales, offset = per_resolution_scales(encoded[:, COL_RES], predictor.base_predict(encoded), y,
-                                                           weight)
-            predictor = replace(predictor, scale=shared, offset=offset, resolution_scale=scales)
+            scale, scales, offset = per_resolution_scales(encoded[:, COL_RES], base_ms, y, weight)
+            predictor = replace(predictor, scale=scale, offset=offset, resolution_scale=scales)
+        else:
+            scale, offset = _affine(base_ms, y, weight)
+            predictor = replace(predictor, scale=scale, offset=offset)
         residual = y - predictor.predict(encoded)
     if model_name:
         features = space_tables(space).subnet_features(encoded)

@@ -10,7 +10,7 @@ on the per-subnet features (absent for pure `lut`/`transfer`). So one class serv
 kinds, and selection between them is a choice of parts, not of code paths. The scale is
 one number except for the `lut-res*` kinds, which have one per input resolution: blocks
 timed one at a time miss what the whole network pays at each input size (on x86-host the
-full space's 256 px subnets run ~6 % under their table sum, the others within 1-3 %).
+full space's 256 px subnets run 8-10 % under their table sum relative to the others).
 
 Saved as JSON under `cache_dir()/predictors/<device>/rNNNN.json`: one file per fit,
 never overwritten, the highest revision is the current one. The file carries its format
@@ -124,10 +124,14 @@ class LatencyPredictor:
             return self.base.predict(batch)
         return np.zeros(len(batch))
 
-    def scales(self, configs) -> np.ndarray:
-        """The base's scale for each config: its resolution's, else the pooled `scale`."""
+    def scales(self, configs) -> np.ndarray | float:
+        """The base's scale for each config: its resolution's, else the pooled `scale` (a
+        scalar when there are no per-resolution scales)."""
+        if not self.resolution_scale:
+            return self.scale
         resolution = self.tables.index(configs).encoded[:, COL_RES]
-        return np.array([self.resolution_scale.get(int(r), self.scale) for r in resolution])
+        levels, inverse = np.unique(resolution, return_inverse=True)
+        return np.array([self.resolution_scale.get(int(r), self.scale) for r in levels])[inverse]
 
     def with_info(self, **info: Any) -> "LatencyPredictor":
         return replace(self, info={**self.info, **info})
