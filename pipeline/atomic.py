@@ -10,8 +10,10 @@ concurrent writers allocate distinct names (predictor revisions) without a lock.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,3 +105,21 @@ def create_new(path: str | os.PathLike, data: bytes) -> bool:
             return False
     _fsync(path.parent)
     return True
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """`dst` made a hard link of `src`, or a copy where a link cannot be made (another
+    file system, a file system without links, the link limit reached).
+
+    For files that are never changed in place once written (compile-cache entries are
+    published by rename and only ever replaced whole): a full-space library weighs
+    35-95 MB, and a copy per artifact folder and per loader had the suite's runs filling
+    the disk. `dst` must not exist.
+    """
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copy2(src, dst)
+    return Path(dst)

@@ -26,6 +26,25 @@ from pipeline.paths import REPO_ROOT
 REFERENCE_DIR = Path(os.environ.get("PIPELINE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared"))
 
 
+def _free_disk() -> str:
+    """Free space where the suite writes (its temporary folders, the repo's cache)."""
+    import shutil
+    import tempfile
+
+    return ", ".join(f"{shutil.disk_usage(where).free / 2**30:.1f} GiB free in {where}"
+                     for where in (tempfile.gettempdir(), REPO_ROOT))
+
+
+def pytest_report_header() -> str:
+    # A full disk fails the tests that write (the full-space ones write ~2 GB) in ways that
+    # look like anything but a full disk: the header and the summary say how much there was.
+    return f"disk: {_free_disk()}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    terminalreporter.write_line(f"disk at the end: {_free_disk()}")
+
+
 def in_ci() -> bool:
     """CI services set CI=true; there a missing reference file is a failure, not a skip."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")

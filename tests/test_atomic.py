@@ -1,14 +1,16 @@
 """Atomic file replacement and exclusive creation (`pipeline.atomic`), with real processes."""
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from pipeline.atomic import atomic_path, create_new, write_json, write_text
+from pipeline.atomic import atomic_path, create_new, link_or_copy, write_json, write_text
 
 ROUNDS = 200
 
@@ -96,3 +98,23 @@ def test_concurrent_creators_get_each_name_exactly_once(tmp_path: Path) -> None:
     for writer, i in wins:  # the file holds what its one winner wrote
         assert (tmp_path / f"{i}.txt").read_text() == str(writer)
     assert len(list(tmp_path.iterdir())) == ROUNDS
+
+
+def test_link_or_copy_shares_the_file_or_copies_across_file_systems(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "model.so"
+    src.write_bytes(b"library bytes")
+    linked = link_or_copy(src, tmp_path / "a.so")
+    assert linked.read_bytes() == b"library bytes" and linked.stat().st_ino == src.stat().st_ino
+
+    def fails_with(code: int):
+        def link(*_args: object) -> None:
+            raise OSError(code, os.strerror(code))
+        return link
+
+    monkeypatch.setattr(os, "link", fails_with(errno.EXDEV))
+    copied = link_or_copy(src, tmp_path / "b.so")
+    assert copied.read_bytes() == b"library bytes" and copied.stat().st_ino != src.stat().st_ino
+    monkeypatch.setattr(os, "link", fails_with(errno.ENOSPC))
+    with pytest.raises(OSError, match="No space"):  # other errors are not papered over with a copy
+        link_or_copy(src, tmp_path / "c.so")

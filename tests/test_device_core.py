@@ -14,6 +14,7 @@ import yaml
 
 from pipeline.device import (MeasurePolicy, export_library, list_profiles, load_profile, measure,
                              open_session)
+from pipeline.device import session as session_module
 from pipeline.device.check import build_tiny, check_device, tiny_inputs
 from pipeline.device.profile import RPCConnection
 from pipeline.device.rpcserver import free_port
@@ -200,3 +201,10 @@ def test_a_new_library_at_a_loaded_path_runs_its_own_code(where, request, tmp_pa
             vm = relax.VirtualMachine(session.load(path), session.device)
             out = vm["main"](tvm.runtime.tensor(x, session.device)).numpy()
             np.testing.assert_array_equal(out, 2 * x)
+        # Loaded libraries leave no file behind them (a profile run loads hundreds).
+        if where == "local":
+            assert not list(session_module._LOAD_DIR.iterdir())
+        else:
+            uploaded = f"{session_module._library_digest(path)[1]}-{path.name}"
+            with pytest.raises(Exception, match="(?i)no such file|not found|fail"):
+                session.rpc.download(uploaded)

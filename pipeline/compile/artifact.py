@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 import pipeline
+from pipeline.atomic import link_or_copy
 from pipeline.compile.build import check_toolchain
 from pipeline.compile.cache import LIBRARY, ONNX, CacheKey, CompileCache, code_digest, weights_digest
 from pipeline.compile.frontend import INPUT_NAME, OUTPUT_NAME, export_onnx_checked, torch_reference
@@ -195,7 +196,7 @@ def _emit(item: _Prepared, space: SearchSpace, profile: Any, cache: CompileCache
     staging.mkdir(parents=True)
     try:
         for name in (LIBRARY, ONNX):
-            shutil.copy2(cache.path(item.key) / name, staging / name)
+            link_or_copy(cache.path(item.key) / name, staging / name)
         manifest = Manifest(_manifest_data(item, space, profile, entry, staging, num_classes, preprocessing))
         if session is not None:
             x = fixed_input(item.config.resolution, INPUT_SEED)

@@ -33,6 +33,8 @@ STALE_SECONDS = 24 * 3600
 CODE_PACKAGES = ("space", "model", "compile", "kernels")
 LIBRARY = "model.so"
 ONNX = "model.onnx"
+#: Mode of an entry's library and ONNX file.
+READ_ONLY = 0o444
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -116,7 +118,13 @@ class CompileCache:
         return Path(tempfile.mkdtemp(dir=tmp))
 
     def commit(self, key: CacheKey, staged: Path, entry: dict[str, Any]) -> Path:
-        """Move a staged folder (with model.so and model.onnx) into place atomically."""
+        """Move a staged folder (with model.so and model.onnx) into place atomically.
+
+        Its files are made read-only: artifact folders hard-link them (`link_or_copy`), so
+        an in-place edit of an artifact's library would otherwise change the cache entry.
+        """
+        for name in (LIBRARY, ONNX):
+            os.chmod(staged / name, READ_ONLY)
         (staged / ENTRY_FILE).write_text(json.dumps(entry, indent=2))
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
+from pipeline.atomic import link_or_copy
 from pipeline.device.profile import (Connection, DeviceProfile, EmulatedConnection, LocalConnection,
                                      RPCConnection, TrackerConnection)
 from pipeline.errors import DeviceError, is_device_failure
@@ -96,18 +97,16 @@ class LocalSession(DeviceSession):
         return tvm.cpu(0)
 
     def load(self, lib_path):
-        """Load a private copy named by the file's content; the same content loads once.
+        """Load through a name made of the file's content; the same content loads once.
 
         `dlopen` of a path already open in the process returns the open handle, i.e. the
         OLD code when a different library was written to that path since (a budget folder
-        rebuilt in the next round); a copy named by its content hash is a new path for
-        new code and the same path for the same code.
+        rebuilt in the next round); a name made of the content hash is a new path for new
+        code and the same path for the same code.
         """
-        import tvm
-
         path, digest = _library_digest(lib_path)
         if digest not in self._loaded:
-            self._loaded[digest] = tvm.runtime.load_module(str(_content_named_copy(path, digest)))
+            self._loaded[digest] = _load_content_named(path, digest)
         return self._loaded[digest]
 
     def get_function(self, name: str):
@@ -134,18 +133,26 @@ def _library_digest(lib_path: str | os.PathLike) -> tuple[Path, str]:
 _LOAD_DIR: Path | None = None
 
 
-def _content_named_copy(path: Path, digest: str) -> Path:
-    """`path` copied (once per content) into this process's load folder, removed at exit."""
+def _load_content_named(path: Path, digest: str):
+    """`path` loaded through a link (or copy) named by its content in this process's load folder.
+
+    The name is removed as soon as the library is loaded: the mapping keeps the code, and
+    a long profile run (hundreds of 35-95 MB libraries) or a killed one leaves nothing
+    behind. A later `dlopen` of the same name, i.e. the same content, gets the open handle.
+    """
+    import tvm
+
     global _LOAD_DIR
     if _LOAD_DIR is None:
         _LOAD_DIR = Path(tempfile.mkdtemp(prefix="pipeline-libs-"))
         atexit.register(shutil.rmtree, _LOAD_DIR, True)
-    copy = _LOAD_DIR / f"{digest}-{path.name}"
-    if not copy.is_file():
-        partial = copy.with_name(f".{copy.name}.{threading.get_ident()}.part")
-        shutil.copyfile(path, partial)
-        os.replace(partial, copy)  # whole or absent: a concurrent loader never sees half a file
-    return copy
+    name = _LOAD_DIR / f"{digest}.{threading.get_ident()}-{path.name}"
+    name.unlink(missing_ok=True)
+    link_or_copy(path, name)
+    try:
+        return tvm.runtime.load_module(str(name))
+    finally:
+        name.unlink(missing_ok=True)
 
 
 class RemoteSession(DeviceSession):
@@ -170,7 +177,8 @@ class RemoteSession(DeviceSession):
         return self.rpc.cpu(0)
 
     def load(self, lib_path):
-        """Upload under a name made of the content hash and load; the same content loads once.
+        """Upload under a name made of the content hash, load, remove the upload; the same
+        content loads once.
 
         Re-uploading over a library the server has already dlopen'ed rewrites a mapped file
         and crashes the server on the next symbol lookup, and dlopen of an open path returns
@@ -181,6 +189,7 @@ class RemoteSession(DeviceSession):
             remote_name = f"{digest}-{path.name}"
             self.rpc.upload(str(path), target=remote_name)
             self._loaded[digest] = self.rpc.load_module(remote_name)
+            self.rpc.remove(remote_name)  # loaded: the device's disk need not hold every library of a run
         return self._loaded[digest]
 
     def get_function(self, name: str):
