@@ -373,3 +373,34 @@ def test_interval_widens_with_distance_from_the_fitted_subnets(demo):
 
     again = LatencyPredictor.from_dict(json.loads(json.dumps(predictor.to_dict())))
     np.testing.assert_allclose(again.interval([space.largest()])[1], hi[1:])
+
+
+def test_rows_timed_beside_different_references_are_each_corrected_by_their_own(tmp_path):
+    """A store holding rows timed beside two references (say the space's largest subnet,
+    then a cheaper one for a slow device): each row is scaled by its own reference's quiet
+    time, not one quiet time for all (which would put one group ~10x off)."""
+    from pipeline.compile.keys import measured_id
+    from pipeline.device import MeasurementStore, load_profile
+    from pipeline.device.measure import Measurement
+    from pipeline.device.store import MeasurementRecord, RecordKey
+    from pipeline.measure.jobs import quiet_time
+    from pipeline.predict.workflow import load_dataset
+
+    space = SearchSpace.load(DEMO)
+    configs = sampling_plan(space, 12)
+    quiet_latency = np.arange(1.0, 13.0)
+    groups = {"A": np.linspace(10.0, 20.0, 8), "B": np.linspace(100.0, 130.0, 4)}  # the reference's times
+    fields = ("target", "tvm", "kernels")
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        row = 0
+        for ref_id, times in groups.items():
+            for ref_ms in times:
+                raw = quiet_latency[row] * ref_ms / quiet_time(times)  # contention slows both alike
+                store.add(MeasurementRecord.from_measurement(
+                    RecordKey("x86-host", measured_id(configs[row].id, 10), *fields), configs[row].to_dict(),
+                    Measurement.from_repeats([raw] * 3, 1, 1, 0.1), {"reference_id": ref_id, "reference_ms": ref_ms}))
+                row += 1
+    data = load_dataset(load_profile("x86-host"), space, tmp_path / "m.sqlite", key_fields=fields)
+    by_id = dict(zip(data.ids, data.latency_ms))
+    np.testing.assert_allclose([by_id[c.id] for c in configs], quiet_latency, rtol=1e-9)
+    assert (data.reference_id, data.reference_ms) == ("A", pytest.approx(quiet_time(groups["A"])))

@@ -125,7 +125,8 @@ def fit_latency(profile: Any, space: SearchSpace, num_classes: int | None = None
     data = load_dataset(profile, space, num_classes=num_classes)
     lut = load_block_table(profile, space)
     predictor = fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids, lut=lut
-                              ).with_info(reference_ms=data.reference_ms, num_classes=data.num_classes)
+                              ).with_info(reference_ms=data.reference_ms, reference_id=data.reference_id,
+                                          num_classes=data.num_classes)
     revision = int(save_predictor(predictor).stem[1:])
     cv = predictor.info.get("cv", {}).get(predictor.kind, {})
     report = {"kind": predictor.kind, "revision": revision, "n_train": len(data),

@@ -134,15 +134,27 @@ class AtConditions:
         return attr
 
 
+#: Timings of the reference whose median is its time "now" (`at_conditions`): one timing
+#: that fell in a slow phase of the emulated device scaled a model x2.00 for a whole round.
+CONDITION_TIMINGS = 3
+
+
 def at_conditions(model: Any, session: Any, reference: Reference, policy: Any) -> AtConditions:
-    """`model` scaled by the reference timed now in `session` (scale 1 when the model's data
-    was not contention-corrected)."""
+    """`model` scaled by the reference timed now in `session`, the median of
+    `CONDITION_TIMINGS` timings (scale 1 when the model's data was not contention-corrected,
+    or assume another reference)."""
     from pipeline.device import measure
 
-    assumed = getattr(model, "info", {}).get("reference_ms")
+    info = getattr(model, "info", {})
+    assumed = info.get("reference_ms")
     if not assumed:
         return AtConditions(model, 1.0)
-    now = measure(session, reference.library, reference.inputs, policy).median_ms
+    if info.get("reference_id", reference.subnet_id) != reference.subnet_id:
+        log.warning("the model's data assume reference %s, not %s: predictions left unscaled",
+                    info["reference_id"], reference.subnet_id)
+        return AtConditions(model, 1.0)
+    now = float(np.median([measure(session, reference.library, reference.inputs, policy).median_ms
+                           for _ in range(CONDITION_TIMINGS)]))
     log.info("reference %.3f ms now vs %.3f ms in the model's data: predictions x %.2f", now, assumed, now / assumed)
     return AtConditions(model, now / assumed)
 

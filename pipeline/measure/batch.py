@@ -5,7 +5,8 @@ the next is awaited, so Ctrl-C or kill -9 loses at most the ones in flight. Ever
 row carries the reference (`reference_id`, `reference_ms`: the geometric mean of its timings
 on the same server just before and just after the job, each at most `REFERENCE_MAX_AGE_S`
 away; `reference_drift` between them), so a fit can correct every row for contention, the
-build's own included; a job the two disagree on is timed again. Tracker profiles spread the batch over all servers
+build's own included; a job the two disagree on, or timed while the reference ran well over
+its quiet time on the device (a slow phase), is timed again. Tracker profiles spread the batch over all servers
 under their key; other profiles measure one after another in a single session (the
 caller's, if given).
 """
@@ -16,6 +17,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import replace
 from typing import Callable, Iterator, Sequence
 
 from pipeline.device.measure import Measurement, measure
@@ -24,7 +26,7 @@ from pipeline.device.session import DeviceSession, open_session
 from pipeline.device.store import MeasurementRecord, MeasurementStore
 from pipeline.errors import is_device_failure
 from pipeline.measure.farm import on_tracker
-from pipeline.measure.jobs import JobResult, MeasureJob, Reference
+from pipeline.measure.jobs import JobResult, MeasureJob, Reference, quiet_time
 from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,27 @@ REFERENCE_MAX_AGE_S = 2.0
 MAX_REFERENCE_DRIFT = 0.10
 MAX_RETIMES = 2
 
+#: A job whose reference ran more than this factor over the reference's quiet time on the
+#: device (`quiet_time` of its times stored beside earlier jobs) ran in a slow phase: it is
+#: timed again like a drifting one. The emulated device has phases of seconds in which
+#: everything runs 1.7-2x slower (the reference 146-173 ms instead of 85); a subnet timed
+#: in one measured 49.0 ms after 23.8 ms and was rejected for its 31 ms budget.
+SLOW_FACTOR = 1.25
+#: Stored reference times needed before a quiet time is believed.
+QUIET_MIN_ROWS = 5
+#: Jobs in a row still slow after their re-times: the device is slow now (a long load, a
+#: throttled CPU), not in a phase, and re-timing for slowness stops until a job is not slow.
+SLOW_STREAK = 3
 
-def _runner(reference: Reference | None):
+
+def _runner(reference: Reference | None, quiet_ms: float | None = None):
     """The function that runs one job in a session, bracketed by the reference (if any):
     timed before (unless a timing younger than `REFERENCE_MAX_AGE_S` exists) and after (the
     same rule, so one timing closes a job and opens the next), the job re-timed while the
-    two differ by more than `MAX_REFERENCE_DRIFT`."""
+    two differ by more than `MAX_REFERENCE_DRIFT` or, given the reference's `quiet_ms`,
+    while the device runs in a slow phase (`SLOW_FACTOR`)."""
     last: dict[str, tuple[float, float]] = {}  # worker -> (monotonic time, reference median ms)
+    slow_streak: dict[str, int] = {}  # worker -> jobs in a row that stayed slow
 
     def reference_ms(session: DeviceSession, job: MeasureJob, worker: str, fresh: bool = False) -> float:
         when, ms = last.get(worker, (-float("inf"), 0.0))
@@ -66,7 +82,17 @@ def _runner(reference: Reference | None):
         if reference is None:
             return JobResult(job, worker, timing())
         before = reference_ms(session, job, worker)
-        return bracketed(job, worker, timing, before, lambda fresh: reference_ms(session, job, worker, fresh))
+        judged_quiet = quiet_ms if slow_streak.get(worker, 0) < SLOW_STREAK else None
+        result = bracketed(job, worker, timing, before, lambda fresh: reference_ms(session, job, worker, fresh),
+                           judged_quiet)
+        if quiet_ms is not None:
+            slow = result.reference_ms > SLOW_FACTOR * quiet_ms
+            slow_streak[worker] = slow_streak.get(worker, 0) + 1 if slow else 0
+            if slow_streak[worker] == SLOW_STREAK:
+                log.warning("%s: the reference ran %.2fx its quiet time (%.3f ms) beside %d jobs in a row: the "
+                            "device is slow now; its timings are kept as they are (the fit corrects them by the "
+                            "reference)", worker, result.reference_ms / quiet_ms, quiet_ms, SLOW_STREAK)
+        return result
 
     def run_job(session: DeviceSession, job: MeasureJob, worker: str) -> JobResult:
         """A failed job is reported to the caller, who logs it and leaves it unstored. A
@@ -90,25 +116,40 @@ def _runner(reference: Reference | None):
 
 
 def bracketed(job: MeasureJob, worker: str, timing: Callable[[], Measurement], before: float,
-              reference_after: Callable[[bool], float]) -> JobResult:
+              reference_after: Callable[[bool], float], quiet_ms: float | None = None) -> JobResult:
     """Time `job` between two reference timings (`before`, then `reference_after(fresh)`);
-    while the two differ by more than `MAX_REFERENCE_DRIFT`, time it again (up to
-    `MAX_RETIMES` more times, each closed by a fresh reference timing) and keep the timing
-    whose bracket drifted least. Its `reference_ms` is the bracket's geometric mean."""
+    while the two differ by more than `MAX_REFERENCE_DRIFT`, or (given the reference's
+    `quiet_ms`) their geometric mean is over `SLOW_FACTOR` x `quiet_ms`, time it again (up
+    to `MAX_RETIMES` more times, each closed by a fresh reference timing) and keep the
+    timing whose bracket was least disturbed: least drift plus least slowness. Its
+    `reference_ms` is the bracket's geometric mean."""
+
+    def disturbance(r: JobResult) -> float:
+        slowness = max(0.0, r.reference_ms / quiet_ms - 1.0) if quiet_ms else 0.0
+        return abs(r.reference_drift) + slowness
+
     best: JobResult | None = None
     for retime in range(MAX_RETIMES + 1):
         result = timing()
         # a re-time is judged by a new closing timing: the age rule would reuse the one
         # that just opened it, and a drift within the job would go unseen
         after = reference_after(retime > 0)
-        drift = after / before - 1.0
-        this = JobResult(job, worker, result, math.sqrt(before * after), drift, retime)
-        if best is None or abs(drift) < abs(best.reference_drift):
+        this = JobResult(job, worker, result, math.sqrt(before * after), after / before - 1.0, retime)
+        if best is None or disturbance(this) < disturbance(best):
             best = this
-        if abs(drift) <= MAX_REFERENCE_DRIFT:
+        slow = quiet_ms is not None and this.reference_ms > SLOW_FACTOR * quiet_ms
+        if abs(this.reference_drift) <= MAX_REFERENCE_DRIFT and not slow:
             break
         before = after
-    return best
+    return replace(best, retimes=retime)
+
+
+def stored_quiet_time(store: MeasurementStore, device: str, reference: Reference) -> float | None:
+    """The reference's quiet time on `device` from the store's rows timed beside it, or None
+    with fewer than `QUIET_MIN_ROWS` of them."""
+    times = [r.meta["reference_ms"] for r in store.records(device)
+             if r.meta.get("reference_id") == reference.subnet_id and r.meta.get("reference_ms")]
+    return quiet_time(times) if len(times) >= QUIET_MIN_ROWS else None
 
 
 def _record(result: JobResult, reference: Reference) -> MeasurementRecord:
@@ -143,7 +184,8 @@ def measure_batch(profile: DeviceProfile, jobs: Sequence[MeasureJob], store: Mea
                  len(unique) - len(pending), len(unique), len(pending))
     if not pending:
         return
-    run_job = _runner(reference)
+    quiet_ms = stored_quiet_time(store, profile.name, reference) if store is not None else None
+    run_job = _runner(reference, quiet_ms)
     if isinstance(profile.connection, TrackerConnection):
         results = on_tracker(profile, pending, run_job, session, workers)
     else:

@@ -45,14 +45,25 @@ class Reference:
     inputs: dict[str, np.ndarray] = field(compare=False)
 
 
+#: The percentile of a reference's stored times taken as its time on a quiet device: the
+#: lowest times can be lucky outliers, the median is whatever load was usual.
+QUIET_PERCENTILE = 10
+
+
+def quiet_time(reference_ms: Any) -> float:
+    """A reference's time on a (nearly) quiet device, from its times beside many jobs."""
+    return float(np.percentile(np.asarray(reference_ms, dtype=np.float64), QUIET_PERCENTILE))
+
+
 @dataclass(frozen=True)
 class JobResult:
     """A finished job: its measurement (and the reference's median beside it), or the error
     that stopped it; `worker` names the session that ran it.
 
-    `reference_ms` is the geometric mean of the reference timed before and after the job,
-    `reference_drift` their relative change (after / before - 1), `retimes` how many more
-    times the job was timed because that drift was too large."""
+    `reference_ms` is the geometric mean of the reference timed before and after the kept
+    timing, `reference_drift` their relative change (after / before - 1), `retimes` how
+    many more times the job was timed because a bracket drifted too much or ran in a slow
+    phase (the least disturbed timing is kept)."""
 
     job: MeasureJob
     worker: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.measure import block_store_path
+from pipeline.measure.jobs import quiet_time
 from pipeline.predict.features import space_tables
 from pipeline.predict.fit import fit_predictor
 from pipeline.predict.lut import BlockLatencyTable
@@ -38,9 +40,10 @@ DEFAULT_TEST_FRACTION = 0.3
 class Dataset:
     """Measured subnets of one device: ids, configs, encoded (N, 31) and median latency (ms).
 
-    `reference_ms`: the reference's quiet-machine time the latencies were corrected to
-    (`reference_baseline`), None when they are raw; a model fitted on corrected latencies
-    predicts the device at that speed, so a caller judging raw timings scales by it."""
+    `reference_ms`: the quiet-machine time (`pipeline.measure.jobs.quiet_time`) of the
+    reference `reference_id` that the latencies were corrected to, None when they are raw;
+    a model fitted on corrected latencies predicts the device at that speed, so a caller
+    judging raw timings scales by that reference timed now."""
 
     device: str
     ids: tuple[str, ...]
@@ -51,6 +54,7 @@ class Dataset:
     #: classes of the head every measured library had (what a fit on this data predicts)
     num_classes: int
     reference_ms: float | None = None
+    reference_id: str | None = None
 
     def subset(self, mask: np.ndarray) -> "Dataset":
         idx = np.flatnonzero(mask)
@@ -76,7 +80,6 @@ def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) 
     For looking at (or deliberately fitting on) measurements of code that is no longer
     current, e.g. while the kernel library is still changing.
     """
-    from collections import Counter
 
     from pipeline.device import MeasurementStore
 
@@ -85,15 +88,22 @@ def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) 
     return counts.most_common()
 
 
-def reference_baseline(reference_ms: np.ndarray) -> float:
-    """The 10th percentile of the reference's times: the reference on a (nearly) quiet machine."""
-    return float(np.percentile(reference_ms, 10))
-
-
-def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray) -> np.ndarray:
-    """Latencies corrected for machine contention: x (baseline / reference at measurement time),
-    so corrected values estimate quiet-machine latencies (see `reference_baseline`)."""
-    return latency_ms * (reference_baseline(reference_ms) / reference_ms)
+def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray, reference_ids: Sequence[str]
+                         ) -> tuple[np.ndarray, str, float]:
+    """Latencies corrected for machine contention, each x (its reference's quiet time /
+    that reference's time beside it), so corrected values estimate quiet-machine latencies
+    whichever reference a row was timed beside (a store can hold rows of several: another
+    head, a cheaper reference for a slow device); plus the most common reference and its
+    quiet time, which the latencies assume when scaled to the device as it runs now."""
+    ids = np.asarray(reference_ids, dtype=object)
+    corrected = np.empty_like(latency_ms, dtype=np.float64)
+    quiet: dict[str, float] = {}
+    for ref in dict.fromkeys(reference_ids):
+        rows = ids == ref
+        quiet[ref] = quiet_time(reference_ms[rows])
+        corrected[rows] = latency_ms[rows] * (quiet[ref] / reference_ms[rows])
+    common = Counter(reference_ids).most_common(1)[0][0]
+    return corrected, common, quiet[common]
 
 
 def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str | os.PathLike | None = None,
@@ -127,20 +137,21 @@ def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str |
             ids.append(config.id)
             configs.append(config)
             latency.append(rec.median_ms)
-            reference.append(rec.meta.get("reference_ms"))
+            reference.append((rec.meta.get("reference_ms"), rec.meta.get("reference_id", "")))
     log.info("%s: %d measured subnets of space %s (%d-class head) under kernel hash %s", device, len(ids),
              space.name, num_classes, fields[2][:12])
     data = Dataset(device, tuple(ids), tuple(configs), encode_many(configs), np.asarray(latency, dtype=np.float64),
                    fields, num_classes)
-    with_reference = np.array([r is not None for r in reference], dtype=bool)
+    with_reference = np.array([ms is not None for ms, _ in reference], dtype=bool)
     if normalise and with_reference.any():
         if not with_reference.all():
             log.info("%s: using the %d of %d measurements taken beside the reference (contention-corrected); "
                      "`pipeline profile --remeasure` re-times the others", device, with_reference.sum(), len(ids))
         data = data.subset(with_reference)
-        refs = np.asarray([r for r in reference if r is not None], dtype=np.float64)
-        data = replace(data, latency_ms=reference_normalised(data.latency_ms, refs),
-                       reference_ms=reference_baseline(refs))
+        kept = [r for r in reference if r[0] is not None]
+        latency_ms, ref_id, ref_ms = reference_normalised(
+            data.latency_ms, np.asarray([ms for ms, _ in kept], dtype=np.float64), [i for _, i in kept])
+        data = replace(data, latency_ms=latency_ms, reference_id=ref_id, reference_ms=ref_ms)
     return data
 
 
@@ -174,7 +185,8 @@ def load_block_table(profile: "DeviceProfile", space: SearchSpace, store_path: s
     latency = np.array([r.median_ms for r in records])
     reference = [r.meta.get("reference_ms") for r in records]
     if None not in reference:
-        latency = reference_normalised(latency, np.asarray(reference, dtype=np.float64))
+        latency = reference_normalised(latency, np.asarray(reference, dtype=np.float64),
+                                       [r.meta.get("reference_id", "") for r in records])[0]
     return BlockLatencyTable.build(space_tables(space),
                                    {tuple(r.config["block_key"]): ms for r, ms in zip(records, latency)})
 
