@@ -61,8 +61,7 @@ def fit_on_plan(profile: Any, space: SearchSpace, n: int) -> Any:
     data = only(load_dataset(profile, space, _store("plan", profile.name)), sampling_plan(space, n))
     return fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids,
                          lut=load_block_table(profile, space)
-                         ).with_info(reference_ms=data.reference_ms, reference_id=data.reference_id,
-                                     num_classes=data.num_classes)
+                         ).with_info(reference_quiet_ms=data.reference_quiet_ms, num_classes=data.num_classes)
 
 
 def transfer(source: Any, target_name: str, space: SearchSpace, ks: list[int], pool_n: int, seed: int,

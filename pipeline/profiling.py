@@ -118,13 +118,18 @@ def _compile_timed(space: SearchSpace, configs: Sequence[SubnetConfig], profile:
                         names=[measured_id(c.id, num_classes) for c in configs], workers=workers, verify=False)
 
 
+def reference_config(space: SearchSpace, profile: "DeviceProfile") -> SubnetConfig:
+    """The subnet the device's policy names as its contention reference."""
+    return space.smallest() if profile.policy.reference == "smallest" else space.largest()
+
+
 def compile_reference(space: SearchSpace, profile: "DeviceProfile", workers: int | None = None,
                       num_classes: int | None = None) -> Reference:
-    """The space's largest subnet compiled for the device with a `num_classes` head (a
-    compile-cache hit after the first time)."""
+    """The device's reference subnet of the space (`reference_config`) compiled for it with
+    a `num_classes` head (a compile-cache hit after the first time)."""
     from pipeline.compile import INPUT_NAME, fixed_input
 
-    config = space.largest()
+    config = reference_config(space, profile)
     (artifact,) = _compile_timed(space, [config], profile, num_classes, workers)
     return Reference(artifact_measured_id(artifact), artifact.library, {INPUT_NAME: fixed_input(config.resolution)})
 
@@ -230,7 +235,7 @@ def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: s
     from pipeline.compile import INPUT_NAME, fixed_input
     from pipeline.device import MeasurementStore
 
-    largest = space.largest()
+    reference_subnet = reference_config(space, profile)
     done = 0
     with MeasurementStore(store_path) as store:
         records = [r for r in store.records(profile.name)
@@ -240,13 +245,13 @@ def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: s
             head = r.meta.get("num_classes", BARE_ID_CLASSES)
             groups.setdefault((r.kernel_db_hash, head), []).append(r)
         for (kernel_hash, head), group in groups.items():
-            ref_id = measured_id(largest.id, head)
+            ref_id = measured_id(reference_subnet.id, head)
             ref_lib = _stored_artifact(profile.name, ref_id, kernel_hash)
             if ref_lib is None:
                 log.warning("%s: no reference library built with kernels %s and a %d-class head; %d record(s) "
                             "left as they are", profile.name, kernel_hash[:12], head, len(group))
                 continue
-            reference = Reference(ref_id, ref_lib, {INPUT_NAME: fixed_input(largest.resolution)})
+            reference = Reference(ref_id, ref_lib, {INPUT_NAME: fixed_input(reference_subnet.resolution)})
             jobs = [MeasureJob(r.key, r.config, _stored_artifact(profile.name, r.subnet_id, kernel_hash),
                                {INPUT_NAME: fixed_input(SubnetConfig.from_dict(r.config).resolution)},
                                profile.policy, {**r.meta, "remeasured_from_artifact": True}) for r in group]

@@ -57,6 +57,7 @@ def _write(tmp_path: Path, profile: dict) -> Path:
     ({"connection": {"kind": "rpc", "host": "h"}}, "lacks `port`"),
     ({"policy": {"repeat": 0}}, "`repeat` must be > 0"),
     ({"policy": {"repat": 3}}, "unknown key(s) ['repat']"),
+    ({"policy": {"reference": "median"}}, "`reference` must be one of ['largest', 'smallest']"),
     ({"target": {"kind": "cuda"}}, "`target.kind` must be 'llvm'"),
     ({"cross_compiler": None, "arch": "arm64"}, "set `cross_compiler`"),
 ])

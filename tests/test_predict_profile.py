@@ -131,3 +131,26 @@ def test_measure_blocks_only_through_the_cli(profiled):
     assert set(summary) == {"blocks"}
     wanted = distinct_blocks(space, sampling_plan(space, 1))
     assert summary["blocks"]["planned"] == len({b.key for b in wanted}) and summary["blocks"]["measured"] > 0
+
+
+def test_a_policy_naming_the_smallest_reference_times_beside_it(profiled, tmp_path):
+    """A slow device's policy names the space's smallest subnet as its contention reference:
+    every row says so, and the dataset's quiet time is that reference's."""
+    from dataclasses import replace
+
+    space = SearchSpace.load("demo")
+    store_path = tmp_path / "small-reference.sqlite"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_CACHE", str(profiled["root"] / "cache"))
+        x86 = load_profile("x86-host")
+        profile = replace(x86, policy=replace(x86.policy, reference="smallest"))
+        plan = sampling_plan(space, 3)
+        assert profile_subnets(profile, space, plan, store_path, workers=1).measured == 3
+        data = load_dataset(profile, space, store_path)
+    with MeasurementStore(store_path) as store:
+        rows = store.records("x86-host")
+    smallest = measured_id(space.smallest().id, 10)
+    assert {r.meta["reference_id"] for r in rows} == {smallest}
+    assert set(data.reference_quiet_ms) == {smallest}
+    beside = [r.meta["reference_ms"] for r in rows]
+    assert min(beside) <= data.reference_quiet_ms[smallest] <= max(beside)

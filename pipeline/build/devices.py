@@ -117,7 +117,7 @@ def fit_latency(profile: Any, space: SearchSpace, num_classes: int | None = None
     No held-out split here: the build wants the best predictor from what it measured
     (the closed loop then measures the picks on the device); its error is reported
     from the cross-validation that selected the predictor kind. Its info's
-    `reference_ms` is the reference time its (contention-corrected) latencies assume.
+    `reference_quiet_ms` holds the reference times its (contention-corrected) latencies assume.
     """
     from pipeline.predict import fit_predictor, save_predictor
     from pipeline.predict.workflow import load_block_table, load_dataset
@@ -125,8 +125,7 @@ def fit_latency(profile: Any, space: SearchSpace, num_classes: int | None = None
     data = load_dataset(profile, space, num_classes=num_classes)
     lut = load_block_table(profile, space)
     predictor = fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids, lut=lut
-                              ).with_info(reference_ms=data.reference_ms, reference_id=data.reference_id,
-                                          num_classes=data.num_classes)
+                              ).with_info(reference_quiet_ms=data.reference_quiet_ms, num_classes=data.num_classes)
     revision = int(save_predictor(predictor).stem[1:])
     cv = predictor.info.get("cv", {}).get(predictor.kind, {})
     report = {"kind": predictor.kind, "revision": revision, "n_train": len(data),

@@ -140,18 +140,18 @@ CONDITION_TIMINGS = 3
 
 
 def at_conditions(model: Any, session: Any, reference: Reference, policy: Any) -> AtConditions:
-    """`model` scaled by the reference timed now in `session`, the median of
-    `CONDITION_TIMINGS` timings (scale 1 when the model's data was not contention-corrected,
-    or assume another reference)."""
+    """`model` scaled by the reference timed now in `session` (the median of
+    `CONDITION_TIMINGS` timings) over its quiet time in the model's data; scale 1 when the
+    data were not contention-corrected or never timed beside this reference."""
     from pipeline.device import measure
 
-    info = getattr(model, "info", {})
-    assumed = info.get("reference_ms")
-    if not assumed:
+    quiet = getattr(model, "info", {}).get("reference_quiet_ms")
+    if not quiet:
         return AtConditions(model, 1.0)
-    if info.get("reference_id", reference.subnet_id) != reference.subnet_id:
-        log.warning("the model's data assume reference %s, not %s: predictions left unscaled",
-                    info["reference_id"], reference.subnet_id)
+    assumed = quiet.get(reference.subnet_id)
+    if assumed is None:
+        log.warning("no measurement in the model's data was timed beside reference %s (only %s): predictions "
+                    "left unscaled", reference.subnet_id, ", ".join(sorted(quiet)))
         return AtConditions(model, 1.0)
     now = float(np.median([measure(session, reference.library, reference.inputs, policy).median_ms
                            for _ in range(CONDITION_TIMINGS)]))

@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 
 #: A reference timing younger than this serves the next job on the same server too: contention
 #: drifts over seconds, while timing the reference before every small job (a block takes a
-#: fraction of a second) doubled the profiling time on an emulated device.
+#: fraction of a second) doubled the profiling time on an emulated device. A reference
+#: whose own timing lasts longer serves for as long as it took: it cannot see a drift
+#: faster than itself, and on a slow device (a full-space reference takes 7-75 s under
+#: emulation) re-timing it around every block cost several times the blocks.
 REFERENCE_MAX_AGE_S = 2.0
 
 
@@ -61,18 +64,19 @@ SLOW_STREAK = 3
 
 def _runner(reference: Reference | None, quiet_ms: float | None = None):
     """The function that runs one job in a session, bracketed by the reference (if any):
-    timed before (unless a timing younger than `REFERENCE_MAX_AGE_S` exists) and after (the
+    timed before (unless a young enough timing exists, `REFERENCE_MAX_AGE_S`) and after (the
     same rule, so one timing closes a job and opens the next), the job re-timed while the
     two differ by more than `MAX_REFERENCE_DRIFT` or, given the reference's `quiet_ms`,
     while the device runs in a slow phase (`SLOW_FACTOR`)."""
-    last: dict[str, tuple[float, float]] = {}  # worker -> (monotonic time, reference median ms)
+    last: dict[str, tuple[float, float, float]] = {}  # worker -> (monotonic time, median ms, seconds it took)
     slow_streak: dict[str, int] = {}  # worker -> jobs in a row that stayed slow
 
     def reference_ms(session: DeviceSession, job: MeasureJob, worker: str, fresh: bool = False) -> float:
-        when, ms = last.get(worker, (-float("inf"), 0.0))
-        if fresh or time.monotonic() - when > REFERENCE_MAX_AGE_S:
+        when, ms, took = last.get(worker, (-float("inf"), 0.0, 0.0))
+        if fresh or time.monotonic() - when > max(REFERENCE_MAX_AGE_S, took):
+            start = time.monotonic()
             ms = measure(session, reference.library, reference.inputs, job.policy).median_ms
-            last[worker] = (time.monotonic(), ms)
+            last[worker] = (time.monotonic(), ms, time.monotonic() - start)
         return ms
 
     def attempt(session: DeviceSession, job: MeasureJob, worker: str) -> JobResult:

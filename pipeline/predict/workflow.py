@@ -40,10 +40,10 @@ DEFAULT_TEST_FRACTION = 0.3
 class Dataset:
     """Measured subnets of one device: ids, configs, encoded (N, 31) and median latency (ms).
 
-    `reference_ms`: the quiet-machine time (`pipeline.measure.jobs.quiet_time`) of the
-    reference `reference_id` that the latencies were corrected to, None when they are raw;
-    a model fitted on corrected latencies predicts the device at that speed, so a caller
-    judging raw timings scales by that reference timed now."""
+    `reference_quiet_ms`: per reference subnet the rows were timed beside, its quiet-machine
+    time (`pipeline.measure.jobs.quiet_time`), to which the latencies were corrected; None
+    when they are raw. A model fitted on corrected latencies predicts the device on a quiet
+    machine, so a caller judging raw timings scales by one of those references timed now."""
 
     device: str
     ids: tuple[str, ...]
@@ -53,8 +53,7 @@ class Dataset:
     key_fields: tuple[str, str, str]
     #: classes of the head every measured library had (what a fit on this data predicts)
     num_classes: int
-    reference_ms: float | None = None
-    reference_id: str | None = None
+    reference_quiet_ms: dict[str, float] | None = None
 
     def subset(self, mask: np.ndarray) -> "Dataset":
         idx = np.flatnonzero(mask)
@@ -89,12 +88,11 @@ def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) 
 
 
 def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray, reference_ids: Sequence[str]
-                         ) -> tuple[np.ndarray, str, float]:
+                         ) -> tuple[np.ndarray, dict[str, float]]:
     """Latencies corrected for machine contention, each x (its reference's quiet time /
     that reference's time beside it), so corrected values estimate quiet-machine latencies
     whichever reference a row was timed beside (a store can hold rows of several: another
-    head, a cheaper reference for a slow device); plus the most common reference and its
-    quiet time, which the latencies assume when scaled to the device as it runs now."""
+    head, the cheaper reference a slow device's policy names); plus each reference's quiet time."""
     ids = np.asarray(reference_ids, dtype=object)
     corrected = np.empty_like(latency_ms, dtype=np.float64)
     quiet: dict[str, float] = {}
@@ -102,8 +100,7 @@ def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray, refer
         rows = ids == ref
         quiet[ref] = quiet_time(reference_ms[rows])
         corrected[rows] = latency_ms[rows] * (quiet[ref] / reference_ms[rows])
-    common = Counter(reference_ids).most_common(1)[0][0]
-    return corrected, common, quiet[common]
+    return corrected, quiet
 
 
 def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str | os.PathLike | None = None,
@@ -149,9 +146,9 @@ def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str |
                      "`pipeline profile --remeasure` re-times the others", device, with_reference.sum(), len(ids))
         data = data.subset(with_reference)
         kept = [r for r in reference if r[0] is not None]
-        latency_ms, ref_id, ref_ms = reference_normalised(
+        latency_ms, quiet = reference_normalised(
             data.latency_ms, np.asarray([ms for ms, _ in kept], dtype=np.float64), [i for _, i in kept])
-        data = replace(data, latency_ms=latency_ms, reference_id=ref_id, reference_ms=ref_ms)
+        data = replace(data, latency_ms=latency_ms, reference_quiet_ms=quiet)
     return data
 
 
