@@ -397,3 +397,37 @@ def test_a_larger_budget_whose_candidates_all_missed_ships_the_smaller_budgets_s
     assert (nothing.folder / "manifest.json").read_text() == cfg.id and nothing.reason is None
     assert (nothing.candidate.config, nothing.measured_ms, nothing.accuracy) == (cfg, 11.7, 75.4)
     assert nothing.rounds == [{"round": "reuse", "from_budget_ms": 22.0, "subnet_id": cfg.id, "replaced": None}]
+
+
+def test_a_round_measures_the_candidates_the_exact_source_rates_best(tmp_path: Path):
+    """Of the front members predicted within a budget, the ranker's top few are re-ordered by
+    the exact source before the round picks what to measure; the rest keep the ranker's
+    order, and a setup whose ranker is the exact source is left as it is."""
+    from pipeline.build.accuracy import AccuracySetup
+    from pipeline.build.loop import SCREEN_FACTOR, hedged_picks, screened
+    from pipeline.search import Budget, FittedAccuracyPredictor
+    from pipeline.search.evaluator import Candidate
+    from pipeline.search.methods import SearchResult
+
+    space = SearchSpace.load("demo")
+    configs = sampling_plan(space, 40)
+    rng = np.random.default_rng(0)
+    ranker = FittedAccuracyPredictor(n_estimators=20).fit(configs[:20], list(rng.uniform(60, 90, 20)))
+    exact = FittedAccuracyPredictor(n_estimators=20, seed=1).fit(configs[:20], list(rng.uniform(60, 90, 20)))
+    front = tuple(Candidate(c, float(a), {"dev": 1.0 + i}) for i, (c, a) in
+                  enumerate(zip(configs[20:], ranker.predict(configs[20:]))))
+    result = SearchResult("evolution", (Budget.single("dev", 100.0),), (None,), front, len(front), 1.0)
+    setup = AccuracySetup(ranker, exact, "test", None, {})
+    ctx = LoopContext(space, None, None, setup, EvolutionConfig(), tmp_path, 2, 1, measure_top=2)
+
+    by_ranker = sorted(front, key=lambda c: -c.accuracy)
+    head = by_ranker[:SCREEN_FACTOR * ctx.measure_top]
+    order = screened(ctx, result, "dev", 100.0)
+    scores = exact.predict([c.config for c in head])
+    assert [c.config for c in order[:len(head)]] == [head[i].config for i in np.argsort(-scores, kind="stable")]
+    assert order[len(head):] == by_ranker[len(head):]
+    assert [c.config for c in hedged_picks(order, None, 100.0, 2)] == [c.config for c in order[:2]]
+    # only members predicted within the limit, and nothing re-ordered when rank is exact
+    assert all(c.latency["dev"] <= 5.0 for c in screened(ctx, result, "dev", 5.0))
+    same = replace(ctx, accuracy=AccuracySetup(ranker, ranker, "test", None, {}))
+    assert screened(same, result, "dev", 100.0) == by_ranker
