@@ -72,9 +72,10 @@ class MeasurePolicy:
     exceeds `max_spread` is taken again, up to `remeasure` more times, after
     `cooldown_ms` of rest (a throttled or busy device shows up as spread).
     `reference` names the space's subnet timed beside every stored measurement (the
-    contention reference, `pipeline.measure.Reference`): its largest by default, its
-    smallest on a device so slow that timing the largest twice per job costs more than
-    the job (a full-space largest subnet runs 12.4 s under emulation, a typical one 2.8 s).
+    contention reference, `pipeline.measure.Reference`): its largest by default, or its
+    smallest, for a device so slow that timing the largest twice per job costs more than
+    the job (a full-space largest subnet runs 12.4 s a call under emulation, a typical one
+    2.8 s); the smaller reference tracked contention worse on the emulated demo space.
     """
 
     warmup: int = 1
