@@ -136,6 +136,14 @@ class MeasurementStore:
             return list(self._select("", ()))
         return list(self._select("WHERE device=?", (device,)))
 
+    def reference_times(self, device: str, reference_id: str) -> list[float]:
+        """The `reference_ms` of every row of `device` timed beside `reference_id` (one
+        query, no record parsed: the measurement layer asks before every batch)."""
+        rows = self._db.execute("SELECT json_extract(meta, '$.reference_ms') FROM measurements WHERE device=? "
+                                "AND json_extract(meta, '$.reference_id')=? AND json_extract(meta, '$.reference_ms') "
+                                "IS NOT NULL", (device, reference_id))
+        return [float(ms) for (ms,) in rows]
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
 

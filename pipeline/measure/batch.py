@@ -62,6 +62,11 @@ QUIET_MIN_ROWS = 5
 SLOW_STREAK = 3
 
 
+def _slow(reference_ms: float, quiet_ms: float | None) -> bool:
+    """Whether a reference time says the device ran in a slow phase (`SLOW_FACTOR`)."""
+    return quiet_ms is not None and reference_ms > SLOW_FACTOR * quiet_ms
+
+
 def _runner(reference: Reference | None, quiet_ms: float | None = None):
     """The function that runs one job in a session, bracketed by the reference (if any):
     timed before (unless a young enough timing exists, `REFERENCE_MAX_AGE_S`) and after (the
@@ -90,8 +95,7 @@ def _runner(reference: Reference | None, quiet_ms: float | None = None):
         result = bracketed(job, worker, timing, before, lambda fresh: reference_ms(session, job, worker, fresh),
                            judged_quiet)
         if quiet_ms is not None:
-            slow = result.reference_ms > SLOW_FACTOR * quiet_ms
-            slow_streak[worker] = slow_streak.get(worker, 0) + 1 if slow else 0
+            slow_streak[worker] = slow_streak.get(worker, 0) + 1 if _slow(result.reference_ms, quiet_ms) else 0
             if slow_streak[worker] == SLOW_STREAK:
                 log.warning("%s: the reference ran %.2fx its quiet time (%.3f ms) beside %d jobs in a row: the "
                             "device is slow now; its timings are kept as they are (the fit corrects them by the "
@@ -141,8 +145,7 @@ def bracketed(job: MeasureJob, worker: str, timing: Callable[[], Measurement], b
         this = JobResult(job, worker, result, math.sqrt(before * after), after / before - 1.0, retime)
         if best is None or disturbance(this) < disturbance(best):
             best = this
-        slow = quiet_ms is not None and this.reference_ms > SLOW_FACTOR * quiet_ms
-        if abs(this.reference_drift) <= MAX_REFERENCE_DRIFT and not slow:
+        if abs(this.reference_drift) <= MAX_REFERENCE_DRIFT and not _slow(this.reference_ms, quiet_ms):
             break
         before = after
     return replace(best, retimes=retime)
@@ -151,8 +154,7 @@ def bracketed(job: MeasureJob, worker: str, timing: Callable[[], Measurement], b
 def stored_quiet_time(store: MeasurementStore, device: str, reference: Reference) -> float | None:
     """The reference's quiet time on `device` from the store's rows timed beside it, or None
     with fewer than `QUIET_MIN_ROWS` of them."""
-    times = [r.meta["reference_ms"] for r in store.records(device)
-             if r.meta.get("reference_id") == reference.subnet_id and r.meta.get("reference_ms")]
+    times = store.reference_times(device, reference.subnet_id)
     return quiet_time(times) if len(times) >= QUIET_MIN_ROWS else None
 
 

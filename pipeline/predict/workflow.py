@@ -79,7 +79,6 @@ def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) 
     For looking at (or deliberately fitting on) measurements of code that is no longer
     current, e.g. while the kernel library is still changing.
     """
-
     from pipeline.device import MeasurementStore
 
     with MeasurementStore(store_path) as store:
