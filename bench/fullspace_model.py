@@ -10,7 +10,8 @@ costs and how well it holds on subnets it never saw.
    the ceiling of step 2's figure.
 4. With `--transfer-device`: few-shot transfer. The model of step 2 at the largest N is
    recalibrated on the second device's plan's first K subnets (K = 5, 10, 20) and compared
-   with a from-scratch fit on the same K, both tested on a random pool on that device.
+   with a from-scratch fit on the same K, both tested on a random pool on that device,
+   and that pool timed a second time (the ceiling there).
 
 Goals (issue #14): >= 95 % of held-out subnets within ±10 % on x86-host with <= 50
 subnets plus blocks and Kendall tau >= 0.9; few-shot to arm64-emulated >= 90 % within
@@ -84,13 +85,15 @@ def transfer(source: Any, target_name: str, space: SearchSpace, ks: list[int], p
                            "target_pool_s": round(pool_s, 1), "target_plan_s": round(plan_s, 1), "by_k": {}}
     for k in ks:
         train = only(measured, target_plan[:k])
-        moved = fit_transfer(source, target.name, train.encoded, train.latency_ms)
+        moved = fit_transfer(source, target.name, train.encoded, train.latency_ms, train.ids).with_info(
+            reference_quiet_ms=train.reference_quiet_ms, num_classes=train.num_classes)
         scratch = fit_predictor(target.name, space, train.encoded, train.latency_ms, train.ids)
         out["by_k"][str(k)] = {"n_train": len(train),
                                "transfer": error_metrics(test.latency_ms, moved.predict(test.encoded)),
                                "scratch": error_metrics(test.latency_ms, scratch.predict(test.encoded))}
     if save:
         out["saved"] = str(save_predictor(moved))
+    out["pool_retest"] = repeatability(target, space, pool, _store("pool", target.name), _store("pool2", target.name))
     return out
 
 
@@ -147,12 +150,15 @@ def main() -> None:
               f"{100 * e['mape']:5.1f}% {e['kendall_tau']:6.3f} {total / 60:19.1f} min")
     for name, r in retest.items():
         print(f"the device against itself ({name}, pool timed twice): within ±10 % {100 * r['within_10pct']:5.1f}%, "
-              f"median |diff| {100 * r['median_rel_diff']:.1f}%")
+              f"tau {r['kendall_tau']:.3f}, median |diff| {100 * r['median_rel_diff']:.1f}%")
     tr = report.get("transfer")
     if tr:
         print(f"few-shot {tr['source_device']} ({tr['source_kind']}, {tr['source_n']} subnets) -> "
               f"{tr['target_device']}: {tr['n_test']} held out; target plan profiled in {tr['target_plan_s']:.0f} s")
         print_transfer(tr["by_k"])
+        for name, r in tr["pool_retest"].items():
+            print(f"{tr['target_device']} against itself ({name}): within ±10 % {100 * r['within_10pct']:5.1f}%, "
+                  f"tau {r['kendall_tau']:.3f}")
     print(f"-> {path.relative_to(REPO_ROOT)} (wall {report['wall_s'] / 60:.1f} min)")
 
 

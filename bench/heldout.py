@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from scipy.stats import kendalltau
 
 from pipeline.measure import Reference
 from pipeline.predict import error_metrics, fit_predictor
@@ -81,7 +82,8 @@ def heldout_error(profile: Any, space: SearchSpace, pool_store: Path, pool: Sequ
 def repeatability(profile: Any, space: SearchSpace, pool: Sequence[SubnetConfig], first_store: Path,
                   second_store: Path) -> dict[str, Any]:
     """The pool timed a second time (its own store, libraries from the compile cache): how
-    often a measurement agrees with the first one within ±10 %, raw and contention-corrected.
+    often a measurement agrees with the first one within ±10 %, and how the two rank the
+    pool (Kendall tau), raw and contention-corrected.
 
     No latency model can be judged closer to "measured" than the device repeats itself:
     this is the ceiling of the predictor's within-±10 % figure on this device."""
@@ -95,6 +97,7 @@ def repeatability(profile: Any, space: SearchSpace, pool: Sequence[SubnetConfig]
         both = [c for c in pool if c in a and c in b]
         rel = np.array([abs(b[c] / a[c] - 1.0) for c in both])
         out[name] = {"n": len(both), "within_10pct": float(np.mean(rel <= 0.10)),
+                     "kendall_tau": float(kendalltau([a[c] for c in both], [b[c] for c in both]).statistic),
                      "median_rel_diff": float(np.median(rel)), "p90_rel_diff": float(np.percentile(rel, 90))}
     return out
 

@@ -6,8 +6,10 @@ for this space, else the analytic shape model (stated in the output, not a measu
 Five budgets spread from the fastest subnet to the median random subnet. With `--measure`,
 every method's pick (seed 0) at every budget is compiled and measured on the device, so
 "within budget" is what the device says, not only what the model predicted; the model is
-first scaled to the device's speed now, and a pick over its budget gets a second round
-under a budget tightened by its optimism, as the build does. Prints a table
+first scaled to the device's speed now, and a pick over its budget gets up to two more
+rounds, as the build does: the model refitted on what was measured and the budget
+tightened by the pick's optimism (`measure_picks`). Needs the device's predictor fitted
+by bench/fullspace_model.py --save, whose store the picks join. Prints a table
 and writes bench/results/search.json.
 
 NSGA-II (one run over accuracy and latency, limited to the loosest budget) against one
@@ -91,9 +93,10 @@ def main() -> None:
 
     space = SearchSpace.load("attentivenas")
     accuracy = TreeForest.load(args.trees)
-    model, model_note = latency_model(space, device)
+    fitted, model_note = latency_model(space, device)
+    model = fitted
     if args.measure:
-        model, model_note = as_it_runs_now(model, model_note, space, device)
+        model, model_note = as_it_runs_now(fitted, model_note, space, device)
     latency = {device: model}
     rng = random.Random(0)
     sample_ms = model.predict([space.sample(rng) for _ in range(2000)])
@@ -142,7 +145,7 @@ def main() -> None:
         print(f"{m:>10}: {speed[m]['n_evaluated']} candidates, {speed[m]['seconds']} s, "
               f"{speed[m]['candidates_per_second']:.0f} candidates/s")
 
-    measured = measure_picks(space, accuracy, latency, runs[0], methods, budgets_ms, args.generations) \
+    measured = measure_picks(space, accuracy, fitted, runs[0], methods, budgets_ms, args.generations) \
         if args.measure else None
 
     out = REPO / "bench" / "results" / ("search.json" if device == DEFAULT_DEVICE else f"search_{device}.json")
@@ -171,64 +174,113 @@ def search_with(method: str, space: SearchSpace, accuracy, latency: dict, budget
     return flops_constrained_search(space, accuracy, latency, budgets, cfg, progress=False)
 
 
-def time_picks(space: SearchSpace, picks: Sequence, device: str) -> dict:
-    """Compile and measure `picks` (Candidates) on the device, in the benchmark's own store;
-    returns raw median ms per config."""
-    from pipeline.device import load_profile
+#: Rounds a pick gets on the device, as the build's `max_rounds`.
+ROUNDS = 3
+
+
+def model_store(device: str) -> Path:
+    """The store the device's full-space predictor was fitted from (bench/fullspace_model.py's
+    plan store); the picks are measured into it beside the same reference, as a build measures
+    into the device's store, so a refit sees both under one quiet time."""
     from pipeline.paths import cache_dir
+
+    return cache_dir() / "bench" / f"fullspace-plan-{device}.sqlite"
+
+
+def time_picks(space: SearchSpace, picks: Sequence, device: str) -> dict:
+    """Compile and measure `picks` (Candidates) on the device, into `model_store`; returns
+    raw median ms per config (a budget is judged by what the device measured)."""
+    from pipeline.device import load_profile
     from pipeline.predict.workflow import load_dataset
     from pipeline.profiling import profile_subnets
 
     profile = load_profile(device)
-    store = cache_dir() / "bench" / f"search-picks-{device}.sqlite"
     configs = sorted({p.config for p in picks if p is not None}, key=lambda c: c.id)
-    profile_subnets(profile, space, configs, store, source="bench-search")
-    data = load_dataset(profile, space, store, normalise=False)
+    profile_subnets(profile, space, configs, model_store(device), source="bench-search")
+    data = load_dataset(profile, space, model_store(device), normalise=False)
     return dict(zip(data.configs, map(float, data.latency_ms)))
 
 
-def measure_picks(space: SearchSpace, accuracy, latency: dict, run: dict, methods: Sequence[str],
-                  budgets_ms: Sequence[float], generations: int) -> list[dict]:
-    """Each method's pick (seed 0) at each budget measured on the device; then, as the build
-    does, a second round where a pick measured over its budget: the method searches again
-    under the budget x its pick's optimism (predicted / measured), and the new pick is
-    measured. Reported per budget and method: both rounds and the final pick (the first
-    within the budget, else none)."""
-    device = next(iter(latency))
-    first = {m: list(run[m].best) for m in methods}
-    measured = time_picks(space, [p for m in methods for p in first[m]], device)
-    second: dict[str, list] = {}
-    for m in methods:
-        tightened = [ms * min(1.0, p.latency[device] / measured[p.config]) if p else ms
-                     for p, ms in zip(first[m], budgets_ms)]
-        if any(p is not None and measured[p.config] > ms for p, ms in zip(first[m], budgets_ms)):
-            again = search_with(m, space, accuracy, latency, tightened, 0, generations,
-                                samples=10 * run["evolution"].n_evaluated)
-            second[m] = [q if p is not None and measured[p.config] > ms else None
-                         for p, q, ms in zip(first[m], again.best, budgets_ms)]
-    measured.update(time_picks(space, [p for picks in second.values() for p in picks], device))
+def refit(model, space: SearchSpace, device: str, picks: Sequence) -> object:
+    """`model` fitted again on its own training subnets plus the measured `picks`, as the
+    build refits after a miss: a pick over its budget is a subnet the model under-predicted,
+    and the search will pick its neighbours next. A transferred model is transferred again
+    from its source device's current predictor."""
+    from heldout import only
+    from pipeline.device import load_profile
+    from pipeline.predict import fit_predictor, load_predictor
+    from pipeline.predict.transfer import fit_transfer
+    from pipeline.predict.workflow import load_block_table, load_dataset
 
-    def cell(p, ms: float) -> dict | None:
-        if p is None:
-            return None
-        got = measured.get(p.config)
-        return {"subnet_id": p.config.id, "accuracy": p.accuracy, "predicted_ms": p.latency[device],
-                "measured_ms": got, "within_budget": got is not None and got <= ms}
+    profile = load_profile(device)
+    data = load_dataset(profile, space, model_store(device))
+    trained = set(model.info.get("measurement_ids", ()))
+    train = only(data, [c for c in data.configs if c.id in trained] + list(picks))
+    if len(train) < len(trained) + len(set(picks)):
+        raise PipelineError(f"{model_store(device)} lacks subnets the {device} predictor was fitted on; "
+                            f"fit it with bench/fullspace_model.py --save first")
+    source = model.info.get("source_device")
+    if source:
+        fitted = fit_transfer(load_predictor(source), device, train.encoded, train.latency_ms, train.ids)
+    else:
+        fitted = fit_predictor(device, space, train.encoded, train.latency_ms, train.ids,
+                               lut=load_block_table(profile, space))
+    return fitted.with_info(reference_quiet_ms=train.reference_quiet_ms, num_classes=train.num_classes)
+
+
+def measure_picks(space: SearchSpace, accuracy, model, run: dict, methods: Sequence[str],
+                  budgets_ms: Sequence[float], generations: int) -> list[dict]:
+    """Each method's pick (seed 0) at each budget measured on the device, then, as the build
+    does, up to `ROUNDS` rounds: where a pick measured over its budget, the model is refitted
+    on what was measured (the picks included) and scaled to the device now, and the method
+    searches again under the budget x that pick's optimism (predicted / measured). Reported
+    per budget and method: every round and the final pick (the first within the budget,
+    else none). `model`: the unscaled fitted predictor."""
+    device = model.device
+    picks = {m: list(run[m].best) for m in methods}
+    rounds: dict[str, list[list]] = {m: [[] for _ in budgets_ms] for m in methods}
+    measured: dict = {}
+    timed: list = []  # every pick measured so far, what a refit learns from
+    for round_no in range(1, ROUNDS + 1):
+        todo = {m: [i for i, p in enumerate(picks[m]) if p is not None] for m in methods}
+        timed += [picks[m][i].config for m in methods for i in todo[m]]
+        measured.update(time_picks(space, [picks[m][i] for m in methods for i in todo[m]], device))
+        tightened = {m: list(budgets_ms) for m in methods}
+        for m in methods:
+            for i in todo[m]:
+                p, ms = picks[m][i], budgets_ms[i]
+                rounds[m][i].append(_cell(p, device, measured.get(p.config), ms))
+                tightened[m][i] = ms * min(1.0, p.latency[device] / measured[p.config])
+                picks[m][i] = None if measured[p.config] <= ms else p
+        if round_no == ROUNDS or not any(p is not None for m in methods for p in picks[m]):
+            break
+        scaled, note = as_it_runs_now(refit(model, space, device, timed), "refit", space, device)
+        print(f"round {round_no + 1}: {note}")
+        latency = {device: scaled}
+        for m in methods:
+            if any(p is not None for p in picks[m]):
+                again = search_with(m, space, accuracy, latency, tightened[m], 0, generations,
+                                    samples=10 * run["evolution"].n_evaluated)
+                picks[m] = [q if p is not None else None for p, q in zip(picks[m], again.best)]
 
     rows = []
-    print(f"\npicks measured on {device} (seed 0; top-1 % predicted/measured ms; round 2 where round 1 was over):")
+    print(f"\npicks measured on {device} (seed 0; top-1 % predicted/measured ms per round, until within budget):")
     for i, ms in enumerate(budgets_ms):
         row: dict = {"budget_ms": ms}
         texts = []
         for m in methods:
-            rounds = [cell(first[m][i], ms), cell(second.get(m, [None] * len(budgets_ms))[i], ms)]
-            final = next((r for r in rounds if r and r["within_budget"]), None)
-            row[m] = {"round1": rounds[0], "round2": rounds[1], "final": final}
+            tried = rounds[m][i]
+            row[m] = {"rounds": tried, "final": next((r for r in tried if r["within_budget"]), None)}
             texts.append(" -> ".join(f"{r['accuracy']:.2f} {r['predicted_ms']:.1f}/{r['measured_ms']:.1f}"
-                                     f"{'' if r['within_budget'] else ' OVER'}" for r in rounds if r) or "-")
+                                     f"{'' if r['within_budget'] else ' OVER'}" for r in tried) or "-")
         rows.append(row)
         print(f"{ms:>9} | " + " | ".join(f"{m}: {t}" for m, t in zip(methods, texts)))
     return rows
+
+
+def _cell(pick, device: str, measured_ms: float | None, budget_ms: float) -> dict:
+    return {"subnet_id": pick.config.id, "accuracy": pick.accuracy, "predicted_ms": pick.latency[device],
+            "measured_ms": measured_ms, "within_budget": measured_ms is not None and measured_ms <= budget_ms}
 
 
 def nsga2_vs_per_budget(space: SearchSpace, accuracy, latency: dict, budgets: list[Budget], seeds: int,

@@ -120,7 +120,7 @@ def _compile_timed(space: SearchSpace, configs: Sequence[SubnetConfig], profile:
 
 def reference_config(space: SearchSpace, profile: "DeviceProfile") -> SubnetConfig:
     """The subnet the device's policy names as its contention reference."""
-    return space.smallest() if profile.policy.reference == "smallest" else space.largest()
+    return space.smallest() if profile.policy.reference_for(space.name) == "smallest" else space.largest()
 
 
 def compile_reference(space: SearchSpace, profile: "DeviceProfile", workers: int | None = None,

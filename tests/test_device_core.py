@@ -58,6 +58,7 @@ def _write(tmp_path: Path, profile: dict) -> Path:
     ({"policy": {"repeat": 0}}, "`repeat` must be > 0"),
     ({"policy": {"repat": 3}}, "unknown key(s) ['repat']"),
     ({"policy": {"reference": "median"}}, "`reference` must be one of ['largest', 'smallest']"),
+    ({"policy": {"reference": {"attentivenas": "median"}}}, "or a mapping from space name to one of them"),
     ({"target": {"kind": "cuda"}}, "`target.kind` must be 'llvm'"),
     ({"cross_compiler": None, "arch": "arm64"}, "set `cross_compiler`"),
 ])
@@ -67,6 +68,14 @@ def test_profile_validation_errors(tmp_path: Path, change: dict, message: str):
     with pytest.raises(ConfigError) as err:
         load_profile(_write(tmp_path, raw))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_reference_per_space(tmp_path: Path):
+    """A mapping names the reference of each space it lists; the others keep the largest."""
+    raw = yaml.safe_load(Path(load_profile("rpi4").source).read_text())
+    raw["policy"]["reference"] = {"attentivenas": "smallest"}
+    policy = load_profile(_write(tmp_path, raw)).policy
+    assert (policy.reference_for("attentivenas"), policy.reference_for("demo")) == ("smallest", "largest")
 
 
 def test_bad_target_key_named(tmp_path: Path):

@@ -73,9 +73,12 @@ class MeasurePolicy:
     `cooldown_ms` of rest (a throttled or busy device shows up as spread).
     `reference` names the space's subnet timed beside every stored measurement (the
     contention reference, `pipeline.measure.Reference`): its largest by default, or its
-    smallest, for a device so slow that timing the largest twice per job costs more than
+    smallest, for a device so slow that timing the largest around a job costs more than
     the job (a full-space largest subnet runs 12.4 s a call under emulation, a typical one
-    2.8 s); the smaller reference tracked contention worse on the emulated demo space.
+    2.8 s: a full-space job took ~100 s there, most of it the reference). One choice for
+    every space, or a mapping from space name to choice (spaces it does not name use the
+    largest), since the smaller reference tracked contention worse on the emulated demo
+    space, where the largest is cheap.
     """
 
     warmup: int = 1
@@ -86,7 +89,13 @@ class MeasurePolicy:
     threads: int | None = None
     max_spread: float = 0.10
     remeasure: int = 2
-    reference: str = "largest"
+    reference: str | dict[str, str] = "largest"
+
+    def reference_for(self, space: str) -> str:
+        """The reference choice ("largest" or "smallest") for the space named `space`."""
+        if isinstance(self.reference, str):
+            return self.reference
+        return self.reference.get(space, "largest")
 
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> "MeasurePolicy":
@@ -100,11 +109,13 @@ class MeasurePolicy:
             threads=f.get("threads", int, None, allow_none=True),
             max_spread=f.get("max_spread", float, cls.max_spread),
             remeasure=f.positive("remeasure", cls.remeasure, zero_ok=True),
-            reference=f.get("reference", str, cls.reference),
+            reference=f.get("reference", (str, dict), cls.reference),
         )
         f.done()
-        if policy.reference not in REFERENCE_SUBNETS:
-            raise ConfigError(f"{where}: `reference` must be one of {list(REFERENCE_SUBNETS)}, got {policy.reference!r}")
+        choices = policy.reference.values() if isinstance(policy.reference, dict) else [policy.reference]
+        if any(c not in REFERENCE_SUBNETS for c in choices):
+            raise ConfigError(f"{where}: `reference` must be one of {list(REFERENCE_SUBNETS)}, or a mapping from "
+                              f"space name to one of them, got {policy.reference!r}")
         if policy.threads is not None and policy.threads < 1:
             raise ConfigError(f"{where}: `threads` must be >= 1 or null (all cores), got {policy.threads}")
         if policy.max_spread <= 0:
