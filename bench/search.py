@@ -6,8 +6,9 @@ for this space, else the analytic shape model (stated in the output, not a measu
 Five budgets spread from the fastest subnet to the median random subnet. With `--measure`,
 every method's pick (seed 0) at every budget is compiled and measured on the device, so
 "within budget" is what the device says, not only what the model predicted; the model is
-first scaled to the device's speed now, and a pick over its budget gets up to two more
-rounds, as the build does: the model refitted on what was measured and the budget
+first scaled to the device's speed now (when the budgets are set), each pick is judged at
+that speed through the reference timed beside it, and a pick over its budget gets up to
+two more rounds, as the build does: the model refitted on what was measured and the budget
 tightened by the pick's optimism (`measure_picks`). Needs the device's predictor fitted
 by bench/fullspace_model.py --save, whose store the picks join. Prints a table
 and writes bench/results/search.json.
@@ -70,7 +71,7 @@ def latency_model(space: SearchSpace, device: str) -> tuple[object, str]:
 def as_it_runs_now(model, note: str, space: SearchSpace, device: str) -> tuple[object, str]:
     """The model scaled to the device's speed now, as the build searches (`at_conditions`):
     a model fitted on contention-corrected timings predicts the device at its quiet speed,
-    and the picks are judged by raw timings taken now."""
+    while the budgets are set, and the picks judged, at the speed it runs at now."""
     from pipeline.build.loop import at_conditions
     from pipeline.device import load_profile, open_session
     from pipeline.profiling import compile_reference
@@ -145,8 +146,8 @@ def main() -> None:
         print(f"{m:>10}: {speed[m]['n_evaluated']} candidates, {speed[m]['seconds']} s, "
               f"{speed[m]['candidates_per_second']:.0f} candidates/s")
 
-    measured = measure_picks(space, accuracy, fitted, runs[0], methods, budgets_ms, args.generations) \
-        if args.measure else None
+    measured = measure_picks(space, accuracy, fitted, model.scale, runs[0], methods, budgets_ms,
+                             args.generations) if args.measure else None
 
     out = REPO / "bench" / "results" / ("search.json" if device == DEFAULT_DEVICE else f"search_{device}.json")
     write_json(out, {
@@ -174,7 +175,7 @@ def search_with(method: str, space: SearchSpace, accuracy, latency: dict, budget
     return flops_constrained_search(space, accuracy, latency, budgets, cfg, progress=False)
 
 
-#: Rounds a pick gets on the device, as the build's `max_rounds`.
+#: Rounds a budget gets on the device, as the build's `max_rounds` (3 by default).
 ROUNDS = 3
 
 
@@ -188,8 +189,8 @@ def model_store(device: str) -> Path:
 
 
 def time_picks(space: SearchSpace, picks: Sequence, device: str) -> dict:
-    """Compile and measure `picks` (Candidates) on the device, into `model_store`; returns
-    raw median ms per config (a budget is judged by what the device measured)."""
+    """Compile and measure `picks` (Candidates) on the device, into `model_store`; returns per
+    config (raw median ms, the reference's ms beside it)."""
     from pipeline.device import load_profile
     from pipeline.predict.workflow import load_dataset
     from pipeline.profiling import profile_subnets
@@ -198,7 +199,7 @@ def time_picks(space: SearchSpace, picks: Sequence, device: str) -> dict:
     configs = sorted({p.config for p in picks if p is not None}, key=lambda c: c.id)
     profile_subnets(profile, space, configs, model_store(device), source="bench-search")
     data = load_dataset(profile, space, model_store(device), normalise=False)
-    return dict(zip(data.configs, map(float, data.latency_ms)))
+    return {c: (float(ms), float(ref)) for c, ms, ref in zip(data.configs, data.latency_ms, data.reference_ms)}
 
 
 def refit(model, space: SearchSpace, device: str, picks: Sequence) -> object:
@@ -228,15 +229,28 @@ def refit(model, space: SearchSpace, device: str, picks: Sequence) -> object:
     return fitted.with_info(reference_quiet_ms=train.reference_quiet_ms, num_classes=train.num_classes)
 
 
-def measure_picks(space: SearchSpace, accuracy, model, run: dict, methods: Sequence[str],
+def measure_picks(space: SearchSpace, accuracy, model, scale: float, run: dict, methods: Sequence[str],
                   budgets_ms: Sequence[float], generations: int) -> list[dict]:
     """Each method's pick (seed 0) at each budget measured on the device, then, as the build
     does, up to `ROUNDS` rounds: where a pick measured over its budget, the model is refitted
-    on what was measured (the picks included) and scaled to the device now, and the method
-    searches again under the budget x that pick's optimism (predicted / measured). Reported
-    per budget and method: every round and the final pick (the first within the budget,
-    else none). `model`: the unscaled fitted predictor."""
+    on what was measured (the picks included) and the method searches again under the budget
+    x that pick's optimism (predicted / measured). Reported per budget and method: every
+    round and the final pick (the first within the budget, else none).
+
+    `model`: the unscaled fitted predictor; `scale`: the device's speed when the budgets
+    were set (the reference timed then / its quiet time). A pick is judged at that speed:
+    its raw time x (the reference's time then / its time beside the pick). This host's own
+    speed swings by 1.3-1.6x for minutes at a time (the reference ran 120-148 ms beside the
+    picks of one run, 90-95 ms when the budgets were set, nothing else running), so a raw
+    timing says more about the minute it was taken in than about the pick; both are kept."""
+    from pipeline.build.loop import AtConditions
+    from pipeline.compile.keys import measured_id
+    from pipeline.device import load_profile
+    from pipeline.profiling import reference_config
+
     device = model.device
+    reference_id = measured_id(reference_config(space, load_profile(device)).id, model.info["num_classes"])
+    reference_then = scale * model.info["reference_quiet_ms"][reference_id]
     picks = {m: list(run[m].best) for m in methods}
     rounds: dict[str, list[list]] = {m: [[] for _ in budgets_ms] for m in methods}
     measured: dict = {}
@@ -249,14 +263,13 @@ def measure_picks(space: SearchSpace, accuracy, model, run: dict, methods: Seque
         for m in methods:
             for i in todo[m]:
                 p, ms = picks[m][i], budgets_ms[i]
-                rounds[m][i].append(_cell(p, device, measured.get(p.config), ms))
-                tightened[m][i] = ms * min(1.0, p.latency[device] / measured[p.config])
-                picks[m][i] = None if measured[p.config] <= ms else p
+                cell = _cell(p, device, *measured[p.config], reference_then, ms)
+                rounds[m][i].append(cell)
+                tightened[m][i] = ms * min(1.0, cell["predicted_ms"] / cell["measured_ms"])
+                picks[m][i] = None if cell["within_budget"] else p
         if round_no == ROUNDS or not any(p is not None for m in methods for p in picks[m]):
             break
-        scaled, note = as_it_runs_now(refit(model, space, device, timed), "refit", space, device)
-        print(f"round {round_no + 1}: {note}")
-        latency = {device: scaled}
+        latency = {device: AtConditions(refit(model, space, device, timed), scale)}
         for m in methods:
             if any(p is not None for p in picks[m]):
                 again = search_with(m, space, accuracy, latency, tightened[m], 0, generations,
@@ -264,23 +277,29 @@ def measure_picks(space: SearchSpace, accuracy, model, run: dict, methods: Seque
                 picks[m] = [q if p is not None else None for p, q in zip(picks[m], again.best)]
 
     rows = []
-    print(f"\npicks measured on {device} (seed 0; top-1 % predicted/measured ms per round, until within budget):")
+    print(f"\npicks measured on {device} (seed 0; top-1 % predicted/measured ms per round, measured at the speed "
+          f"the budgets were set at (reference {reference_then:.1f} ms), raw in brackets; until within budget):")
     for i, ms in enumerate(budgets_ms):
         row: dict = {"budget_ms": ms}
         texts = []
         for m in methods:
             tried = rounds[m][i]
             row[m] = {"rounds": tried, "final": next((r for r in tried if r["within_budget"]), None)}
-            texts.append(" -> ".join(f"{r['accuracy']:.2f} {r['predicted_ms']:.1f}/{r['measured_ms']:.1f}"
-                                     f"{'' if r['within_budget'] else ' OVER'}" for r in tried) or "-")
+            texts.append(" -> ".join(f"{r['accuracy']:.2f} {r['predicted_ms']:.1f}/{r['measured_ms']:.1f} "
+                                     f"({r['raw_ms']:.1f}){'' if r['within_budget'] else ' OVER'}" for r in tried)
+                         or "-")
         rows.append(row)
         print(f"{ms:>9} | " + " | ".join(f"{m}: {t}" for m, t in zip(methods, texts)))
     return rows
 
 
-def _cell(pick, device: str, measured_ms: float | None, budget_ms: float) -> dict:
+def _cell(pick, device: str, raw_ms: float, reference_ms: float, reference_then_ms: float, budget_ms: float
+          ) -> dict:
+    """One measured pick: `measured_ms` at the speed the budgets were set at, and raw."""
+    at_start = raw_ms * reference_then_ms / reference_ms
     return {"subnet_id": pick.config.id, "accuracy": pick.accuracy, "predicted_ms": pick.latency[device],
-            "measured_ms": measured_ms, "within_budget": measured_ms is not None and measured_ms <= budget_ms}
+            "measured_ms": at_start, "raw_ms": raw_ms, "reference_ms": reference_ms,
+            "within_budget": at_start <= budget_ms, "within_budget_raw": raw_ms <= budget_ms}
 
 
 def nsga2_vs_per_budget(space: SearchSpace, accuracy, latency: dict, budgets: list[Budget], seeds: int,

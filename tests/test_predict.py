@@ -404,3 +404,5 @@ def test_rows_timed_beside_different_references_are_each_corrected_by_their_own(
     by_id = dict(zip(data.ids, data.latency_ms))
     np.testing.assert_allclose([by_id[c.id] for c in configs], quiet_latency, rtol=1e-9)
     assert data.reference_quiet_ms == {ref: pytest.approx(quiet_time(times)) for ref, times in groups.items()}
+    beside = dict(zip(data.ids, data.reference_ms))  # each row keeps the reference's time it was timed beside
+    np.testing.assert_allclose([beside[c.id] for c in configs], np.concatenate(list(groups.values())))

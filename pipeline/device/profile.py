@@ -75,7 +75,7 @@ class MeasurePolicy:
     contention reference, `pipeline.measure.Reference`): its largest by default, or its
     smallest, for a device so slow that timing the largest around a job costs more than
     the job (a full-space largest subnet runs 12.4 s a call under emulation, a typical one
-    2.8 s: a full-space job took ~100 s there, most of it the reference). One choice for
+    3-6 s: one timing of the largest took ~75 s, a job's own 20-35 s). One choice for
     every space, or a mapping from space name to choice (spaces it does not name use the
     largest), since the smaller reference tracked contention worse on the emulated demo
     space, where the largest is cheap.

@@ -54,11 +54,14 @@ class Dataset:
     #: classes of the head every measured library had (what a fit on this data predicts)
     num_classes: int
     reference_quiet_ms: dict[str, float] | None = None
+    #: per row, the reference's time beside it (NaN for a row timed without one)
+    reference_ms: np.ndarray | None = None
 
     def subset(self, mask: np.ndarray) -> "Dataset":
         idx = np.flatnonzero(mask)
         return replace(self, ids=tuple(self.ids[i] for i in idx), configs=tuple(self.configs[i] for i in idx),
-                       encoded=self.encoded[idx], latency_ms=self.latency_ms[idx])
+                       encoded=self.encoded[idx], latency_ms=self.latency_ms[idx],
+                       reference_ms=None if self.reference_ms is None else self.reference_ms[idx])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -137,7 +140,8 @@ def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str |
     log.info("%s: %d measured subnets of space %s (%d-class head) under kernel hash %s", device, len(ids),
              space.name, num_classes, fields[2][:12])
     data = Dataset(device, tuple(ids), tuple(configs), encode_many(configs), np.asarray(latency, dtype=np.float64),
-                   fields, num_classes)
+                   fields, num_classes,
+                   reference_ms=np.asarray([np.nan if ms is None else ms for ms, _ in reference], dtype=np.float64))
     with_reference = np.array([ms is not None for ms, _ in reference], dtype=bool)
     if normalise and with_reference.any():
         if not with_reference.all():
@@ -145,8 +149,7 @@ def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str |
                      "`pipeline profile --remeasure` re-times the others", device, with_reference.sum(), len(ids))
         data = data.subset(with_reference)
         kept = [r for r in reference if r[0] is not None]
-        latency_ms, quiet = reference_normalised(
-            data.latency_ms, np.asarray([ms for ms, _ in kept], dtype=np.float64), [i for _, i in kept])
+        latency_ms, quiet = reference_normalised(data.latency_ms, data.reference_ms, [i for _, i in kept])
         data = replace(data, latency_ms=latency_ms, reference_quiet_ms=quiet)
     return data
 
