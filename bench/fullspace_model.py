@@ -79,7 +79,8 @@ def transfer(source: Any, target_name: str, space: SearchSpace, ks: list[int], p
                     source="bench-plan")
     plan_s = time.monotonic() - started
     measured = load_dataset(target, space, _store("plan", target.name))
-    test = only(load_dataset(target, space, _store("pool", target.name)), set(pool) - set(target_plan))
+    test = only(load_dataset(target, space, _store("pool", target.name), quiet_ms=measured.reference_quiet_ms),
+                set(pool) - set(target_plan))
     out: dict[str, Any] = {"source_device": source.device, "source_kind": source.kind,
                            "source_n": source.info["n_train"], "target_device": target.name, "n_test": len(test),
                            "target_pool_s": round(pool_s, 1), "target_plan_s": round(plan_s, 1), "by_k": {}}

@@ -51,7 +51,6 @@ def heldout_error(profile: Any, space: SearchSpace, pool_store: Path, pool: Sequ
     Each size's row says how long its increment of profiling took (wall seconds: compile
     and measure) and how much of it was measured now rather than found stored, so the cost
     of a model of that quality can be read off."""
-    test = load_dataset(profile, space, pool_store)
     out: dict[str, Any] = {}
     for n in sizes:
         plan = sampling_plan(space, n)
@@ -62,7 +61,8 @@ def heldout_error(profile: Any, space: SearchSpace, pool_store: Path, pool: Sequ
         block_run = profile_blocks(profile, space, blocks, reference=reference)
         blocks_s = time.monotonic() - started - subnets_s
         train = only(load_dataset(profile, space, plan_store), plan)
-        held = only(test, set(pool) - set(plan))
+        # the pool corrected to the quiet time of the model's data, not its own estimate
+        held = only(load_dataset(profile, space, pool_store, quiet_ms=train.reference_quiet_ms), set(pool) - set(plan))
         lut = load_block_table(profile, space)
         predictor = fit_predictor(profile.name, space, train.encoded, train.latency_ms, train.ids, lut=lut)
         m = error_metrics(held.latency_ms, predictor.predict(held.encoded))
@@ -83,7 +83,7 @@ def repeatability(profile: Any, space: SearchSpace, pool: Sequence[SubnetConfig]
                   second_store: Path) -> dict[str, Any]:
     """The pool timed a second time (its own store, libraries from the compile cache): how
     often a measurement agrees with the first one within ±10 %, and how the two rank the
-    pool (Kendall tau), raw and contention-corrected.
+    pool (Kendall tau), raw and contention-corrected (both to the first run's quiet time).
 
     No latency model can be judged closer to "measured" than the device repeats itself:
     this is the ceiling of the predictor's within-±10 % figure on this device."""
@@ -91,7 +91,7 @@ def repeatability(profile: Any, space: SearchSpace, pool: Sequence[SubnetConfig]
     out = {}
     for name, normalise in (("raw", False), ("corrected", True)):
         first = load_dataset(profile, space, first_store, normalise=normalise)
-        second = load_dataset(profile, space, second_store, normalise=normalise)
+        second = load_dataset(profile, space, second_store, normalise=normalise, quiet_ms=first.reference_quiet_ms)
         a = dict(zip(first.configs, first.latency_ms))
         b = dict(zip(second.configs, second.latency_ms))
         both = [c for c in pool if c in a and c in b]

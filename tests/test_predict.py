@@ -406,3 +406,8 @@ def test_rows_timed_beside_different_references_are_each_corrected_by_their_own(
     assert data.reference_quiet_ms == {ref: pytest.approx(quiet_time(times)) for ref, times in groups.items()}
     beside = dict(zip(data.ids, data.reference_ms))  # each row keeps the reference's time it was timed beside
     np.testing.assert_allclose([beside[c.id] for c in configs], np.concatenate(list(groups.values())))
+    # corrected to a model's quiet time for A (twice the rows' own): A's rows double, B's keep their own
+    to_model = load_dataset(load_profile("x86-host"), space, tmp_path / "m.sqlite", key_fields=fields,
+                            quiet_ms={"A": 2 * quiet_time(groups["A"])})
+    np.testing.assert_allclose(to_model.latency_ms, quiet_latency * np.repeat([2.0, 1.0], [8, 4]), rtol=1e-9)
+    assert to_model.reference_quiet_ms["A"] == pytest.approx(2 * quiet_time(groups["A"]))

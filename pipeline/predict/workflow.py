@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -89,32 +89,39 @@ def stored_key_fields(device: str, store_path: str | os.PathLike | None = None) 
     return counts.most_common()
 
 
-def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray, reference_ids: Sequence[str]
-                         ) -> tuple[np.ndarray, dict[str, float]]:
+def reference_normalised(latency_ms: np.ndarray, reference_ms: np.ndarray, reference_ids: Sequence[str],
+                         quiet_ms: Mapping[str, float] | None = None) -> tuple[np.ndarray, dict[str, float]]:
     """Latencies corrected for machine contention, each x (its reference's quiet time /
     that reference's time beside it), so corrected values estimate quiet-machine latencies
     whichever reference a row was timed beside (a store can hold rows of several: another
-    head, the cheaper reference a slow device's policy names); plus each reference's quiet time."""
+    head, the cheaper reference a slow device's policy names); plus each reference's quiet time.
+
+    `quiet_ms`: the quiet times to correct to, per reference, instead of the rows' own (the
+    10th percentile of their reference timings). Rows from another store or run are only
+    comparable with a model's data when corrected to the model's quiet time: on this host
+    two runs over the same 30 subnets estimated 88.6 and 99.4 ms (the second never saw a
+    quiet minute), which put the second 9 % off the model however good it was."""
     ids = np.asarray(reference_ids, dtype=object)
     corrected = np.empty_like(latency_ms, dtype=np.float64)
     quiet: dict[str, float] = {}
     for ref in dict.fromkeys(reference_ids):
         rows = ids == ref
-        quiet[ref] = quiet_time(reference_ms[rows])
+        quiet[ref] = quiet_ms[ref] if quiet_ms and ref in quiet_ms else quiet_time(reference_ms[rows])
         corrected[rows] = latency_ms[rows] * (quiet[ref] / reference_ms[rows])
     return corrected, quiet
 
 
 def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str | os.PathLike | None = None,
-                 key_fields: KeyFields | None = None, normalise: bool = True, num_classes: int | None = None
-                 ) -> Dataset:
+                 key_fields: KeyFields | None = None, normalise: bool = True, num_classes: int | None = None,
+                 quiet_ms: Mapping[str, float] | None = None) -> Dataset:
     """The device's stored subnet measurements whose configs belong to the space.
 
     Only measurements under `key_fields` (default: the current target, TVM version and
     kernel hash) of subnets with a `num_classes` head (default: the space's dataset's)
     count; the dataset's ids are the subnets' config ids. With `normalise`, when measurements were taken beside the
     reference subnet (`pipeline.measure.Reference`; every row `pipeline.measure` stores
-    is), only those are used, contention-corrected by `reference_normalised`.
+    is), only those are used, contention-corrected by `reference_normalised` (to `quiet_ms`
+    where given: a model's `reference_quiet_ms`, to compare these rows with its predictions).
     """
     from pipeline.compile.keys import measured_id
     from pipeline.device import MeasurementStore
@@ -149,7 +156,7 @@ def load_dataset(profile: "DeviceProfile", space: SearchSpace, store_path: str |
                      "`pipeline profile --remeasure` re-times the others", device, with_reference.sum(), len(ids))
         data = data.subset(with_reference)
         kept = [r for r in reference if r[0] is not None]
-        latency_ms, quiet = reference_normalised(data.latency_ms, data.reference_ms, [i for _, i in kept])
+        latency_ms, quiet = reference_normalised(data.latency_ms, data.reference_ms, [i for _, i in kept], quiet_ms)
         data = replace(data, latency_ms=latency_ms, reference_quiet_ms=quiet)
     return data
 
