@@ -33,11 +33,11 @@ from pipeline.device import load_profile
 from pipeline.paths import REPO_ROOT, cache_dir
 from pipeline.predict import error_metrics, fit_predictor, save_predictor
 from pipeline.predict.transfer import fit_transfer
-from pipeline.predict.workflow import load_block_table, load_dataset
+from pipeline.predict.workflow import load_dataset
 from pipeline.profiling import compile_reference, profile_subnets, sampling_plan
 from pipeline.space import SearchSpace
 
-from heldout import heldout_error, only, print_transfer, random_pool, repeatability
+from heldout import fit_on, heldout_error, only, print_transfer, random_pool, repeatability
 from machine import describe, machine_info
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -59,10 +59,8 @@ def measure_pool(profile: Any, space: SearchSpace, n: int, seed: int, reference)
 def fit_on_plan(profile: Any, space: SearchSpace, n: int) -> Any:
     """The build's fit (kind by cross-validation, block table) on the plan's first `n` subnets,
     saying which reference time its contention-corrected latencies assume (`at_conditions`)."""
-    data = only(load_dataset(profile, space, _store("plan", profile.name)), sampling_plan(space, n))
-    return fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids,
-                         lut=load_block_table(profile, space)
-                         ).with_info(reference_quiet_ms=data.reference_quiet_ms, num_classes=data.num_classes)
+    return fit_on(profile, space, only(load_dataset(profile, space, _store("plan", profile.name)),
+                                       sampling_plan(space, n)))
 
 
 def transfer(source: Any, target_name: str, space: SearchSpace, ks: list[int], pool_n: int, seed: int,

@@ -41,6 +41,14 @@ def only(data: Dataset, configs: Iterable[SubnetConfig]) -> Dataset:
     return data.subset(np.array([c in keep for c in data.configs], dtype=bool))
 
 
+def fit_on(profile: Any, space: SearchSpace, data: Dataset) -> Any:
+    """The build's fit (kind by cross-validation, the device's block table) on `data`, saying
+    which reference time its contention-corrected latencies assume (`at_conditions`)."""
+    return fit_predictor(profile.name, space, data.encoded, data.latency_ms, data.ids,
+                         lut=load_block_table(profile, space)
+                         ).with_info(reference_quiet_ms=data.reference_quiet_ms, num_classes=data.num_classes)
+
+
 def heldout_error(profile: Any, space: SearchSpace, pool_store: Path, pool: Sequence[SubnetConfig],
                   sizes: Sequence[int], plan_store: Path, reference: Reference) -> dict[str, Any]:
     """For each N in `sizes` (ascending): profile the plan's first N subnets (into

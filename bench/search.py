@@ -207,26 +207,24 @@ def refit(model, space: SearchSpace, device: str, picks: Sequence) -> object:
     build refits after a miss: a pick over its budget is a subnet the model under-predicted,
     and the search will pick its neighbours next. A transferred model is transferred again
     from its source device's current predictor."""
-    from heldout import only
+    from heldout import fit_on, only
     from pipeline.device import load_profile
-    from pipeline.predict import fit_predictor, load_predictor
+    from pipeline.predict import load_predictor
     from pipeline.predict.transfer import fit_transfer
-    from pipeline.predict.workflow import load_block_table, load_dataset
+    from pipeline.predict.workflow import load_dataset
 
     profile = load_profile(device)
     data = load_dataset(profile, space, model_store(device))
-    trained = set(model.info.get("measurement_ids", ()))
-    train = only(data, [c for c in data.configs if c.id in trained] + list(picks))
-    if len(train) < len(trained) + len(set(picks)):
+    wanted = set(model.info.get("measurement_ids", ())) | {c.id for c in picks}
+    train = only(data, [c for c in data.configs if c.id in wanted])
+    if len(train) < len(wanted):
         raise PipelineError(f"{model_store(device)} lacks subnets the {device} predictor was fitted on; "
                             f"fit it with bench/fullspace_model.py --save first")
     source = model.info.get("source_device")
-    if source:
-        fitted = fit_transfer(load_predictor(source), device, train.encoded, train.latency_ms, train.ids)
-    else:
-        fitted = fit_predictor(device, space, train.encoded, train.latency_ms, train.ids,
-                               lut=load_block_table(profile, space))
-    return fitted.with_info(reference_quiet_ms=train.reference_quiet_ms, num_classes=train.num_classes)
+    if not source:
+        return fit_on(profile, space, train)
+    return fit_transfer(load_predictor(source), device, train.encoded, train.latency_ms, train.ids).with_info(
+        reference_quiet_ms=train.reference_quiet_ms, num_classes=train.num_classes)
 
 
 def measure_picks(space: SearchSpace, accuracy, model, scale: float, run: dict, methods: Sequence[str],
