@@ -1,0 +1,77 @@
+"""Paired timing: each repeat of a job sits between two timings of the contention reference.
+
+`PairedMeasurement.from_repeats` is the rule alone, fed scripted timings so each case is
+exact; `measure_paired` and `measure_batch` on this machine then show the real path.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.device import MeasurePolicy, load_profile
+from pipeline.device.check import build_tiny, tiny_inputs
+from pipeline.device.measure import PairedMeasurement, measure_paired
+from pipeline.device.session import open_session
+from pipeline.device.store import MeasurementStore, RecordKey
+from pipeline.measure import MeasureJob, Reference, measure_batch
+
+
+def test_a_slow_phase_that_hits_job_and_reference_alike_leaves_the_ratio_alone():
+    # repeats 2-4 ran 1.8x slower (another tenant): the raw median moves, the ratio does not
+    job = [5.0, 5.0, 9.0, 9.0, 9.0, 5.0]
+    reference = [10.0, 10.0, 18.0, 18.0, 18.0, 10.0, 10.0]
+    paired = PairedMeasurement.from_repeats(job, reference, number=1, attempts=1, max_spread=0.1)
+    assert paired.measurement.median_ms == 7.0
+    assert paired.ratios[0] == pytest.approx(0.5) and paired.ratios[3] == pytest.approx(0.5)
+    assert paired.ratio == pytest.approx(0.5, rel=0.01)  # the phase's edges are geometric means
+    assert paired.reference_beside_ms == pytest.approx(paired.measurement.median_ms / paired.ratio)
+    # spread is judged on the ratios: the raw times spread 80 %, the ratios (nearly) not
+    assert paired.measurement.spread > 0.5 and paired.measurement.spread_ok
+
+
+def test_ratios_that_scatter_are_not_steady():
+    paired = PairedMeasurement.from_repeats([5.0, 8.0, 5.0, 8.0], [10.0] * 5, number=1, attempts=1, max_spread=0.1)
+    assert paired.ratio_spread > 0.1 and not paired.measurement.spread_ok
+
+
+def test_every_repeat_needs_a_reference_timing_on_each_side():
+    with pytest.raises(ValueError, match="3 repeats need 4 reference timings"):
+        PairedMeasurement.from_repeats([1.0, 1.0, 1.0], [1.0] * 3, number=1, attempts=1, max_spread=0.1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    profile = replace(load_profile("x86-host"), policy=MeasurePolicy(repeat=5, min_repeat_ms=5, max_spread=10.0))
+    return profile, build_tiny(profile, tmp_path_factory.mktemp("tiny") / "tiny.so")
+
+
+def test_a_library_paired_with_itself_runs_at_its_own_speed(tiny: tuple):
+    profile, lib = tiny
+    with open_session(profile) as session:
+        paired = measure_paired(session, lib, tiny_inputs(1), lib, tiny_inputs(0), profile.policy)
+        # nothing steady enough for a spread of 1e-9: measured again, `remeasure` more times
+        strict = replace(profile.policy, max_spread=1e-9, remeasure=1)
+        unsteady = measure_paired(session, lib, tiny_inputs(1), lib, tiny_inputs(0), strict)
+    assert len(paired.measurement.repeats_ms) == 5 and len(paired.reference_ms) == 6
+    assert 0.5 < paired.ratio < 2.0  # the same kernel on inputs of one shape
+    assert unsteady.measurement.attempts == 2 and unsteady.measurement.remeasured
+    assert not unsteady.measurement.spread_ok
+
+
+def test_every_stored_row_carries_its_pairing(tiny: tuple, tmp_path: Path):
+    profile, lib = tiny
+    jobs = [MeasureJob(RecordKey("x86-host", f"s{i}", "t", "v", "k"), {}, lib, tiny_inputs(i), profile.policy)
+            for i in range(3)]
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        results = list(measure_batch(profile, jobs, store, Reference("tiny", lib, tiny_inputs(0)), progress=False))
+        rows = {r.subnet_id: r for r in store.records("x86-host")}
+    assert {r.job.key.subnet_id for r in results} == set(rows) == {"s0", "s1", "s2"}
+    for r in results:
+        row = rows[r.job.key.subnet_id]
+        assert row.meta["reference_id"] == "tiny"
+        assert row.meta["reference_ms"] == r.reference_ms > 0
+        assert row.meta["reference_median_ms"] == r.reference_median_ms > 0
+        assert row.meta["ratio_spread"] == round(r.ratio_spread, 4) >= 0
+        assert 0.5 < row.median_ms / row.meta["reference_ms"] < 2.0
