@@ -46,6 +46,7 @@ class LoggingBar(tqdm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._logged_at: float | None = None  # None until __init__ is done: no line for the start
         self._closing = False
+        self._logged_n: float | None = None  # the count of the last line logged
         kwargs.update(file=_Discard(), dynamic_ncols=False, smoothing=0)  # rate = average over the run
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
         super().__init__(*args, **kwargs)
@@ -55,8 +56,10 @@ class LoggingBar(tqdm):
         if self._logged_at is None or msg is not None:
             return True
         now = time.time()
+        if self._closing and self._logged_n == self.n:
+            return True  # the last update's line already said the end
         if self._closing or now - self._logged_at >= self.mininterval:
-            self._logged_at = now
+            self._logged_at, self._logged_n = now, self.n
             log.info("%s", self.format_meter(**{**self.format_dict, "ncols": 0}))
         return True
 

@@ -35,6 +35,18 @@ def test_log_gets_periodic_lines_and_a_final_one(monkeypatch, caplog, capsys):
     assert "\r" not in capsys.readouterr().err  # no redraws go to stderr
 
 
+def test_an_end_already_logged_is_not_logged_again(monkeypatch, caplog):
+    """A batch whose last job took longer than the interval logs its end on that update;
+    closing the bar must not log the same count again."""
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: False)
+    caplog.set_level(logging.INFO, logger="pipeline.progress")
+    with progress_bar(total=2, desc="measure", unit="job", mininterval=0) as bar:
+        bar.update()
+        bar.update()
+    lines = [r.getMessage().split(" [")[0] for r in caplog.records]
+    assert lines == ["measure:  50% 1/2", "measure: 100% 2/2"]
+
+
 def test_iterating_logs_the_count_once_done(monkeypatch, caplog):
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: False)
     caplog.set_level(logging.INFO, logger="pipeline.progress")
