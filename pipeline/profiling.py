@@ -107,7 +107,7 @@ class ProfileSummary:
         return dict(self.__dict__)
 
 
-def _compile_timed(space: SearchSpace, configs: Sequence[SubnetConfig], profile: "DeviceProfile",
+def compile_for_timing(space: SearchSpace, configs: Sequence[SubnetConfig], profile: "DeviceProfile",
                    num_classes: int | None, workers: int | None) -> list["Artifact"]:
     """`configs` compiled with seeded weights and a `num_classes` head (default: the
     space's) into `<cache>/profile/<device>/<measured id>-<device>/`, unverified."""
@@ -130,7 +130,7 @@ def compile_reference(space: SearchSpace, profile: "DeviceProfile", workers: int
     from pipeline.compile import INPUT_NAME, fixed_input
 
     config = reference_config(space, profile)
-    (artifact,) = _compile_timed(space, [config], profile, num_classes, workers)
+    (artifact,) = compile_for_timing(space, [config], profile, num_classes, workers)
     return Reference(artifact_measured_id(artifact), artifact.library, {INPUT_NAME: fixed_input(config.resolution)})
 
 
@@ -204,7 +204,7 @@ def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Seque
             reference = reference or compile_reference(space, profile, workers, num_classes)
 
             def prepare(batch: Sequence[SubnetConfig]) -> list[MeasureJob]:
-                artifacts = _compile_timed(space, batch, profile, num_classes, workers)
+                artifacts = compile_for_timing(space, batch, profile, num_classes, workers)
                 return [subnet_job(profile, space, c, a, source) for c, a in zip(batch, artifacts)]
 
             _in_batches(todo, batch_size or 2 * workers, prepare, profile, store, reference, session,
