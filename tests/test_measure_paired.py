@@ -1,12 +1,12 @@
 """Paired timing: each repeat of a job sits between two timings of the contention reference.
 
 `PairedMeasurement.from_repeats` is the rule alone, fed scripted timings so each case is
-exact; `measure_paired` and `measure_batch` on this machine then show the real path.
+exact; `measure_paired` on this machine then shows the real path (what `bench/pairing.py`
+times).
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +14,6 @@ from pipeline.device import MeasurePolicy, load_profile
 from pipeline.device.check import build_tiny, tiny_inputs
 from pipeline.device.measure import PairedMeasurement, measure_paired
 from pipeline.device.session import open_session
-from pipeline.device.store import MeasurementStore, RecordKey
-from pipeline.measure import MeasureJob, Reference, measure_batch
 
 
 def test_a_slow_phase_that_hits_job_and_reference_alike_leaves_the_ratio_alone():
@@ -58,20 +56,3 @@ def test_a_library_paired_with_itself_runs_at_its_own_speed(tiny: tuple):
     assert 0.5 < paired.ratio < 2.0  # the same kernel on inputs of one shape
     assert unsteady.measurement.attempts == 2 and unsteady.measurement.remeasured
     assert not unsteady.measurement.spread_ok
-
-
-def test_every_stored_row_carries_its_pairing(tiny: tuple, tmp_path: Path):
-    profile, lib = tiny
-    jobs = [MeasureJob(RecordKey("x86-host", f"s{i}", "t", "v", "k"), {}, lib, tiny_inputs(i), profile.policy)
-            for i in range(3)]
-    with MeasurementStore(tmp_path / "m.sqlite") as store:
-        results = list(measure_batch(profile, jobs, store, Reference("tiny", lib, tiny_inputs(0)), progress=False))
-        rows = {r.subnet_id: r for r in store.records("x86-host")}
-    assert {r.job.key.subnet_id for r in results} == set(rows) == {"s0", "s1", "s2"}
-    for r in results:
-        row = rows[r.job.key.subnet_id]
-        assert row.meta["reference_id"] == "tiny"
-        assert row.meta["reference_ms"] == r.reference_ms > 0
-        assert row.meta["reference_median_ms"] == r.reference_median_ms > 0
-        assert row.meta["ratio_spread"] == round(r.ratio_spread, 4) >= 0
-        assert 0.5 < row.median_ms / row.meta["reference_ms"] < 2.0

@@ -5,9 +5,9 @@ discards one warm-up call and grows `number` until one repeat lasts `min_repeat_
 We keep every repeat, report median and the inter-quartile spread, and measure again
 (after the policy's cool-down) when the relative spread is wider than the policy allows.
 
-`measure_paired` times a library in alternation with a reference library, one repeat
-each, so that each of the library's repeats has the reference's timings just before and
-just after it: on a shared machine whose speed swings 1.1-2x within seconds, the ratio of
+`measure_paired` (used by `bench/pairing.py`) times a library in alternation with a
+reference library, one repeat each, so that each of the library's repeats has the
+reference's timings just before and just after it: on a shared machine whose speed swings 1.1-2x within seconds, the ratio of
 the two moves far less than either (see its docstring for the figures).
 """
 from __future__ import annotations
@@ -195,7 +195,10 @@ def measure_paired(session: DeviceSession, lib_path: str | os.PathLike, inputs: 
     host). In such a phase (the reference at 1.5x its quiet time on median) the 30-subnet
     full-space pool on x86-host, timed in four passes, agreed pass to pass within ±10 % on
     44 % of subnets raw and on 97 % paired call by call (Kendall tau 0.78 / 0.92); four
-    passes with the reference timed before and after each whole timing agreed on 54 %."""
+    passes with the reference timed before and after each whole timing agreed on 54 %.
+    `bench/pairing.py` measures this; stored measurements are not paired yet
+    (`pipeline.measure.batch`): the reference beside every repeat made a block cost ~3.5 s
+    on the emulated device, and the main job's profile stage several times longer."""
     configure_threads(session, policy.threads)
     timer = _timer(session, lib_path, inputs, policy, entry, vm, repeat=1)
     reference = _timer(session, reference_path, reference_inputs, policy, "main", True, repeat=1)

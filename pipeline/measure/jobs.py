@@ -32,7 +32,7 @@ class MeasureJob:
 
 @dataclass(frozen=True)
 class Reference:
-    """A fixed library timed in alternation with every stored measurement (contention tracker).
+    """A fixed library timed right before every stored measurement (contention tracker).
 
     On a shared machine other processes slow a timing run by up to several times for
     seconds at a stretch; the same slowdown hits a reference timed a moment earlier on the
@@ -57,18 +57,18 @@ def quiet_time(reference_ms: Any) -> float:
 
 @dataclass(frozen=True)
 class JobResult:
-    """A finished job: its measurement (and the reference beside it), or the error that
-    stopped it; `worker` names the session that ran it.
+    """A finished job: its measurement (and the reference's median beside it), or the error
+    that stopped it; `worker` names the session that ran it.
 
-    Timed paired with a reference (`pipeline.device.measure.measure_paired`):
-    `reference_ms` is the reference time the pairing puts beside the job's median
-    (`median_ms / reference_ms` is the median per-repeat ratio), `reference_median_ms` the
-    reference's own median and `ratio_spread` the ratios' IQR / median."""
+    `reference_ms` is the geometric mean of the reference timed before and after the kept
+    timing, `reference_drift` their relative change (after / before - 1), `retimes` how
+    many more times the job was timed because a bracket drifted too much or ran in a slow
+    phase (the least disturbed timing is kept)."""
 
     job: MeasureJob
     worker: str
     measurement: Measurement | None = None
     reference_ms: float | None = None
-    reference_median_ms: float | None = None
-    ratio_spread: float = 0.0
+    reference_drift: float = 0.0
+    retimes: int = 0
     error: str | None = None
