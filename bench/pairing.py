@@ -7,7 +7,7 @@ repeats are kept, so three estimators can be read off the same calls:
 - raw: the subnet's median;
 - around: the median x the reference's quiet time / the reference's median over the whole
   timing (what a reference timed before and after a job sees);
-- paired: the median of the per-repeat ratios x the quiet time (what the store keeps).
+- paired: the median of the per-repeat ratios x the quiet time.
 Each pair of passes is compared: the share of subnets whose two estimates agree within
 ±10 %, and Kendall tau. That share is the ceiling of any latency model's held-out figure.
 

@@ -7,8 +7,8 @@ We keep every repeat, report median and the inter-quartile spread, and measure a
 
 `measure_paired` (used by `bench/pairing.py`) times a library in alternation with a
 reference library, one repeat each, so that each of the library's repeats has the
-reference's timings just before and just after it: on a shared machine whose speed swings 1.1-2x within seconds, the ratio of
-the two moves far less than either (see its docstring for the figures).
+reference's timings just before and just after it: on a shared machine whose speed swings
+1.1-2x within seconds, the ratio of the two moves far less than either (see its docstring).
 """
 from __future__ import annotations
 
@@ -143,8 +143,7 @@ class PairedMeasurement:
     """A library's repeats, each between two of a reference's (`reference_ms` has one more).
 
     `ratios[i]` is repeat i over the geometric mean of the reference's timings around it;
-    their median (`ratio`) is the library's time in units of the reference's, which is what
-    a fit corrects with. `measurement.spread_ok` judges the ratios' spread, not the raw
+    their median (`ratio`) is the library's time in units of the reference's. `measurement.spread_ok` judges the ratios' spread, not the raw
     times': a slow phase that hits both alike is no reason to measure again."""
 
     measurement: Measurement
@@ -164,12 +163,6 @@ class PairedMeasurement:
     @property
     def reference_median_ms(self) -> float:
         return float(np.median(self.reference_ms))
-
-    @property
-    def reference_beside_ms(self) -> float:
-        """The reference time the pairing puts beside the library's median: median / ratio,
-        so that `median_ms / reference_beside_ms` is the paired ratio."""
-        return self.measurement.median_ms / self.ratio
 
     @classmethod
     def from_repeats(cls, repeats_ms: Sequence[float], reference_ms: Sequence[float], number: int, attempts: int,
