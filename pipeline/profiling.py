@@ -24,7 +24,8 @@ import logging
 import os
 import random
 import tempfile
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
@@ -95,13 +96,15 @@ def sampling_plan(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetConfi
 # --------------------------------------------------------------- the loop
 @dataclass(frozen=True)
 class ProfileSummary:
-    """What a profile run did: planned, already stored, newly measured, and the store file."""
+    """What a profile run did: planned, already stored, newly measured (and by which server:
+    behind a tracker, whether the farm was used), and the store file."""
 
     device: str
     planned: int
     skipped: int
     measured: int
     store: str
+    servers: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -160,20 +163,22 @@ def subnet_job(profile: "DeviceProfile", space: SearchSpace, config: SubnetConfi
 
 def _in_batches(todo: Sequence[T], batch_size: int, prepare: Callable[[Sequence[T]], list[MeasureJob]],
                 profile: "DeviceProfile", store: "MeasurementStore", reference: Reference,
-                session: "DeviceSession | None", desc: str, skip_stored: bool = True) -> int:
-    """Prepare (compile) and measure `todo` a batch at a time; returns how many were stored.
+                session: "DeviceSession | None", desc: str, skip_stored: bool = True) -> Counter[str]:
+    """Prepare (compile) and measure `todo` a batch at a time; returns how many were stored,
+    per server (worker) that timed them.
 
     One session serves every batch (the caller's, or one opened here): a session per
     batch re-connected and re-uploaded the reference (a few MB) each time."""
     from pipeline.device import open_session
 
-    stored = 0
+    stored: Counter[str] = Counter()
     with contextlib.nullcontext(session) if session is not None else open_session(profile) as sess:
         for start in range(0, len(todo), batch_size):
             jobs = prepare(todo[start:start + batch_size])
-            stored += sum(r.measurement is not None
-                          for r in measure_batch(profile, jobs, store, reference, sess, skip_stored=skip_stored,
-                                                 desc=f"{desc} {start + len(jobs)}/{len(todo)}"))
+            stored.update(r.worker for r in measure_batch(profile, jobs, store, reference, sess,
+                                                          skip_stored=skip_stored,
+                                                          desc=f"{desc} {start + len(jobs)}/{len(todo)}")
+                          if r.measurement is not None)
     return stored
 
 
@@ -200,6 +205,7 @@ def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Seque
                 if again or not store.has(RecordKey(profile.name, measured_id(c.id, num_classes), *fields))]
         log.info("%s: %d planned, %d stored, %d to compile and measure", profile.name, len(configs),
                  len(configs) - len(todo), len(todo))
+        stored: Counter[str] = Counter()
         if todo:
             reference = reference or compile_reference(space, profile, workers, num_classes)
 
@@ -207,9 +213,10 @@ def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Seque
                 artifacts = compile_for_timing(space, batch, profile, num_classes, workers)
                 return [subnet_job(profile, space, c, a, source) for c, a in zip(batch, artifacts)]
 
-            _in_batches(todo, batch_size or 2 * workers, prepare, profile, store, reference, session,
-                        f"profile {profile.name}", skip_stored=not again)
-        return ProfileSummary(profile.name, len(configs), len(configs) - len(todo), len(todo), str(store.path))
+            stored = _in_batches(todo, batch_size or 2 * workers, prepare, profile, store, reference, session,
+                                 f"profile {profile.name}", skip_stored=not again)
+        return ProfileSummary(profile.name, len(configs), len(configs) - len(todo), stored.total(), str(store.path),
+                              dict(stored))
 
 
 def _stored_artifact(device: str, subnet_id: str, kernel_db_hash: str) -> Path | None:
@@ -236,7 +243,7 @@ def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: s
     from pipeline.device import MeasurementStore
 
     reference_subnet = reference_config(space, profile)
-    done = 0
+    done: Counter[str] = Counter()
     with MeasurementStore(store_path) as store:
         records = [r for r in store.records(profile.name)
                    if _stored_artifact(profile.name, r.subnet_id, r.kernel_db_hash)]
@@ -255,10 +262,10 @@ def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: s
             jobs = [MeasureJob(r.key, r.config, _stored_artifact(profile.name, r.subnet_id, kernel_hash),
                                {INPUT_NAME: fixed_input(SubnetConfig.from_dict(r.config).resolution)},
                                profile.policy, {**r.meta, "remeasured_from_artifact": True}) for r in group]
-            done += sum(res.measurement is not None
-                        for res in measure_batch(profile, jobs, store, reference, skip_stored=False,
-                                                 desc=f"remeasure {profile.name}"))
-        return ProfileSummary(profile.name, len(records), 0, done, str(store.path))
+            done.update(res.worker for res in measure_batch(profile, jobs, store, reference, skip_stored=False,
+                                                            desc=f"remeasure {profile.name}")
+                        if res.measurement is not None)
+        return ProfileSummary(profile.name, len(records), 0, done.total(), str(store.path), dict(done))
 
 
 def profile_blocks(profile: "DeviceProfile", space: SearchSpace, blocks: Sequence[BlockSpec],
@@ -277,6 +284,7 @@ def profile_blocks(profile: "DeviceProfile", space: SearchSpace, blocks: Sequenc
         todo = [b for b in unique if not store.has(RecordKey(profile.name, block_id(b), *fields))]
         log.info("%s: %d distinct blocks, %d stored, %d to build and measure", profile.name, len(unique),
                  len(unique) - len(todo), len(todo))
+        stored: Counter[str] = Counter()
         if todo:
             reference = reference or compile_reference(space, profile)
             with tempfile.TemporaryDirectory(prefix="blocks-", dir=cache_dir()) as tmp:
@@ -289,5 +297,7 @@ def profile_blocks(profile: "DeviceProfile", space: SearchSpace, blocks: Sequenc
                                        lib, block_inputs(b), profile.policy, {"source": "blocks", "space": space.name})
                             for b, lib in zip(batch, libraries)]
 
-                _in_batches(todo, batch_size, prepare, profile, store, reference, session, f"blocks {profile.name}")
-        return ProfileSummary(profile.name, len(unique), len(unique) - len(todo), len(todo), str(store.path))
+                stored = _in_batches(todo, batch_size, prepare, profile, store, reference, session,
+                                     f"blocks {profile.name}")
+        return ProfileSummary(profile.name, len(unique), len(unique) - len(todo), stored.total(), str(store.path),
+                              dict(stored))

@@ -290,12 +290,12 @@ def farm_build(tmp_path_factory):
 
 
 def test_build_through_a_tracker_gives_jobs_to_both_servers(farm_build):
-    rows = farm_build["rows"]
-    for source in ("profile", "build"):
-        workers = {r.meta["worker"] for r in rows if r.meta["source"] == source}
-        assert len(workers) == 2 or (source == "build" and sum(r.meta["source"] == "build" for r in rows) < 2), \
-            (source, workers)
-    assert len({r.meta["worker"] for r in rows}) == 2
+    # the profile stage's one batch of 4 subnets was spread over both servers, as its journal says
+    # (the store cannot say it: the loop's confirmation timing replaces the row of a shipped subnet)
+    stages = {s["name"]: s for s in farm_build["result"].summary["stages"]}
+    servers = stages["profile"]["servers"]
+    assert set(servers) == {"build-farm-worker0", "build-farm-worker1"} and sum(servers.values()) == 4, servers
+    assert {r.meta["worker"] for r in farm_build["rows"]} == {"build-farm-worker0", "build-farm-worker1"}
     for log in farm_build["logs"]:  # each real server loaded and ran libraries
         assert "load_module" in log.read_text()
 

@@ -42,6 +42,7 @@ def test_profile_measures_the_plan_and_a_rerun_skips_it(profiled):
     second = json.loads(profiled["second"].stdout.strip().splitlines()[-1])["subnets"]
     assert (first["planned"], first["skipped"], first["measured"]) == (N_SUBNETS, 0, N_SUBNETS)
     assert (second["planned"], second["skipped"], second["measured"]) == (N_SUBNETS, N_SUBNETS, 0)
+    assert first["servers"] == {"x86-host": N_SUBNETS} and second["servers"] == {}  # one in-process device
 
     space = SearchSpace.load("demo")
     plan = sampling_plan(space, N_SUBNETS)

@@ -76,8 +76,10 @@ def profile(device: str, n_subnets: int, space_name: str | None, measure: frozen
         click.echo(json.dumps(summary))
         return
     for what, s in summary.items():
+        by_server = (" (" + ", ".join(f"{n} on {w}" for w, n in sorted(s["servers"].items())) + ")"
+                     if len(s["servers"]) > 1 else "")
         click.echo(f"{device_name(device)}: {s['planned']} {what} planned, {s['skipped']} already stored, "
-                   f"{s['measured']} measured -> {s['store']}")
+                   f"{s['measured']} measured{by_server} -> {s['store']}")
 
 
 @click.group()
