@@ -277,23 +277,28 @@ def test_cache_key_covers_every_input():
     assert weights_digest(net) != before
 
 
-def test_worker_pool_is_kept_and_replaced_when_the_environment_changes(monkeypatch):
+def test_worker_pool_is_kept_across_settings_and_replaced_for_tvm_ones(monkeypatch):
     """Builds of successive batches reuse one pool (a spawned worker costs a TVM + torch
-    import); a worker reads settings from the environment, so a change starts a new pool
-    whose workers see it. Results come back in call order."""
+    import). `PIPELINE_*` settings travel with each call: a change (each test, each build
+    of another cache) reaches the workers without a new pool, and one unset in the caller
+    is unset there. A `TVM_*` change starts a new pool. Results come back in call order."""
     import os
 
     from pipeline.compile.workers import run_in_workers, shutdown_pool, worker_pool
 
     monkeypatch.setenv("PIPELINE_POOL_TEST", "a")
+    monkeypatch.setenv("PIPELINE_POOL_GONE", "x")
     try:
         seen = set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call"))
         pool = worker_pool(2)
         seen |= set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call"))
         assert worker_pool(2) is pool and os.getpid() not in seen  # kept, and not this process
         monkeypatch.setenv("PIPELINE_POOL_TEST", "b")
-        assert run_in_workers(os.getenv, [("PIPELINE_POOL_TEST",), ("HOME",)], 2, "env", "call") == \
-            ["b", os.environ.get("HOME")]
+        monkeypatch.delenv("PIPELINE_POOL_GONE")
+        calls = [("PIPELINE_POOL_TEST",), ("PIPELINE_POOL_GONE",)] * 3 + [("HOME",)]
+        assert run_in_workers(os.getenv, calls, 2, "env", "call") == ["b", None] * 3 + [os.environ.get("HOME")]
+        assert worker_pool(2) is pool
+        monkeypatch.setenv("TVM_POOL_TEST", "1")
         assert worker_pool(2) is not pool
         assert not set(run_in_workers(os.getpid, [()] * 4, 2, "pids", "call")) & seen  # new workers
     finally:

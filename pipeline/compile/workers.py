@@ -50,27 +50,40 @@ def run_jobs(jobs: list[BuildJob], workers: int) -> None:
     run_in_workers(run_job, [(job,) for job in jobs], workers, "compile", "subnet")
 
 
-#: (workers, the PIPELINE_*/TVM_* environment it was started with) and the pool itself.
+#: (workers, the TVM_* environment it was started with) and the pool itself.
 _POOL: tuple[tuple, ProcessPoolExecutor] | None = None
 
 
+def _settings(prefix: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(prefix)}
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A `spawn` process pool kept across calls while the environment stays the same.
+    """A `spawn` process pool kept across calls while the worker count and TVM settings stay.
 
     Each spawned worker imports TVM and torch (6-8 s); a pool per batch paid that on every
-    batch of a profile run, a third of the emulated-arm64 main job's compile time. The pool
-    is replaced when the settings a worker reads from the environment (cache, kernel
-    databases) change.
+    batch of a profile run, a third of the emulated-arm64 main job's compile time. The
+    `PIPELINE_*` settings (cache, kernel databases, profiles) travel with every call
+    (`_with_settings`), so a change of them does not cost a new pool; `TVM_*` ones may be
+    read once at import, so a change of those does.
     """
     global _POOL
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("PIPELINE_", "TVM_"))))
-    if _POOL is not None and _POOL[0] == (workers, env):
+    key = (workers, tuple(sorted(_settings("TVM_").items())))
+    if _POOL is not None and _POOL[0] == key:
         return _POOL[1]
     shutdown_pool()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_exit_with_parent, initargs=(os.getpid(),))
-    _POOL = ((workers, env), pool)
+    _POOL = (key, pool)
     return pool
+
+
+def _with_settings(settings: dict[str, str], fn: Callable[..., T], *args: Any) -> T:
+    """Worker side: `fn(*args)` under exactly the caller's `PIPELINE_*` environment."""
+    for name in set(_settings("PIPELINE_")) - set(settings):
+        del os.environ[name]
+    os.environ.update(settings)
+    return fn(*args)
 
 
 def _exit_with_parent(parent: int, period_s: float = 2.0) -> None:
@@ -104,7 +117,8 @@ def run_in_workers(fn: Callable[..., T], calls: Sequence[tuple], workers: int, d
     when there is more than one call and one worker (`fn` and its arguments pickle)."""
     if len(calls) <= 1 or workers <= 1:
         return [fn(*args) for args in progress_bar(calls, desc=desc, unit=unit, disable=len(calls) <= 1)]
-    futures = [worker_pool(workers).submit(fn, *args) for args in calls]
+    pool, settings = worker_pool(workers), _settings("PIPELINE_")
+    futures = [pool.submit(_with_settings, settings, fn, *args) for args in calls]
     try:
         for future in progress_bar(as_completed(futures), total=len(futures), desc=desc, unit=unit):
             future.result()
