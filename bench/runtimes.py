@@ -82,16 +82,18 @@ def _timer(fn, runs: int) -> list[float]:
 
 def _compiled(name: str, model, onnx_path: Path, target, profile_name: str, db_hash: str):
     """The model's TVM library (built, or loaded from the bench cache), its kernel
-    coverage and the compile time measured when it was built. The key holds the weights:
-    a library embeds them, and one built for other weights gives other outputs."""
+    coverage and the compile time measured when it was built. The key holds the weights
+    (a library embeds them, and one built for other weights gives other outputs) and the
+    code that lowers and schedules (a schedule change must not time the old library)."""
     import tvm
 
     from pipeline.compile import onnx_to_relax
-    from pipeline.compile.cache import weights_digest
+    from pipeline.compile.cache import code_digest, weights_digest
     from pipeline.kernels import lower_for_target
     from pipeline.paths import cache_dir
 
-    key = hashlib.sha256(f"{name}|{weights_digest(model)}|{target}|{db_hash}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{name}|{weights_digest(model)}|{target}|{db_hash}|{code_digest()}".encode()
+                         ).hexdigest()[:16]
     folder = cache_dir() / "bench-runtimes"
     lib_path, meta_path = folder / f"{name}-{key}.so", folder / f"{name}-{key}.json"
     if lib_path.is_file() and meta_path.is_file():
