@@ -167,6 +167,33 @@ def _weights_dominate(sch: Schedule, main) -> bool:
     return weights > activations
 
 
+def _pointwise_stride_1(sch: Schedule, main, s_ext: list[int], r_ext: list[int]) -> bool:
+    """A 1x1 convolution at stride 1 over an NHWC map: output position p reads input
+    position p, so the map is a (H*W, K) x (K, C) matrix product and a register tile may
+    take positions across rows."""
+    if len(s_ext) != 4 or len(r_ext) != 3 or r_ext[:2] != [1, 1] or s_ext[1] * s_ext[2] == 1:
+        return False
+    source = [int(d) for d in sch.get(main).reads[0].source.shape]
+    return source[:3] == s_ext[:3]
+
+
+def _flatten_positions(sch: Schedule, main, output, s_ext: list[int]) -> tuple[list, list, list[int]]:
+    """One position axis (H*W) for a pointwise kernel, its accumulator buffer laid out
+    (N, H*W, C) and its epilogue iterating the same way, so the epilogue still computes
+    exactly the register tile it follows. Returns the new spatial and reduction loops and
+    spatial extents.
+
+    The tile's positions then need to divide H*W, not the map's width: a 14-wide map
+    allowed 2 positions x 4 vectors, 196 positions allow 4 x 2; measured on a 96 -> 576
+    channel 1x1 at 14 x 14, one core of this Zen 3: 647 -> 310 us."""
+    width = s_ext[2]
+    sch.transform_layout(main, ("write", 0), lambda n, h, w, c: (n, h * width + w, c))
+    sch.transform_block_layout(main, lambda n, h, w, c, ry, rx, rc: (n, h * width + w, c, ry, rx, rc))
+    sch.transform_block_layout(output, lambda n, h, w, c: (n, h * width + w, c))
+    loops = sch.get_loops(main)
+    return loops[:3], loops[3:], [s_ext[0], s_ext[1] * s_ext[2], s_ext[3]]
+
+
 def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParams) -> None:
     outputs = sch.get_output_blocks(sch.get_sblock("root"))
     output = outputs[0] if len(outputs) == 1 else None
@@ -183,6 +210,8 @@ def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParam
     s_ext = [e for e, iv in zip(extents, iter_vars) if int(iv.iter_type) != _REDUCE]
     r_ext = [e for e, iv in zip(extents, iter_vars) if int(iv.iter_type) == _REDUCE]
 
+    if output is not None and _pointwise_stride_1(sch, main, s_ext, r_ext):
+        spatial, reduce, s_ext = _flatten_positions(sch, main, output, s_ext)
     w_tile, c_tile = register_tile(s_ext[-2] if len(spatial) >= 2 else 1, s_ext[-1], params.lanes)
     lanes = min(c_tile, params.lanes)  # vectors stay one register wide; several are unrolled
     c_outer, c_vectors, c_inner = sch.split(spatial[-1], [None, c_tile // lanes, lanes])
