@@ -106,6 +106,11 @@ class ProfileSummary:
     store: str
     servers: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, device: str, planned: int, skipped: int, stored: Counter[str], store: str) -> "ProfileSummary":
+        """The summary of a run that stored `stored` rows per server."""
+        return cls(device, planned, skipped, stored.total(), store, dict(stored))
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
@@ -215,8 +220,7 @@ def profile_subnets(profile: "DeviceProfile", space: SearchSpace, configs: Seque
 
             stored = _in_batches(todo, batch_size or 2 * workers, prepare, profile, store, reference, session,
                                  f"profile {profile.name}", skip_stored=not again)
-        return ProfileSummary(profile.name, len(configs), len(configs) - len(todo), stored.total(), str(store.path),
-                              dict(stored))
+        return ProfileSummary.of(profile.name, len(configs), len(configs) - len(todo), stored, str(store.path))
 
 
 def _stored_artifact(device: str, subnet_id: str, kernel_db_hash: str) -> Path | None:
@@ -265,7 +269,7 @@ def remeasure_stored(profile: "DeviceProfile", space: SearchSpace, store_path: s
             done.update(res.worker for res in measure_batch(profile, jobs, store, reference, skip_stored=False,
                                                             desc=f"remeasure {profile.name}")
                         if res.measurement is not None)
-        return ProfileSummary(profile.name, len(records), 0, done.total(), str(store.path), dict(done))
+        return ProfileSummary.of(profile.name, len(records), 0, done, str(store.path))
 
 
 def profile_blocks(profile: "DeviceProfile", space: SearchSpace, blocks: Sequence[BlockSpec],
@@ -299,5 +303,4 @@ def profile_blocks(profile: "DeviceProfile", space: SearchSpace, blocks: Sequenc
 
                 stored = _in_batches(todo, batch_size, prepare, profile, store, reference, session,
                                      f"blocks {profile.name}")
-        return ProfileSummary(profile.name, len(unique), len(unique) - len(todo), stored.total(), str(store.path),
-                              dict(stored))
+        return ProfileSummary.of(profile.name, len(unique), len(unique) - len(todo), stored, str(store.path))

@@ -143,8 +143,9 @@ class PairedMeasurement:
     """A library's repeats, each between two of a reference's (`reference_ms` has one more).
 
     `ratios[i]` is repeat i over the geometric mean of the reference's timings around it;
-    their median (`ratio`) is the library's time in units of the reference's. `measurement.spread_ok` judges the ratios' spread, not the raw
-    times': a slow phase that hits both alike is no reason to measure again."""
+    their median (`ratio`) is the library's time in units of the reference's.
+    `measurement.spread_ok` judges the ratios' spread, not the raw times': a slow phase that
+    hits both alike is no reason to measure again."""
 
     measurement: Measurement
     reference_ms: tuple[float, ...]
