@@ -402,3 +402,26 @@ def test_simd_width_comes_from_the_cpu_features():
     assert lanes(mtriple="aarch64-linux-gnu", mattr=["+neon"]) == 4
     assert lanes(mcpu="x86-64") == 4  # SSE2 only
     assert ScheduleParams.for_target(load_profile("rpi4").tvm_target()).lanes == 4
+
+
+def test_register_tiles_fit_the_register_file():
+    """AVX2 names 16 vector registers, AVX-512 and NEON 32: a tile's accumulators, its
+    weight vectors and the input register fit in them (3 x 4 vectors spilled on AVX2),
+    and on 16 registers a depthwise tile (one input load per multiply-add) keeps 6."""
+    import tvm
+
+    from pipeline.kernels.schedules import register_tile, simd_registers
+
+    def registers(**spec) -> int:
+        return simd_registers(tvm.target.Target({"kind": "llvm", **spec}))
+
+    assert registers(mcpu="znver3") == registers(mcpu="x86-64") == 16
+    assert registers(mcpu="znver5") == registers(mtriple="aarch64-linux-gnu", mattr=["+neon"]) == 32
+    for width, channels in [(2304, 96), (36, 1152), (196, 384), (49, 1296), (2304, 24), (9216, 64)]:
+        positions, tile = register_tile(width, channels, 8, 16)
+        vectors = tile // 8
+        assert width % positions == 0 and channels % tile == 0
+        assert positions * vectors + vectors + 1 <= 15 and positions <= 8
+    assert register_tile(2304, 96, 8, 16) == (6, 16)  # the AVX2 sgemm micro-kernel's 6 x 16
+    assert register_tile(48, 96, 8, 16, broadcast=False) in ((6, 8), (3, 16))
+    assert register_tile(2304, 96, 16, 32) == (6, 32)  # AVX-512: 12 accumulators as before
