@@ -417,11 +417,12 @@ def test_register_tiles_fit_the_register_file():
 
     assert registers(mcpu="znver3") == registers(mcpu="x86-64") == 16
     assert registers(mcpu="znver5") == registers(mtriple="aarch64-linux-gnu", mattr=["+neon"]) == 32
-    for width, channels in [(2304, 96), (36, 1152), (196, 384), (49, 1296), (2304, 24), (9216, 64)]:
+    for width, channels in [(2304, 96), (36, 1152), (196, 384), (49, 1296), (2304, 24), (9216, 64), (81, 200)]:
         positions, tile = register_tile(width, channels, 8, 16)
         vectors = tile // 8
         assert width % positions == 0 and channels % tile == 0
-        assert positions * vectors + vectors + 1 <= 15 and positions <= 8
+        assert positions * vectors + vectors + 1 <= 15 and positions <= 9
     assert register_tile(2304, 96, 8, 16) == (6, 16)  # the AVX2 sgemm micro-kernel's 6 x 16
+    assert register_tile(81, 1200, 8, 16) == (3, 24)  # 9 accumulators on a 9x9 map, not 3 x 2
     assert register_tile(48, 96, 8, 16, broadcast=False) in ((6, 8), (3, 16))
     assert register_tile(2304, 96, 16, 32) == (6, 32)  # AVX-512: 12 accumulators as before

@@ -39,8 +39,13 @@ MAX_ACCUMULATORS = 12
 MAX_ACCUMULATORS_LOAD_BOUND = 6
 #: Positions of one tile on a 16-register ISA: every position's input is a broadcast
 #: register, and LLVM issues them ahead of the FMAs. Measured on Zen 3, 1x1 convolutions
-#: with 24-72 output channels (one vector wide): 8 positions 1.2-1.7x faster than 12.
-MAX_POSITIONS_16_REGISTERS = 8
+#: with 24-72 output channels (one vector wide): 8 positions 1.2-1.7x faster than 12,
+#: while 9 (a 9x9 map's divisor) ran 1.56x faster than the 3 a cap of 8 leaves.
+MAX_POSITIONS_16_REGISTERS = 9
+#: Channel vectors per tile. 3 only on 16-register ISAs, where it was measured (Zen 3):
+#: 3 positions x 3 vectors beat 3 x 2 by 1.2-1.3x on 9x9 maps of 720-1200 channels, and
+#: 8 x 1 by 1.25x for 24 output channels.
+TILE_VECTORS = {16: (1, 2, 3, 4), 32: (1, 2, 4)}
 #: Below this many multiply-adds (or elements) a kernel runs on one core: waking the
 #: thread pool costs a few microseconds, more than such a kernel takes.
 PARALLEL_MIN_WORK = 1 << 16
@@ -157,7 +162,7 @@ def register_tile(width: int, channels: int, lanes: int, registers: int = 32, br
                   ) -> tuple[int, int]:
     """(positions, channels) of the accumulator tile: as many accumulator vectors as fit
     (FMA latency x pipes needs ~8 independent ones), positions dividing `width` and
-    channels 1, 2 or 4 vectors dividing `channels`; among equals, the tile that loads
+    channels a few vectors (`TILE_VECTORS`) dividing `channels`; among equals, the tile that loads
     fewest vectors per multiply-add step (positions + vectors). A 7-wide map thus gets
     7 x 1 vector rather than 1 x 2 (2 accumulators, a quarter of the FMA rate). More
     than 4 vectors per position was measured slower: each reduction step then streams
@@ -174,7 +179,7 @@ def register_tile(width: int, channels: int, lanes: int, registers: int = 32, br
     if channels % lanes:
         return _divisor_at_most(width, max_positions), _channel_tile(channels, lanes)
     best = (0, 0, 0, 0)
-    for vectors in (1, 2, 4):
+    for vectors in TILE_VECTORS[16 if registers <= 16 else 32]:
         if channels % (vectors * lanes):
             continue
         fits = (registers - 2 - vectors) // vectors  # accumulators + weights + input + one spare
