@@ -407,7 +407,7 @@ def test_simd_width_comes_from_the_cpu_features():
 def test_register_tiles_fit_the_register_file():
     """AVX2 names 16 vector registers, AVX-512 and NEON 32: a tile's accumulators, its
     weight vectors and the input register fit in them (3 x 4 vectors spilled on AVX2),
-    and on 16 registers a depthwise tile (one input load per multiply-add) keeps 6."""
+    and on 16 registers a depthwise tile (one input load per multiply-add) takes positions."""
     import tvm
 
     from pipeline.kernels.schedules import register_tile, simd_registers
@@ -424,5 +424,7 @@ def test_register_tiles_fit_the_register_file():
         assert positions * vectors + vectors + 1 <= 15 and positions <= 9
     assert register_tile(2304, 96, 8, 16) == (6, 16)  # the AVX2 sgemm micro-kernel's 6 x 16
     assert register_tile(81, 1200, 8, 16) == (3, 24)  # 9 accumulators on a 9x9 map, not 3 x 2
-    assert register_tile(48, 96, 8, 16, broadcast=False) in ((6, 8), (3, 16))
+    assert register_tile(48, 96, 8, 16, broadcast=False) == (8, 8)
+    assert register_tile(7, 1296, 8, 16, broadcast=False) == (7, 8)
+    assert register_tile(1, 96, 8, 16, broadcast=False) == (1, 32)  # one position: vectors for 4 accumulators
     assert register_tile(2304, 96, 16, 32) == (6, 32)  # AVX-512: 12 accumulators as before

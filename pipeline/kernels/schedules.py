@@ -32,11 +32,9 @@ log = logging.getLogger(__name__)
 #: over input channels: 1x1 and stem convolutions, matmuls), as the 6x16 AVX2 sgemm
 #: micro-kernels do.
 MAX_ACCUMULATORS = 12
-#: ... and when every multiply-add loads its own input vector (depthwise convolutions,
-#: pooling) on a 16-register ISA: such kernels are bound by loads, not FMA latency, and
-#: more accumulators only spill. Measured on Zen 3 (AVX2), 3x3/5x5 depthwise at 6-48 px:
-#: 6 accumulators ran 1.2-2.0x faster than the 12 of the rule for broadcast inputs.
-MAX_ACCUMULATORS_LOAD_BOUND = 6
+#: Fewest accumulators of a tile whose every multiply-add loads its own input vector
+#: (depthwise convolutions, pooling) on a 16-register ISA; see `_load_bound_tile`.
+MIN_LOAD_BOUND_ACCUMULATORS = 4
 #: Positions of one tile on a 16-register ISA: every position's input is a broadcast
 #: register, and LLVM issues them ahead of the FMAs. Measured on Zen 3, 1x1 convolutions
 #: with 24-72 output channels (one vector wide): 8 positions 1.2-1.7x faster than 12,
@@ -174,20 +172,36 @@ def register_tile(width: int, channels: int, lanes: int, registers: int = 32, br
     1x1 convolutions of 64-1152 output channels. `broadcast`: the input of one position
     is one broadcast register for every vector (a reduction over input channels); else
     each multiply-add loads its own input vector (depthwise, pooling)."""
-    limit = MAX_ACCUMULATORS if broadcast or registers > 16 else MAX_ACCUMULATORS_LOAD_BOUND
-    max_positions = limit if registers > 16 else min(limit, MAX_POSITIONS_16_REGISTERS)
+    max_positions = MAX_ACCUMULATORS if registers > 16 else MAX_POSITIONS_16_REGISTERS
     if channels % lanes:
         return _divisor_at_most(width, max_positions), _channel_tile(channels, lanes)
+    if not broadcast and registers <= 16:
+        return _load_bound_tile(width, channels, lanes, max_positions)
     best = (0, 0, 0, 0)
     for vectors in TILE_VECTORS[16 if registers <= 16 else 32]:
         if channels % (vectors * lanes):
             continue
         fits = (registers - 2 - vectors) // vectors  # accumulators + weights + input + one spare
-        positions = _divisor_at_most(width, min(limit // vectors, max_positions, fits))
+        positions = _divisor_at_most(width, min(MAX_ACCUMULATORS // vectors, max_positions, fits))
         score = (positions * vectors, -(positions + vectors))
         if score > best[:2]:
             best = (*score, positions, vectors * lanes)
     return best[2], best[3]
+
+
+def _load_bound_tile(width: int, channels: int, lanes: int, max_positions: int) -> tuple[int, int]:
+    """The tile of a depthwise convolution or a pooling on a 16-register ISA. Each
+    multiply-add loads its own input vector, and a tap's weight vector is shared by the
+    tile's positions, so loads per multiply-add fall with positions and not with vectors:
+    as many positions (one vector each) as divide the width, more vectors only to reach
+    `MIN_LOAD_BOUND_ACCUMULATORS`. Measured on Zen 3 against the broadcast rule's tiles
+    (interleaved): 1152 channels at 6x6, 6 x 1 vs 3 x 4: 1.5x; 1296 at 7x7, 7 x 1 vs 1 x 3:
+    1.33x; 240 at 24x24 5x5, 8 x 1 vs 6 x 2: 1.13x."""
+    positions = _divisor_at_most(width, max_positions)
+    vectors = 1
+    while positions * vectors < MIN_LOAD_BOUND_ACCUMULATORS and vectors < 4 and channels % (2 * vectors * lanes) == 0:
+        vectors *= 2
+    return positions, vectors * lanes
 
 
 def _weights_dominate(sch: Schedule, main) -> bool:
