@@ -417,13 +417,17 @@ def test_register_tiles_fit_the_register_file():
 
     assert registers(mcpu="znver3") == registers(mcpu="x86-64") == 16
     assert registers(mcpu="znver5") == registers(mtriple="aarch64-linux-gnu", mattr=["+neon"]) == 32
-    for width, channels in [(2304, 96), (36, 1152), (196, 384), (49, 1296), (2304, 24), (9216, 64), (81, 200)]:
+    for width, channels in [(2304, 96), (36, 1152), (196, 384), (49, 1296), (2304, 24), (9216, 64), (81, 200),
+                            (49, 216)]:
         positions, tile = register_tile(width, channels, 8, 16)
         vectors = tile // 8
-        assert width % positions == 0 and channels % tile == 0
+        assert channels % tile == 0
+        assert width % positions == 0 or -(-width // positions) * positions <= 1.125 * width  # predicated tail
         assert positions * vectors + vectors + 1 <= 15 and positions <= 9
     assert register_tile(2304, 96, 8, 16) == (6, 16)  # the AVX2 sgemm micro-kernel's 6 x 16
-    assert register_tile(81, 1200, 8, 16) == (3, 24)  # 9 accumulators on a 9x9 map, not 3 x 2
+    assert register_tile(49, 1248, 8, 16) == (6, 16)  # 7x7 map: 9 tiles, the last predicated
+    assert register_tile(81, 200, 8, 16) == (9, 8)  # 25 vectors: one wide, 9 positions
+    assert register_tile(7, 64, 8, 16) == (7, 8)  # predicating 6 of 12 would waste 5 positions
     assert register_tile(48, 96, 8, 16, broadcast=False) == (8, 8)
     assert register_tile(7, 1296, 8, 16, broadcast=False) == (7, 8)
     assert register_tile(1, 96, 8, 16, broadcast=False) == (1, 32)  # one position: vectors for 4 accumulators
