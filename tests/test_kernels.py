@@ -428,7 +428,9 @@ def test_register_tiles_fit_the_register_file():
     assert register_tile(49, 1248, 8, 16) == (6, 16)  # 7x7 map: 9 tiles, the last predicated
     assert register_tile(81, 200, 8, 16) == (9, 8)  # 25 vectors: one wide, 9 positions
     assert register_tile(7, 64, 8, 16) == (7, 8)  # predicating 6 of 12 would waste 5 positions
-    assert register_tile(48, 96, 8, 16, broadcast=False) == (8, 8)
+    assert register_tile(48, 96, 8, 16, broadcast=False, taps=25) == (8, 8)  # 5x5: positions
+    assert register_tile(48, 96, 8, 16, broadcast=False, taps=9) == (4, 16)  # 3x3: whole 64-byte lines
+    assert register_tile(64, 192, 8, 16, broadcast=False, taps=9, stride=2) == (2, 32)
     assert register_tile(7, 1296, 8, 16, broadcast=False) == (7, 8)
     assert register_tile(1, 96, 8, 16, broadcast=False) == (1, 32)  # one position: vectors for 4 accumulators
     assert register_tile(2304, 96, 16, 32) == (6, 32)  # AVX-512: 12 accumulators as before

@@ -163,8 +163,8 @@ def _channel_tile(channels: int, lanes: int) -> int:
     return tile
 
 
-def register_tile(width: int, channels: int, lanes: int, registers: int = 32, broadcast: bool = True
-                  ) -> tuple[int, int]:
+def register_tile(width: int, channels: int, lanes: int, registers: int = 32, broadcast: bool = True,
+                  taps: int = 1, stride: int = 1) -> tuple[int, int]:
     """(positions, channels) of the accumulator tile: as many accumulator vectors as fit
     (FMA latency x pipes needs ~8 independent ones), positions dividing `width` and
     channels a few vectors (`TILE_VECTORS`) dividing `channels` (but see `PREDICATED_TILE`); among equals, the tile that loads
@@ -178,12 +178,13 @@ def register_tile(width: int, channels: int, lanes: int, registers: int = 32, br
     spilled, and 6 x 2 (the sgemm micro-kernel's shape) ran 1.3-2.1x faster on Zen 3 for
     1x1 convolutions of 64-1152 output channels. `broadcast`: the input of one position
     is one broadcast register for every vector (a reduction over input channels); else
-    each multiply-add loads its own input vector (depthwise, pooling)."""
+    each multiply-add loads its own input vector (depthwise, pooling: `taps` is the
+    window's size, `stride` the step between positions)."""
     max_positions = MAX_ACCUMULATORS if registers > 16 else MAX_POSITIONS_16_REGISTERS
     if channels % lanes:
         return _divisor_at_most(width, max_positions), _channel_tile(channels, lanes)
     if not broadcast and registers <= 16:
-        return _load_bound_tile(width, channels, lanes, max_positions)
+        return _load_bound_tile(width, channels, lanes, max_positions, taps, stride)
     best = (0, 0, 0, 0)
     for vectors in TILE_VECTORS[16 if registers <= 16 else 32]:
         if channels % (vectors * lanes):
@@ -200,19 +201,38 @@ def register_tile(width: int, channels: int, lanes: int, registers: int = 32, br
     return best[2], best[3]
 
 
-def _load_bound_tile(width: int, channels: int, lanes: int, max_positions: int) -> tuple[int, int]:
+def _load_bound_tile(width: int, channels: int, lanes: int, max_positions: int, taps: int, stride: int
+                     ) -> tuple[int, int]:
     """The tile of a depthwise convolution or a pooling on a 16-register ISA. Each
     multiply-add loads its own input vector, and a tap's weight vector is shared by the
     tile's positions, so loads per multiply-add fall with positions and not with vectors:
     as many positions (one vector each) as divide the width, more vectors only to reach
     `MIN_LOAD_BOUND_ACCUMULATORS`. Measured on Zen 3 against the broadcast rule's tiles
     (interleaved): 1152 channels at 6x6, 6 x 1 vs 3 x 4: 1.5x; 1296 at 7x7, 7 x 1 vs 1 x 3:
-    1.33x; 240 at 24x24 5x5, 8 x 1 vs 6 x 2: 1.13x."""
+    1.33x; 240 at 24x24 5x5, 8 x 1 vs 6 x 2: 1.13x.
+
+    Two exceptions, also measured there: a 3x3 window at stride 1 takes 4 positions x 2
+    vectors (each position's input a whole 64-byte line): 1.29x over 8-9 x 1 at 64x64 and
+    72x72 maps, within 3 % of the best elsewhere; at stride 2 (inputs two positions apart)
+    2 positions x 4 vectors: 2.05x over 8 x 1 at 128 -> 64 px, 1.15x at 112 -> 56. Whole
+    nets gained less (interleaved A/B: -1 to -2.5 % on A0, A3, A6 and a 256 px subnet,
+    +1.7 % on a 224 px one): in the graph these kernels wait on memory more than alone."""
+    if stride == 1 and taps <= 9 and width % 4 == 0 and channels % (2 * lanes) == 0:
+        return 4, 2 * lanes
+    if stride > 1 and width % 2 == 0 and channels % (4 * lanes) == 0:
+        return 2, 4 * lanes
     positions = _divisor_at_most(width, max_positions)
     vectors = 1
     while positions * vectors < MIN_LOAD_BOUND_ACCUMULATORS and vectors < 4 and channels % (2 * vectors * lanes) == 0:
         vectors *= 2
     return positions, vectors * lanes
+
+
+def _stride(sch: Schedule, main, width: int) -> int:
+    """Step between the input positions of neighbouring outputs: the input's width (NHWC,
+    unpadded: padding is inlined) over the output's."""
+    source = sch.get(main).reads[0].source.shape
+    return max(1, round(int(source[2]) / width)) if len(source) == 4 else 1
 
 
 def _weights_dominate(sch: Schedule, main) -> bool:
@@ -272,8 +292,9 @@ def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParam
     if output is not None and _pointwise_stride_1(sch, main, s_ext, r_ext):
         spatial, reduce, s_ext = _flatten_positions(sch, main, output, s_ext)
     broadcast = len(r_ext) in (1, 3) and r_ext[-1] > 1  # reduces over input channels
-    w_tile, c_tile = register_tile(s_ext[-2] if len(spatial) >= 2 else 1, s_ext[-1], params.lanes,
-                                   params.registers, broadcast)
+    width = s_ext[-2] if len(spatial) >= 2 else 1
+    w_tile, c_tile = register_tile(width, s_ext[-1], params.lanes, params.registers, broadcast,
+                                   taps=math.prod(r_ext[:2]), stride=_stride(sch, main, width))
     lanes = min(c_tile, params.lanes)  # vectors stay one register wide; several are unrolled
     c_outer, c_vectors, c_inner = sch.split(spatial[-1], [None, c_tile // lanes, lanes])
     outer = list(spatial[:-1])
