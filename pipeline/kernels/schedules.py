@@ -56,6 +56,10 @@ PREDICATED_MAX_WASTE = 0.125
 PARALLEL_MIN_WORK = 1 << 16
 #: Reduction loops up to this extent (kernel windows) are unrolled.
 UNROLL_MAX_EXTENT = 7
+#: Weight rows a matrix-vector kernel (SE convolutions, classifier) adds per pass over its
+#: accumulators: fewer accumulator loads and stores, four streams from memory at once.
+#: Measured on Zen 3, 1248 x 312 to 1344 x 1984 weights: 15 % faster warm, 18-21 % cold.
+GEMV_ROWS = 4
 
 _REDUCE = 2  # tvm.tirx.IterVar.CommReduce
 
@@ -306,7 +310,11 @@ def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParam
         unrolled = [c_vectors]
     gemv = math.prod(s_ext[:-1]) == 1 and bool(reduce)
     if gemv:  # SE convs, classifier: stream the cold weight matrix row by row, once
+        rows = next(r for r in (GEMV_ROWS, 2, 1) if r_ext[-1] % r == 0)
+        k_outer, k_rows = sch.split(reduce[-1], [None, rows])
+        reduce, r_ext = reduce[:-1] + [k_outer], r_ext[:-1] + [r_ext[-1] // rows]
         order = [*reduce, *outer, c_outer]
+        unrolled = [k_rows, *unrolled]
     else:
         outer = [c_outer] + outer if _weights_dominate(sch, main) else outer + [c_outer]
         order = [*outer, *reduce]
