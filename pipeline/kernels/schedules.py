@@ -170,12 +170,12 @@ def _channel_tile(channels: int, lanes: int) -> int:
 def register_tile(width: int, channels: int, lanes: int, registers: int = 32, broadcast: bool = True,
                   taps: int = 1, stride: int = 1) -> tuple[int, int]:
     """(positions, channels) of the accumulator tile: as many accumulator vectors as fit
-    (FMA latency x pipes needs ~8 independent ones), positions dividing `width` and
-    channels a few vectors (`TILE_VECTORS`) dividing `channels` (but see `PREDICATED_TILE`); among equals, the tile that loads
-    fewest vectors per multiply-add step (positions + vectors). A 7-wide map thus gets
-    7 x 1 vector rather than 1 x 2 (2 accumulators, a quarter of the FMA rate). More
-    than 4 vectors per position was measured slower: each reduction step then streams
-    a weight panel wider than L1 for a single position.
+    (FMA latency x pipes needs ~8 independent ones), positions dividing `width` (but see
+    `PREDICATED_TILE`) and channels a few vectors (`TILE_VECTORS`) dividing `channels`;
+    among equals, the tile that loads fewest vectors per multiply-add step (positions +
+    vectors). A 7-wide map thus gets 7 x 1 vector rather than 1 x 2 (2 accumulators, a
+    quarter of the FMA rate). More than 4 vectors per position was measured slower: each
+    reduction step then streams a weight panel wider than L1 for a single position.
 
     The tile, its weight vectors and the input register must fit in the ISA's `registers`:
     on AVX2's 16 the 3 positions x 4 vectors this rule chose before (12 + 4 + 1 registers)
