@@ -193,8 +193,10 @@ def _other_cpu(target) -> str:
 
 def test_committed_x86_database_applies_only_on_the_cpu_it_was_tuned_on(tmp_path, monkeypatch, pipeline_cache):
     """The committed database stamped for another CPU is not applied (library schedules,
-    coverage and hash say so); the same tables stamped for this CPU cover a random demo
-    subnet completely, and both compiles match PyTorch."""
+    coverage and hash say so); the same tables stamped for this CPU are applied to a random
+    demo subnet, and both compiles match PyTorch. Not every kernel: its records predate the
+    rational sigmoid, so swish kernels no longer match a tuned workload and get library
+    schedules (until `pipeline kernels tune` is run again on the CPU the records are for)."""
     import shutil
 
     import tvm
@@ -217,7 +219,8 @@ def test_committed_x86_database_applies_only_on_the_cpu_it_was_tuned_on(tmp_path
 
     TunedOn.of(target).write(kernels / "x86-host")
     coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
-    assert coverage.complete, coverage.summary()
+    assert coverage.tuned > coverage.total // 2 and not coverage.untuned_tasks, coverage.summary()
+    assert coverage.tuned + coverage.library == coverage.total
     assert "this CPU" in coverage.database
     assert kernel_db_hash("x86-host", target) != hash_without
 
