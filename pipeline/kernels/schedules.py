@@ -78,6 +78,11 @@ class ScheduleParams:
         return cls(lanes=simd_lanes(target), cores=cores, registers=simd_registers(target))
 
 
+def _cpu_features(target: tvm.target.Target) -> set[str]:
+    """The CPU features LLVM reports for the target (none for a non-LLVM target)."""
+    return set(codegen.llvm_get_cpu_features(target)) if target.kind.name == "llvm" else set()
+
+
 def simd_lanes(target: tvm.target.Target) -> int:
     """float32 lanes of the target's vector registers, from the CPU features LLVM reports
     for it: 16 with AVX-512, 8 with AVX/AVX2, else 4 (SSE, NEON).
@@ -85,7 +90,7 @@ def simd_lanes(target: tvm.target.Target) -> int:
     Not `codegen.llvm_get_vector_width`: it answers 512 bits for every x86 -mcpu, Zen 1
     (AVX2) included, which made every tile twice the register width: LLVM split each
     vector in two and the 12-accumulator tiles spilled AVX2's 16 registers."""
-    features = set(codegen.llvm_get_cpu_features(target)) if target.kind.name == "llvm" else set()
+    features = _cpu_features(target)
     if "avx512f" in features:
         return 16
     if "avx" in features:
@@ -96,7 +101,7 @@ def simd_lanes(target: tvm.target.Target) -> int:
 def simd_registers(target: tvm.target.Target) -> int:
     """SIMD registers of the target's ISA: 32 with AVX-512 or on AArch64, else 16 (x86
     AVX2/SSE): what a register tile, its weight vectors and its input must fit in."""
-    features = set(codegen.llvm_get_cpu_features(target)) if target.kind.name == "llvm" else set()
+    features = _cpu_features(target)
     if "avx512f" in features or "neon" in features or str(target.attrs.get("mtriple", "")).startswith("aarch64"):
         return 32
     return 16
