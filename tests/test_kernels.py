@@ -85,7 +85,7 @@ def _compile_and_compare(space: SearchSpace, config, device: str, tmp_path: Path
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    return coverage
+    return coverage, lowered
 
 
 def test_covering_configs_contain_every_layer_shape():
@@ -110,7 +110,7 @@ def test_plan_deduplicates_tasks(small_plan: Plan):
 def test_library_schedules_match_pytorch(small_space, tmp_path, monkeypatch, pipeline_cache):
     """Without a database every kernel gets a library schedule, and the results are right."""
     monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
-    coverage = _compile_and_compare(small_space, small_space.largest(), "x86-host", tmp_path)
+    coverage, _ = _compile_and_compare(small_space, small_space.largest(), "x86-host", tmp_path)
     assert coverage.tuned == 0
     assert coverage.library == coverage.total and not coverage.untuned_tasks
 
@@ -122,8 +122,11 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
     space = SearchSpace.load("attentivenas")
     config = space.validate(space.smallest())
-    coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
+    coverage, lowered = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.library == coverage.total and not coverage.untuned_tasks
+    # 1x1 convolutions read their weights prepacked (and the logits above stay right)
+    packed = [gv.name_hint for gv in lowered.functions if gv.name_hint.endswith("_packed")]
+    assert len(packed) >= 10
     # at AVX-512's 16 lanes an untuned compile pads the 24/216-channel convolutions to 32/224
     # (AVX2's 8 lanes divide them); padding keeps the logits exact (checked above where it applies)
     _, changed = pad_channels(fold_constant_layouts(onnx_to_relax(tmp_path / "m.onnx")), lanes=16)
@@ -212,13 +215,13 @@ def test_committed_x86_database_applies_only_on_the_cpu_it_was_tuned_on(tmp_path
     hash_without = kernel_db_hash("no-such-device", target)
 
     TunedOn.of(tvm.target.Target({"kind": "llvm", "mcpu": _other_cpu(target)})).write(kernels / "x86-host")
-    coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
+    coverage, _ = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.tuned == 0 and coverage.library == coverage.total, coverage.summary()
     assert "not applied" in coverage.database and _other_cpu(target) in coverage.database
     assert kernel_db_hash("x86-host", target) == hash_without  # what compiled does not depend on it
 
     TunedOn.of(target).write(kernels / "x86-host")
-    coverage = _compile_and_compare(space, config, "x86-host", tmp_path)
+    coverage, _ = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.tuned > coverage.total // 2 and not coverage.untuned_tasks, coverage.summary()
     assert coverage.tuned + coverage.library == coverage.total
     assert "this CPU" in coverage.database
@@ -389,6 +392,18 @@ def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_
         want = model(torch.from_numpy(x)).numpy()
     result = compare(want, got)
     assert result.ok, (result.max_abs_diff, result.tolerance)
+
+
+def test_packed_weights_are_contiguous_channel_panels():
+    """Panel p of a packed HWIO weight holds output channels p*panel .. (p+1)*panel - 1,
+    each input channel's slice of them contiguous."""
+    from pipeline.kernels.schedules import pack_weights
+
+    weight = np.arange(1 * 1 * 3 * 8, dtype=np.float32).reshape(1, 1, 3, 8)
+    packed = pack_weights(weight, 4)
+    assert packed.shape == (2, 1, 1, 3, 4) and packed.flags.c_contiguous
+    np.testing.assert_array_equal(packed[1, 0, 0, 2], weight[0, 0, 2, 4:8])
+    np.testing.assert_array_equal(packed[0, 0, 0, :, 0], weight[0, 0, :, 0])
 
 
 def test_simd_width_comes_from_the_cpu_features():

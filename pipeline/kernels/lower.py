@@ -20,7 +20,7 @@ from tvm import relax
 
 from pipeline.kernels.database import database_status, has_database, open_device_database
 from pipeline.kernels.pad import pad_channels
-from pipeline.kernels.schedules import ScheduleParams, schedule_primfunc
+from pipeline.kernels.schedules import PACKED_WEIGHTS_ATTR, ScheduleParams, pack_weights, schedule_primfunc
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,68 @@ def fold_constant_layouts(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) ->
         if isinstance(func, relax.Function):
             reshaper.builder_.update_func(gv, reshaper.visit_expr(func))
     return reshaper.builder_.get()
+
+
+#: Let library schedules read constant weights prepacked (`schedules.pack_weights`).
+PACK_WEIGHTS = True
+
+
+@relax.expr_functor.mutator
+class _WeightPacker(relax.PyExprMutator):
+    """Calls the kernels whose schedules read packed weights, with packed constants.
+
+    `packed` maps a kernel's name to its scheduled PrimFunc, whose `PACKED_WEIGHTS_ATTR`
+    says which arguments are packed and how. A kernel's signature changes with its
+    weights' layout, so it is added under a new global (a global's type is fixed when it
+    is made) and its calls are redirected there, each packed constant replaced by its
+    packed copy: numpy at compile time, so the artifact stores packed weights and
+    nothing repacks at run time."""
+
+    def __init__(self, mod: tvm.IRModule, packed: dict[str, tvm.tirx.PrimFunc]) -> None:
+        super().__init__(mod)
+        self.kernels = {name: (self.builder_.add_func(func, f"{name}_packed"),
+                               {int(k): int(v) for k, v in func.attrs[PACKED_WEIGHTS_ATTR].items()})
+                        for name, func in packed.items()}
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (call.op == tvm.ir.Op.get("relax.call_tir") and call.args[0].name_hint in self.kernels):
+            return call
+        kernel, panels = self.kernels[call.args[0].name_hint]
+        args = list(call.args[1].fields)
+        for index, panel in panels.items():
+            data = args[index].value.numpy()
+            args[index] = relax.const(pack_weights(data, panel), str(data.dtype))
+        return relax.Call(call.op, [kernel, relax.Tuple(args), *call.args[2:]], call.attrs, call.ty_args)
+
+
+def _pass_packed_weights(mod: tvm.IRModule, packed: dict[str, tvm.tirx.PrimFunc]) -> tvm.IRModule:
+    """`mod` calling the `packed` kernels with packed weights (see `_WeightPacker`)."""
+    packer = _WeightPacker(mod, packed)
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            packer.builder_.update_func(gv, packer.visit_expr(func))
+    result = packer.builder_.get()
+    for name in packed:
+        del result[result.get_global_var(name)]
+    return result
+
+
+def _constant_args(mod: tvm.IRModule) -> dict[str, set[int]]:
+    """For each kernel, the argument positions that are constants at every call site:
+    only those may be packed."""
+    seen: dict[str, list[set[int]]] = {}
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get("relax.call_tir"):
+            fields = expr.args[1].fields
+            seen.setdefault(expr.args[0].name_hint, []).append(
+                {i for i, a in enumerate(fields) if isinstance(a, tvm.ir.expr.Constant)})
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return {name: set.intersection(*sets) for name, sets in seen.items()}
 
 
 #: Desired layouts: NHWC activations and HWIO weights for every conv2d (depthwise too).
@@ -215,14 +277,23 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
     if recorded:
         with target, database:
             fused = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
-    library, untuned = 0, []
+    library, untuned, packed = 0, [], {}
+    constants = _constant_args(fused) if PACK_WEIGHTS else {}
     for name in sorted(set(funcs) - recorded):
-        scheduled = schedule_primfunc(funcs[name], params)
+        scheduled = schedule_primfunc(funcs[name], params, pack_weights=PACK_WEIGHTS)
         if scheduled is None:
             untuned.append(name)
             continue
-        fused[name] = scheduled.with_attr("tirx.is_scheduled", True)
+        scheduled = scheduled.with_attr("tirx.is_scheduled", True)
+        panels = {int(k) for k in scheduled.attrs.get(PACKED_WEIGHTS_ATTR, {})}
+        if panels and panels <= constants.get(name, set()):
+            packed[name] = scheduled
+        else:  # unpacked, also when a weight is only known at run time
+            fused[name] = scheduled if not panels else schedule_primfunc(funcs[name], params).with_attr(
+                "tirx.is_scheduled", True)
         library += 1
+    if packed:
+        fused = _pass_packed_weights(fused, packed)
     coverage = KernelCoverage(device_name, len(funcs), len(recorded), library, tuple(untuned), database_note)
     log.info("%s", coverage.summary())
     return fused, coverage
