@@ -406,6 +406,37 @@ def test_packed_weights_are_contiguous_channel_panels():
     np.testing.assert_array_equal(packed[0, 0, 0, :, 0], weight[0, 0, :, 0])
 
 
+def test_matrix_vector_kernel_split_between_cores_adds_its_partial_sums_right(tmp_path):
+    """An SE convolution (1x1 on a 1x1 map, 1296 -> 328 channels) scheduled for 2 cores
+    splits its reduction (`_schedule_split_gemv`: two partial sums, then their sum) and
+    gives the single-core schedule's result."""
+    import tvm
+    from torch import nn
+
+    from pipeline.kernels.lower import fuse_for_device
+    from pipeline.kernels.schedules import ScheduleParams, schedule_primfunc
+
+    path = tmp_path / "se.onnx"
+    torch.onnx.export(nn.Sequential(nn.Conv2d(1296, 328, 1), nn.ReLU()).eval(), (torch.randn(1, 1296, 1, 1),),
+                      str(path), input_names=["input"], dynamo=False)
+    target = load_profile("x86-host").tvm_target()
+    one = ScheduleParams.for_target(target)
+    _, funcs, _ = fuse_for_device(onnx_to_relax(path), target, None, one)
+    func = next(f for name, f in funcs.items() if "conv" in name)
+    outputs = {}
+    for cores in (1, 2):
+        scheduled = schedule_primfunc(func, ScheduleParams(one.lanes, cores, one.registers))
+        assert ("_rf" in scheduled.script()) == (cores == 2)  # the partial sums' buffer
+        lib = tvm.tirx.build(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target=target)
+        rng = np.random.default_rng(0)
+        args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype("float32"))
+                for p in scheduled.params]
+        lib(*args)
+        outputs[cores] = args[-1].numpy()
+    assert outputs[1].any()
+    np.testing.assert_allclose(outputs[2], outputs[1], rtol=1e-5, atol=1e-4)
+
+
 def test_simd_width_comes_from_the_cpu_features():
     """LLVM's vector width query says 512 bits for every x86 CPU; the features do not."""
     import tvm
