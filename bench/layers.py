@@ -54,7 +54,7 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
     from tvm.s_tir import meta_schedule as ms
 
     from pipeline.kernels.kinds import kernel_kind
-    from pipeline.kernels.lower import prim_funcs
+    from pipeline.kernels.lower import PACKED_SUFFIX, prim_funcs
 
     calls = collections.Counter()
     main = lowered["main"]
@@ -71,7 +71,7 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
         lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
         timer = lib.time_evaluator("main", tvm.cpu(), number=20, repeat=5, min_repeat_ms=10)
         us = float(np.median(timer(*args).results)) * 1e6
-        kind, flops, extents = kernel_kind(unscheduled[name])
+        kind, flops, extents = kernel_kind(unscheduled[name.removesuffix(PACKED_SUFFIX)])
         out[name] = {"kind": kind, "calls": calls[name], "us": us, "flops": flops, "extents": extents}
     return out
 

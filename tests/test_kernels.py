@@ -15,7 +15,7 @@ from pipeline.compile import onnx_to_relax
 from pipeline.device import load_profile
 from pipeline.kernels import kernel_db_hash, lower_for_target
 from pipeline.kernels.database import TunedOn, device_kernel_dir, has_database, open_database
-from pipeline.kernels.lower import fold_constant_layouts
+from pipeline.kernels.lower import PACKED_SUFFIX, fold_constant_layouts
 from pipeline.kernels.pad import pad_channels, padded_channels
 from pipeline.kernels.plan import (
     Plan,
@@ -125,7 +125,7 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     coverage, lowered = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.library == coverage.total and not coverage.untuned_tasks
     # 1x1 convolutions read their weights prepacked (and the logits above stay right)
-    packed = [gv.name_hint for gv in lowered.functions if gv.name_hint.endswith("_packed")]
+    packed = [gv.name_hint for gv in lowered.functions if gv.name_hint.endswith(PACKED_SUFFIX)]
     assert len(packed) >= 10
     # at AVX-512's 16 lanes an untuned compile pads the 24/216-channel convolutions to 32/224
     # (AVX2's 8 lanes divide them); padding keeps the logits exact (checked above where it applies)

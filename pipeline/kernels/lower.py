@@ -101,6 +101,8 @@ def fold_constant_layouts(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) ->
 
 #: Let library schedules read constant weights prepacked (`schedules.pack_weights`).
 PACK_WEIGHTS = True
+#: What a kernel's name gets when it reads packed weights (its signature changes).
+PACKED_SUFFIX = "_packed"
 
 
 @relax.expr_functor.mutator
@@ -116,7 +118,7 @@ class _WeightPacker(relax.PyExprMutator):
 
     def __init__(self, mod: tvm.IRModule, packed: dict[str, tvm.tirx.PrimFunc]) -> None:
         super().__init__(mod)
-        self.kernels = {name: (self.builder_.add_func(func, f"{name}_packed"),
+        self.kernels = {name: (self.builder_.add_func(func, name + PACKED_SUFFIX),
                                {int(k): int(v) for k, v in func.attrs[PACKED_WEIGHTS_ATTR].items()})
                         for name, func in packed.items()}
 
