@@ -1,8 +1,9 @@
 """Fit the rational sigmoid the kernels use (`pipeline.kernels.lower._SIGMOID_P/_Q`).
 
 sigmoid(x) - 1/2 ~ x * P(x^2) / Q(x^2) on [-R, R] (Q(0) = 1), minimax by Lawson's
-iteratively reweighted least squares on the linearised error x P - f Q; prints the float32
-error of the form the kernels evaluate and the coefficients, lowest degree first.
+iteratively reweighted least squares on the linearised error x P - f Q; prints the clamp
+at which the kernels' float32 form first reaches exactly 1 (so swish(x) = x beyond it),
+that form's error over the real line, and the coefficients, lowest degree first.
 
     .venv/bin/python scripts/fit_sigmoid.py            # degrees 3 / 4 on [-17, 17]: what ships
     .venv/bin/python scripts/fit_sigmoid.py 4 5 18     # onnxruntime's degrees and range
@@ -37,11 +38,9 @@ def fit(p_degree: int, q_degree: int, limit: float, iterations: int = 300) -> tu
     return best[1], best[2]
 
 
-def float32_error(p: np.ndarray, q: np.ndarray, limit: float) -> float:
-    """Largest |error| on [-limit - 23, limit + 23] of the kernels' float32 evaluation:
-    (v 2P(s) + Q(s)) / (2 Q(s)), v = x clamped to the range, s = v^2, at least 0."""
-    x = np.linspace(-limit - 23, limit + 23, 400001).astype(np.float32)
-    v = np.clip(x, -limit, limit)
+def _float32_form(p: np.ndarray, q: np.ndarray, x: np.ndarray, clamp: float) -> np.ndarray:
+    """What the kernels compute: (v 2P(s) + Q(s)) / (2 Q(s)), v = x clamped, s = v^2, at least 0."""
+    v = np.clip(x.astype(np.float32), -clamp, clamp)
     s = v * v
 
     def horner(c: np.ndarray) -> np.ndarray:
@@ -51,13 +50,28 @@ def float32_error(p: np.ndarray, q: np.ndarray, limit: float) -> float:
         return value
 
     qs = horner(q.astype(np.float32))
-    sigmoid = np.maximum((v * horner((2 * p).astype(np.float32)) + qs) / (qs + qs), 0)
-    return float(np.abs(sigmoid - 1 / (1 + np.exp(-x.astype(np.float64)))).max())
+    return np.maximum((v * horner((2 * p).astype(np.float32)) + qs) / (qs + qs), 0)
+
+
+def saturating_clamp(p: np.ndarray, q: np.ndarray, limit: float) -> float:
+    """The largest clamp up to `limit` (in steps of 1/4) where the float32 form is exactly 1."""
+    clamp = limit
+    while _float32_form(p, q, np.array([clamp]), clamp)[0] != 1.0:
+        clamp -= 0.25
+    return clamp
+
+
+def float32_error(p: np.ndarray, q: np.ndarray, clamp: float) -> float:
+    """Largest |error| of the float32 form on [-clamp - 23, clamp + 23]."""
+    x = np.linspace(-clamp - 23, clamp + 23, 400001).astype(np.float32)
+    return float(np.abs(_float32_form(p, q, x, clamp) - 1 / (1 + np.exp(-x.astype(np.float64)))).max())
 
 
 if __name__ == "__main__":
     p_deg, q_deg, lim = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])) if len(sys.argv) > 3 else (3, 4, 17.0)
     p, q = fit(p_deg, q_deg, lim)
-    print(f"degrees {p_deg}/{q_deg} on [-{lim:g}, {lim:g}]: float32 max error {float32_error(p, q, lim):.2e}")
+    clamp = saturating_clamp(p, q, lim)
+    print(f"degrees {p_deg}/{q_deg} fitted on [-{lim:g}, {lim:g}], clamped to +-{clamp:g}: "
+          f"float32 max error {float32_error(p, q, clamp):.2e}")
     print("P =", tuple(float(c) for c in p))
     print("Q =", tuple(float(c) for c in q))

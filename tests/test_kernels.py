@@ -184,6 +184,7 @@ def test_lowered_sigmoid_and_swish_hold_their_error_over_the_whole_float_range(t
         exact = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
     assert np.abs(sigmoid - exact).max() < 3e-7
     assert sigmoid.min() >= 0.0 and sigmoid.max() <= 1.0 + 2e-7
+    assert (sigmoid[x >= 16.5] == 1.0).all() and (swish[x >= 16.5] == x[x >= 16.5]).all()  # saturates exactly
     # swish = x * sigmoid(x): the sigmoid's error scaled by |x|, plus the product's rounding
     finite = np.abs(x) <= 40
     exact_swish = x[finite].astype(np.float64) * exact[finite]
