@@ -25,11 +25,12 @@ from pipeline.kernels.schedules import PACKED_WEIGHTS_ATTR, ScheduleParams, pack
 log = logging.getLogger(__name__)
 
 #: sigmoid(x) ~ 1/2 + x P(x^2) / Q(x^2), lowest degree first: fitted by
-#: `scripts/fit_sigmoid.py` on [-17, 17] (minimax; float32 error under 3e-7 over the
-#: real line), x clamped to [-16.5, 16.5], where the float32 form reaches exactly 1 (0): a
-#: large activation's swish is itself. onnxruntime's MLAS uses degrees 4 and 5 on [-18, 18] (2e-7); two FMAs fewer per
-#: vector made whole nets 3-4 % faster (A0, A6; interleaved A/B on Zen 3): every activation
-#: of these nets is a swish, and the sigmoid's polynomials were 14 % of A6's time.
+#: `scripts/fit_sigmoid.py` on [-17, 17] (minimax; float32 error under 3e-7 over the real
+#: line), x clamped to [-16.5, 16.5], where the float32 form reaches exactly 1 (0): a large
+#: activation's swish is itself. onnxruntime's MLAS uses degrees 4 and 5 on [-18, 18]
+#: (2e-7); two FMAs fewer per vector made whole nets 3-4 % faster (A0, A6; interleaved A/B
+#: on Zen 3): every activation of these nets is a swish, and the sigmoid's polynomials
+#: were 14 % of A6's time.
 _SIGMOID_P = (0.2499997384548152, 0.008042218379208823, 4.5155385191260396e-05, 4.217146552542502e-08)
 _SIGMOID_Q = (1.0, 0.11550127837764476, 0.0014726371941144465, 3.5968776418499056e-06, 8.837128726761296e-10)
 _SIGMOID_RANGE = 16.5
