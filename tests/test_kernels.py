@@ -134,6 +134,27 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     assert [padded_channels(c, 16) for c in (8, 16, 24, 200, 1000)] == [8, 16, 32, 208, 1008]
 
 
+def test_avx512_tiles_keep_the_logits_on_any_x86(tmp_path, monkeypatch, pipeline_cache):
+    """The schedules an AVX-512 CPU gets (16 lanes, 32 registers: 2 or 3 vectors per
+    position, predicated last tiles), compiled for this CPU whatever it has (LLVM splits
+    the vectors where AVX-512 is missing): the logits still match PyTorch."""
+    from pipeline.kernels import schedules
+
+    monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
+    monkeypatch.setattr(schedules, "simd_lanes", lambda target: 16)
+    monkeypatch.setattr(schedules, "simd_registers", lambda target: 32)
+    tiles = []
+    wide = schedules._wide_register_tile
+    monkeypatch.setattr(schedules, "_wide_register_tile", lambda *a: tiles.append((a, wide(*a))) or tiles[-1][1])
+    space = SearchSpace.load("attentivenas")
+    config = space.validate(space.smallest())
+    coverage, _ = _compile_and_compare(space, config, "x86-host", tmp_path)
+    assert coverage.library == coverage.total
+    chosen = [(width, tile) for (width, _, _), tile in tiles if tile is not None]
+    assert any(tile[1] == 48 for _, tile in chosen)  # 3 vectors per position
+    assert any(width % tile[0] for width, tile in chosen)  # a predicated last tile
+
+
 def test_a_residual_block_alone_pads_at_16_lanes_and_keeps_its_numbers(tmp_path):
     """A lookup-table block is compiled alone: its residual adds the function's input, a
     computed tensor nothing padded. At AVX-512's width (16 lanes, whatever this CPU has) the
@@ -484,4 +505,9 @@ def test_register_tiles_fit_the_register_file():
     assert register_tile(64, 192, 8, 16, broadcast=False, taps=9, stride=2) == (2, 32)
     assert register_tile(7, 1296, 8, 16, broadcast=False) == (7, 8)
     assert register_tile(1, 96, 8, 16, broadcast=False) == (1, 32)  # one position: vectors for 4 accumulators
-    assert register_tile(2304, 96, 16, 32) == (6, 32)  # AVX-512: 12 accumulators as before
+    # AVX-512: 2 or 3 vectors, up to 14 accumulators, predicated where that holds more
+    assert register_tile(2304, 96, 16, 32) == (7, 32)  # 330 tiles, the last predicated
+    assert register_tile(81, 224, 16, 32) == (7, 32)  # 9x9 map: 12 tiles of 7, 3 positions wasted
+    assert register_tile(81, 1296, 16, 32) == (4, 48)  # 81 vectors: 3 per position
+    assert register_tile(324, 112, 16, 32) == (12, 16)  # 7 vectors: the general rule
+    assert register_tile(2304, 96, 4, 32) == (3, 16)  # NEON keeps the general rule (not timed there)
