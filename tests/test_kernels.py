@@ -511,3 +511,26 @@ def test_register_tiles_fit_the_register_file():
     assert register_tile(81, 1296, 16, 32) == (4, 48)  # 81 vectors: 3 per position
     assert register_tile(324, 112, 16, 32) == (12, 16)  # 7 vectors: the general rule
     assert register_tile(2304, 96, 4, 32) == (3, 16)  # NEON keeps the general rule (not timed there)
+
+
+@pytest.mark.parametrize("size", [32, 33])
+def test_nchw_input_transpose_is_vectorised_along_the_image_rows(size):
+    """The network's NCHW input becomes NHWC (3 channels innermost, shorter than a
+    vector): the schedule loads 16 pixels of a row at once and stores them 3 apart; a
+    row that 16 does not divide keeps the general schedule. Both give the transpose."""
+    import tvm
+    from tvm import te
+
+    from pipeline.kernels.schedules import ScheduleParams, schedule_primfunc
+
+    image = te.placeholder((1, 3, size, size), name="image")
+    nhwc = te.compute((1, size, size, 3), lambda n, h, w, c: image[n, c, h, w], name="nhwc")
+    func = schedule_primfunc(te.create_prim_func([image, nhwc]), ScheduleParams(lanes=16, cores=2))
+    script = func.script()
+    along_rows = "for c in T.unroll(3):" in script and "for w_1 in T.vectorized(16):" in script
+    assert along_rows == (size % 16 == 0), script
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target="llvm")
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    out = tvm.runtime.tensor(np.zeros((1, size, size, 3), np.float32))
+    lib(tvm.runtime.tensor(x), out)
+    np.testing.assert_array_equal(out.numpy(), x.transpose(0, 2, 3, 1))

@@ -476,6 +476,8 @@ def _schedule_injective(sch: Schedule, blocks: list, params: ScheduleParams) -> 
     for block in left + list(outputs):
         loops = sch.get_loops(block)
         innermost = int(sch.get(loops[-1]).extent)
+        if innermost < params.lanes and _vectorize_along_input(sch, block, loops, params):
+            continue
         lanes = _channel_tile(innermost, params.lanes) if innermost % params.lanes else params.lanes
         if lanes == 1 or len(loops) == 1:
             loops = [sch.fuse(*loops)] if len(loops) > 1 else loops
@@ -486,3 +488,32 @@ def _schedule_injective(sch: Schedule, blocks: list, params: ScheduleParams) -> 
         rest = sch.fuse(*loops[:-1], outer) if len(loops) > 1 else outer
         if total >= PARALLEL_MIN_WORK and params.cores > 1:
             sch.parallel(rest)
+
+
+def _vectorize_along_input(sch: Schedule, block, loops: list, params: ScheduleParams) -> bool:
+    """Vectorise a transpose whose output's innermost axis is shorter than a vector (the
+    network's NCHW input to NHWC: 3 channels) along the axis its input is contiguous in,
+    the short axis unrolled inside: contiguous loads, strided stores. Vectorising the
+    fused index instead gathered every element: 281 us against 27 us for a 288 px image
+    on one AVX-512 core. False when no such axis exists."""
+    node = sch.get(block)
+    axes = [iv.var for iv in node.iter_vars]
+    if len(axes) != len(loops):
+        return False
+    for region in node.reads:
+        index = region.region[-1].min
+        axis = next((i for i, v in enumerate(axes[:-1]) if v.same_as(index)), None)
+        if axis is not None and int(sch.get(loops[axis]).extent) % params.lanes == 0:
+            break
+    else:
+        return False
+    total = math.prod(int(sch.get(lp).extent) for lp in loops)
+    outer, inner = sch.split(loops[axis], [None, params.lanes])
+    rest = [lp for i, lp in enumerate(loops[:-1]) if i != axis]
+    sch.reorder(*rest, outer, loops[-1], inner)
+    sch.vectorize(inner)
+    sch.unroll(loops[-1])
+    fused = sch.fuse(*rest, outer)
+    if total >= PARALLEL_MIN_WORK and params.cores > 1:
+        sch.parallel(fused)
+    return True
