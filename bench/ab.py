@@ -2,7 +2,7 @@
 
 Each variant overrides module-level constants of `pipeline.kernels.schedules` or
 `pipeline.kernels.lower` (e.g. `MAX_ACCUMULATORS`, `PACK_WEIGHTS`) while the models are
-compiled; all variants' libraries and onnxruntime then run in the same process, in
+compiled, and/or attributes of the target (`"target.fast-math-arcp": true`); all variants' libraries and onnxruntime then run in the same process, in
 rounds that alternate between them, so a noisy neighbour slows every side alike.
 
     taskset -c 1 .venv/bin/python bench/ab.py --models a0 a6 \
@@ -108,10 +108,12 @@ def main() -> None:
             xt = tvm.runtime.tensor(x)
             runners = {"ort": lambda s=session: s.run(None, {"input": x})}
             for name, settings in variants:
-                old = _override(settings)
+                attrs = {k.removeprefix("target."): v for k, v in settings.items() if k.startswith("target.")}
+                variant_target = tvm.target.Target({**target.export(), **attrs}) if attrs else target
+                old = _override({k: v for k, v in settings.items() if not k.startswith("target.")})
                 try:
-                    lowered, _ = lower_for_target(onnx_to_relax(path), target, "x86-host")
-                    lib = tvm.compile(lowered, target=target)
+                    lowered, _ = lower_for_target(onnx_to_relax(path), variant_target, "x86-host")
+                    lib = tvm.compile(lowered, target=variant_target)
                 finally:
                     _override(old)
                 vm = relax.VirtualMachine(lib, tvm.cpu())
