@@ -2,7 +2,8 @@
 
 Each variant overrides module-level constants of `pipeline.kernels.schedules` or
 `pipeline.kernels.lower` (e.g. `MAX_ACCUMULATORS`, `PACK_WEIGHTS`) while the models are
-compiled, and/or attributes of the target (`"target.fast-math-arcp": true`); all variants' libraries and onnxruntime then run in the same process, in
+compiled, and/or attributes of the target (`"target.fast-math-arcp": true`); `"tiles": false`
+leaves the device's measured tiles (`pipeline kernels tiles`) out; all variants' libraries and onnxruntime then run in the same process, in
 rounds that alternate between them, so a noisy neighbour slows every side alike.
 
     taskset -c 1 .venv/bin/python bench/ab.py --models a0 a6 \
@@ -33,6 +34,10 @@ def _override(settings: dict[str, object]) -> dict[str, object]:
 
     modules = {"schedules": schedules, "lower": lower}
     old = {}
+    if settings.get("tiles") is False:  # compile without the device's measured tiles
+        old["lower.load_tiles"] = lower.load_tiles
+        lower.load_tiles = lambda *_: (None, "measured tiles left out (bench/ab.py)")
+    settings = {k: v for k, v in settings.items() if k != "tiles"}
     for key, value in settings.items():
         module_name, _, name = key.partition(".")
         module = modules[module_name]

@@ -67,3 +67,42 @@ def tune_cmd(device: str, space_name: str | None, n_random: int, num_classes: in
     outcomes = tune(result, profile, TuneBudget(trials, total_trials, max_tasks=max_tasks))
     tuned = [o for o in outcomes if o.best_us is not None]
     click.echo(f"{len(tuned)}/{len(outcomes)} tasks have records in {device_kernel_dir(profile.name)}")
+
+
+@kernels.command("tiles")
+@device_option(note="Device to time the tiles on")
+@space_option
+@click.option("--random", "n_random", default=4, show_default=True,
+              help="Random subnets added to the smallest, largest and A0-like covering set whose kernels are weighed.")
+@classes_option
+@click.option("--shapes", default=40, show_default=True,
+              help="Representative 1x1/stem shapes to time (heaviest first; others take the nearest one's tile).")
+@json_option
+def tiles_cmd(device: str, space_name: str | None, n_random: int, num_classes: int | None, shapes: int,
+              as_json: bool) -> None:
+    """Time every candidate register tile of a space's representative shapes on the device
+    into kernels/<device>/tiles.json (resumable: shapes already timed on this CPU are kept)."""
+    import time
+
+    from pipeline.device import load_profile
+    from pipeline.kernels.plan import plan_configs
+    from pipeline.kernels.tiles import space_kernels, tune_tiles
+
+    profile = load_profile(device)
+    space = resolve_space(space_name)
+    classes = num_classes or (10 if space.name == "demo" else 1000)
+    start = time.perf_counter()
+    funcs = space_kernels(space, plan_configs(space, n_random), profile.tvm_target(), classes)
+    table, rows = tune_tiles(funcs, profile, shapes)
+    wall = time.perf_counter() - start
+    summary = {"device": profile.name, "tuned_on": table.tuned_on.describe(), "shapes_in_table": len(table.entries),
+               "timed_now": len(rows), "tile_seconds": sum(r["seconds"] for r in rows), "wall_seconds": wall}
+    if as_json:
+        click.echo(json.dumps({**summary, "rows": rows}))
+        return
+    click.echo(f"{'shape':<34} {'rule tile':>10} {'us':>8} {'best tile':>10} {'us':>8} {'gain':>6} {'tiles':>6}")
+    for r in rows:
+        click.echo(f"{r['shape']:<34} {str(tuple(r['rule_tile'])):>10} {r['rule_us']:8.1f} {str(tuple(r['tile'])):>10} "
+                   f"{r['us']:8.1f} {r['rule_us'] / r['us']:6.2f} {r['candidates']:6d}")
+    click.echo(f"{len(rows)} shapes timed now ({summary['tile_seconds']:.0f} s of timing, {wall:.0f} s wall); "
+               f"{len(table.entries)} in the table, timed on {summary['tuned_on']}")

@@ -42,7 +42,7 @@ TABLES = (WORKLOAD_FILE, RECORD_FILE)
 PACKED_SUFFIX = ".xz"
 _STAMP = "published-from"
 TUNED_ON_FILE = "tuned-on.json"
-_LOWERING_SOURCES = ("lower.py", "pad.py", "schedules.py")
+_LOWERING_SOURCES = ("lower.py", "pad.py", "schedules.py", "tiles.py")
 
 
 def device_kernel_dir(device_name: str) -> Path:
@@ -214,14 +214,18 @@ def lowering_fingerprint() -> str:
 
 
 def kernel_db_hash(device_name: str, target: "Target") -> str:
-    """SHA-256 over the lowering code and the device's packed database when it applies
-    to `target` (`database_status`).
+    """SHA-256 over the lowering code and the device's packed database and measured tiles
+    when they apply to `target` (`database_status`, `tiles.load_tiles`).
 
     Changes whenever retuning or a schedule-library change can change compiled kernels
     (compile cache key, manifest); a database that is not applied changes nothing, so
     it is left out. Never None: a device without a database still gets library
     schedules, whose version this hash carries."""
+    from pipeline.kernels.tiles import load_tiles, tiles_path
+
     digest = hashlib.sha256(lowering_fingerprint().encode())
     if database_status(device_name, target)[0]:
         digest.update(_packed_hash(device_name).encode())
+    if load_tiles(device_name, target)[0] is not None:
+        digest.update(tiles_path(device_name).read_bytes())
     return digest.hexdigest()

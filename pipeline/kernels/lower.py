@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
@@ -21,6 +21,7 @@ from tvm import relax
 from pipeline.kernels.database import database_status, has_database, open_device_database
 from pipeline.kernels.pad import pad_channels
 from pipeline.kernels.schedules import PACKED_WEIGHTS_ATTR, ScheduleParams, pack_weights, schedule_primfunc
+from pipeline.kernels.tiles import load_tiles
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,8 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
     if not applies and has_database(device_name):  # tuned elsewhere: say so loudly, once per process
         _warn_once(f"{device_name}: {database_note}")
     database = open_device_database(device_name, target)
-    params = ScheduleParams.for_target(target)
+    tiles, tiles_note = load_tiles(device_name, target)
+    params = replace(ScheduleParams.for_target(target), tiles=tiles)
     fused, funcs, recorded = fuse_for_device(mod, target, database, params)
     if recorded:
         with target, database:
@@ -300,6 +302,7 @@ def lower_for_target(mod: tvm.IRModule, target: tvm.target.Target,
         library += 1
     if packed:
         fused = _pass_packed_weights(fused, packed)
-    coverage = KernelCoverage(device_name, len(funcs), len(recorded), library, tuple(untuned), database_note)
+    coverage = KernelCoverage(device_name, len(funcs), len(recorded), library, tuple(untuned),
+                              f"{database_note}; {tiles_note}")
     log.info("%s", coverage.summary())
     return fused, coverage

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import tvm
@@ -77,12 +78,34 @@ _REDUCE = 2  # tvm.tirx.IterVar.CommReduce
 
 
 @dataclass(frozen=True)
+class TileShape:
+    """What a broadcast register tile is chosen by: the reduction's extents ((1, 1, K) for
+    a 1x1 convolution, (3, 3, 3) for the stem), the positions the tile's positions divide
+    (H*W for a 1x1 at stride 1, else the map's width) and the output channels."""
+
+    reduction: tuple[int, ...]
+    positions: int
+    channels: int
+
+    def __str__(self) -> str:
+        window = "x".join(str(r) for r in self.reduction[:-1])
+        return f"{window} K={self.reduction[-1]} P={self.positions} C={self.channels}"
+
+
+class TileLookup(Protocol):
+    """Measured tiles (`tiles.TileTable`): the tile for a shape, or `default` (the rule's)."""
+
+    def get(self, shape: TileShape, default: tuple[int, int]) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True)
 class ScheduleParams:
     """Target facts the schedules are parametrised by."""
 
     lanes: int  # float32 lanes of one SIMD register
     cores: int
     registers: int = 32  # SIMD registers the ISA names (16 on AVX2/SSE, 32 on AVX-512 and NEON)
+    tiles: TileLookup | None = field(default=None, compare=False)  # measured tiles of this CPU
 
     @classmethod
     def for_target(cls, target: tvm.target.Target) -> "ScheduleParams":
@@ -414,8 +437,10 @@ def _schedule_reduction(sch: Schedule, main, blocks: list, params: ScheduleParam
     width = s_ext[-2] if len(spatial) >= 2 else 1
     w_tile, c_tile = register_tile(width, s_ext[-1], params.lanes, params.registers, broadcast,
                                    taps=math.prod(r_ext[:2]), stride=_stride(sch, main, width))
-    lanes = min(c_tile, params.lanes)  # vectors stay one register wide; several are unrolled
     gemv = math.prod(s_ext[:-1]) == 1 and bool(reduce)
+    if params.tiles is not None and broadcast and not gemv:
+        w_tile, c_tile = params.tiles.get(TileShape(tuple(r_ext), width, s_ext[-1]), (w_tile, c_tile))
+    lanes = min(c_tile, params.lanes)  # vectors stay one register wide; several are unrolled
     if (gemv and SPLIT_GEMV and params.cores > 1 and math.prod(extents) >= PARALLEL_MIN_WORK
             and r_ext[-1] % (params.cores * GEMV_ROWS) == 0):
         _schedule_split_gemv(sch, main, output, spatial, reduce, c_tile, lanes, params.cores)
