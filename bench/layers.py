@@ -40,7 +40,9 @@ def _ort_kind(node: dict) -> str:
         return "classifier"
     if "Conv" not in op:
         return "elementwise"
-    for part, kind in (("first_conv", "stem"), ("/se/", "SE"), ("depth_conv", "depthwise")):
+    # the head's feature-mix conv runs on the pooled 1x1 map: a matrix-vector product that
+    # `kernel_kind` files with the SE convolutions, so it is counted there on both sides
+    for part, kind in (("first_conv", "stem"), ("/se/", "SE"), ("feature_mix", "SE"), ("depth_conv", "depthwise")):
         if part in name:
             return kind
     return "pointwise"
