@@ -52,20 +52,12 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
     """Per kernel: kind, calls, FLOPs and microseconds per call, timed alone."""
     import numpy as np
     import tvm
-    from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
     from pipeline.kernels.kinds import kernel_kind
-    from pipeline.kernels.lower import PACKED_SUFFIX, prim_funcs
+    from pipeline.kernels.lower import PACKED_SUFFIX, kernel_calls, prim_funcs
 
-    calls = collections.Counter()
-    main = lowered["main"]
-
-    def count(expr) -> None:
-        if isinstance(expr, relax.Call) and expr.op.name == "relax.call_tir":
-            calls[expr.args[0].name_hint] += 1
-
-    relax.analysis.post_order_visit(main, count)
+    calls = kernel_calls(lowered)
     out = {}
     for name, func in prim_funcs(lowered).items():
         infos = ms.arg_info.ArgInfo.from_prim_func(func)

@@ -82,12 +82,17 @@ class TunedOn:
         path = device_kernel_dir(device_name) / TUNED_ON_FILE
         if not path.is_file():
             return None
-        raw = json.loads(path.read_text())
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TunedOn":
         return cls(str(raw["arch"]), str(raw["mcpu"]), tuple(str(f) for f in raw["features"]))
 
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "mcpu": self.mcpu, "features": list(self.features)}
+
     def write(self, folder: Path) -> None:
-        write_text(folder / TUNED_ON_FILE,
-                   json.dumps({"arch": self.arch, "mcpu": self.mcpu, "features": list(self.features)}, indent=1) + "\n")
+        write_text(folder / TUNED_ON_FILE, json.dumps(self.to_dict(), indent=1) + "\n")
 
     def describe(self) -> str:
         """Short form for logs: `x86_64 znver5 (avx512f)`."""

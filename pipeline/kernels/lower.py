@@ -9,6 +9,7 @@ neither is reported, so a compile can say that a subnet is (partly) untuned.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from dataclasses import dataclass, replace
@@ -149,6 +150,20 @@ def _pass_packed_weights(mod: tvm.IRModule, packed: dict[str, tvm.tirx.PrimFunc]
     for name in packed:
         del result[result.get_global_var(name)]
     return result
+
+
+def kernel_calls(mod: tvm.IRModule) -> collections.Counter:
+    """How many times `mod`'s Relax functions call each kernel (by name)."""
+    calls: collections.Counter = collections.Counter()
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get("relax.call_tir"):
+            calls[expr.args[0].name_hint] += 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return calls
 
 
 def _constant_args(mod: tvm.IRModule) -> dict[str, set[int]]:

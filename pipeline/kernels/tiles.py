@@ -104,7 +104,7 @@ class TileTable:
 
     def to_json(self) -> str:
         return json.dumps({
-            "tuned_on": {"arch": self.tuned_on.arch, "mcpu": self.tuned_on.mcpu, "features": list(self.tuned_on.features)},
+            "tuned_on": self.tuned_on.to_dict(),
             "lanes": self.lanes,
             "shapes": [{"reduction": list(s.reduction), "positions": s.positions, "channels": s.channels, **e}
                        for s, e in self.entries.items()]}, indent=1) + "\n"
@@ -112,8 +112,7 @@ class TileTable:
     @classmethod
     def from_json(cls, text: str) -> "TileTable":
         raw = json.loads(text)
-        stamp = raw["tuned_on"]
-        table = cls(TunedOn(str(stamp["arch"]), str(stamp["mcpu"]), tuple(stamp["features"])), int(raw["lanes"]))
+        table = cls(TunedOn.from_dict(raw["tuned_on"]), int(raw["lanes"]))
         for row in raw["shapes"]:
             shape = TileShape(tuple(row.pop("reduction")), int(row.pop("positions")), int(row.pop("channels")))
             table.entries[shape] = row
@@ -266,23 +265,16 @@ def tune_tiles(funcs: Iterable[tuple[object, float]], profile, shapes: int, prog
 def _subnet_kernels(job: tuple) -> list[tuple[str, float]]:
     """(kernel as TVM JSON, FLOPs x calls) of one subnet's fused kernels (a worker's job)."""
     import tvm
-    from tvm import relax
 
     from pipeline.kernels.kinds import kernel_kind
-    from pipeline.kernels.lower import fuse_for_device
+    from pipeline.kernels.lower import fuse_for_device, kernel_calls
     from pipeline.kernels.plan import subnet_module
 
     space, config, target_json, num_classes = job
     target = tvm.target.Target(json.loads(target_json))
     fused, funcs, _ = fuse_for_device(subnet_module(space, config, num_classes), target, None,
                                       ScheduleParams.for_target(target))
-    calls: dict[str, int] = {}
-
-    def count(expr) -> None:
-        if isinstance(expr, relax.Call) and expr.op.name == "relax.call_tir":
-            calls[expr.args[0].name_hint] = calls.get(expr.args[0].name_hint, 0) + 1
-
-    relax.analysis.post_order_visit(fused["main"], count)
+    calls = kernel_calls(fused)
     return [(tvm.ir.save_json(func), kernel_kind(func)[1] * calls.get(name, 1)) for name, func in funcs.items()]
 
 
