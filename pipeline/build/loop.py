@@ -6,6 +6,7 @@ search's Pareto front; when all of them are uncertain, i.e. their prediction int
 reaches past the budget, also the best one whose interval lies within it) and measures
 them all as one batch (`pipeline.measure`, over the
 farm where the profile has one), each row stored beside the contention reference. A
+favourite measured just within its budget (`NEAR_BUDGET`) is timed again at once. A
 budget whose favourite measured within it is settled; one whose favourite missed gets a
 refit (on every stored measurement of the device, the misses included) and a search
 budget tightened by how optimistic the round's predictions of its picks were, for at most
@@ -113,6 +114,13 @@ def shipped_classes(space: SearchSpace, supernet: Any) -> int:
 EXACT_SHORTLIST = 16
 #: Subnets per budget timed a second time before one stays within the budget (see `_emit`).
 CONFIRM_TRIES = 3
+#: A round's favourite measured within this fraction under its budget is timed again in
+#: the round, and a second timing over the budget makes it a miss (another round, under a
+#: tightened budget). Else the miss showed only when the emit step timed it again, and the
+#: budget fell back to whatever else had been measured within it: the default arm64 build
+#: shipped 75.4 % at 6.1 ms for a 12 ms budget after its favourite (11.8 ms in the round)
+#: re-timed at 12.1 ms, while its Pareto front held 81-82 % subnets at 11-12 ms.
+NEAR_BUDGET = 0.05
 
 
 class AtConditions:
@@ -183,6 +191,7 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
     outcomes = {b: BudgetOutcome(profile.name, b, b) for b in budgets_ms}
     pending = sorted(budgets_ms)
     searches: list[SearchResult] = []
+    retimed: set[SubnetConfig] = set()  # favourites timed twice in a round, within their budget both times
     predictor = at_conditions(predictor, session, reference, profile.policy)
     ctx = replace(ctx, accuracy=ctx.accuracy.learn([]))  # evaluations since the ranker's fit (another device's)
     for round_no in range(1, ctx.max_rounds + 1):
@@ -201,6 +210,10 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
                                                  session=session, reference=reference, source="build",
                                                  num_classes=ctx.num_classes))
         ctx = replace(ctx, accuracy=timed("evaluate", lambda: ctx.accuracy.learn(batch)))
+        favourites = {b: picks[b][0].config for b in pending if picks[b]}
+        near, within = timed("measure", lambda: time_again_near_budget(profile, ctx.space, favourites, store, session,
+                                                                       reference, ctx.num_classes, ctx.workers))
+        retimed |= within
         measured = measured_subnets(profile, ctx.space, store, ctx.num_classes)
         missed = []
         for b in pending:
@@ -208,7 +221,8 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
             bounds = _intervals(predictor, [c.config for c in picks[b]])
             tried = [{"subnet_id": c.config.id, "predicted_ms": round(c.latency[profile.name], 6),
                       "interval_ms": [round(lo, 6), round(hi, 6)] if lo is not None else None,
-                      "measured_ms": round(measured[c.config], 6) if c.config in measured else None}
+                      "measured_ms": round(measured[c.config], 6) if c.config in measured else None,
+                      **({"timed_again": True} if c.config in near else {})}
                      for c, (lo, hi) in zip(picks[b], bounds)]
             outcome.rounds.append({"round": round_no, "effective_ms": round(outcome.effective_ms, 6),
                                    "speed_scale": round(predictor.scale, 4), "measured": tried})
@@ -225,7 +239,7 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
         predictor = at_conditions(timed("refit", refit), session, reference, profile.policy)
         for b in pending:
             _tighten(outcomes[b])
-    _emit(ctx, profile, outcomes, store, predictor, session, reference, timed)
+    _emit(ctx, profile, outcomes, store, predictor, session, reference, timed, retimed)
     _never_worse_with_more_budget([outcomes[b] for b in sorted(budgets_ms)])
     for outcome in outcomes.values():
         if outcome.emitted:
@@ -316,6 +330,23 @@ def measured_subnets(profile: Any, space: SearchSpace, store: Any, num_classes: 
     return dict(zip(data.configs, (float(ms) for ms in data.latency_ms)))
 
 
+def time_again_near_budget(profile: Any, space: SearchSpace, favourites: dict[float, SubnetConfig], store: Any,
+                           session: Any, reference: Reference, num_classes: int | None = None,
+                           workers: int | None = None) -> tuple[set[SubnetConfig], set[SubnetConfig]]:
+    """Time again each favourite ({budget: config}) measured within `NEAR_BUDGET` under its
+    budget (the new timing replaces the stored one, so a second timing over the budget makes
+    it a miss of its round). Returns those timed again, and those of them within their
+    budget both times."""
+    measured = measured_subnets(profile, space, store, num_classes)
+    near = {c for b, c in favourites.items() if b * (1 - NEAR_BUDGET) < measured.get(c, float("inf")) <= b}
+    if not near:
+        return set(), set()
+    profile_subnets(profile, space, list(near), store.path, workers, session=session, reference=reference,
+                    source="build-confirm", again=True, num_classes=num_classes)
+    measured = measured_subnets(profile, space, store, num_classes)
+    return near, {c for b, c in favourites.items() if c in near and measured[c] <= b}
+
+
 def _tighten(outcome: BudgetOutcome) -> None:
     """Search budget = budget x the worst optimism (predicted / measured) of the last round's
     measured picks, as predicted when they were picked.
@@ -330,7 +361,8 @@ def _tighten(outcome: BudgetOutcome) -> None:
 
 
 def _emit(ctx: LoopContext, profile: Any, outcomes: dict[float, BudgetOutcome], store: Any, predictor: Any,
-          session: Any, reference: Reference, timed: Callable[[str, Callable[[], Any]], Any]) -> None:
+          session: Any, reference: Reference, timed: Callable[[str, Callable[[], Any]], Any],
+          retimed: set[SubnetConfig] = frozenset()) -> None:
     """Per budget the most accurate measured subnet within it, confirmed by a second
     measurement, compiled and verified into its folder.
 
@@ -340,7 +372,8 @@ def _emit(ctx: LoopContext, profile: Any, outcomes: dict[float, BudgetOutcome], 
     Confirmed: timed again (the new timing replaces the stored one) and still within the
     budget; else the next most accurate is tried, up to `CONFIRM_TRIES` times. On the
     emulated device one library's timings vary by up to 1.5x between measurements, and an
-    emitted subnet chosen on one lucky timing re-measured over its budget."""
+    emitted subnet chosen on one lucky timing re-measured over its budget. A subnet of
+    `retimed` (timed twice in its round, within budget both times) is confirmed already."""
     measured = measured_subnets(profile, ctx.space, store, ctx.num_classes)
     if not measured:
         for outcome in outcomes.values():
@@ -359,7 +392,10 @@ def _emit(ctx: LoopContext, profile: Any, outcomes: dict[float, BudgetOutcome], 
         pool = shortlist + [c for c in configs if measured[c] <= b and c.id in known and c not in shortlist]
         exact = dict(zip(pool, ctx.accuracy.exact.predict(pool)))
         ranked[b] = sorted(pool, key=lambda c: -exact[c])
-    confirmed: dict[float, SubnetConfig] = {}
+    confirmed = {b: cands[0] for b, cands in ranked.items() if cands and cands[0] in retimed}
+    for b, config in confirmed.items():
+        outcomes[b].rounds.append({"round": "confirm", "subnet_id": config.id, "measured_ms": round(measured[config], 6),
+                                   "timed_again_in_round": True})
     for _ in range(CONFIRM_TRIES):
         todo = {b: cands[0] for b, cands in ranked.items() if b not in confirmed and cands}
         if not todo:
