@@ -227,6 +227,7 @@ def test_a_miss_is_refitted_on_and_the_build_emits_verified_artifacts(host_build
     assert missed.n_rounds == 2 and len(refits) == 1 and met.n_rounds == 1
     new = [m["subnet_id"] for m in first["measured"]]
     assert not {c.id for c in before} & set(new), "round 1 re-measured a stored subnet"
+    assert not {m["subnet_id"] for m in missed.rounds[1]["measured"]} & set(new), "round 2 re-picked a miss"
     # stored by the loop (a row the emit step timed again says so)
     assert all(rows[measured_id(i, heads)].meta["source"] in ("build", "build-confirm") for i in new)
     # the refit saw every round-1 measurement, the misses included, beside the reference

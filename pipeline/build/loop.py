@@ -6,7 +6,9 @@ search's Pareto front; when all of them are uncertain, i.e. their prediction int
 reaches past the budget, also the best one whose interval lies within it) and measures
 them all as one batch (`pipeline.measure`, over the
 farm where the profile has one), each row stored beside the contention reference. A
-favourite measured just within its budget (`NEAR_BUDGET`) is timed again at once. A
+favourite measured just within its budget (`NEAR_BUDGET`) is timed again at once, and a
+subnet measured over a budget is no candidate for it again (a refit may still predict it
+within: the default arm64 build's round 2 re-measured its round-1 miss). A
 budget whose favourite measured within it is settled; one whose favourite missed gets a
 refit (on every stored measurement of the device, the misses included) and a search
 budget tightened by how optimistic the round's predictions of its picks were, for at most
@@ -194,6 +196,7 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
     retimed: set[SubnetConfig] = set()  # favourites timed twice in a round, within their budget both times
     predictor = at_conditions(predictor, session, reference, profile.policy)
     ctx = replace(ctx, accuracy=ctx.accuracy.learn([]))  # evaluations since the ranker's fit (another device's)
+    measured = measured_subnets(profile, ctx.space, store, ctx.num_classes)
     for round_no in range(1, ctx.max_rounds + 1):
         budgets = [Budget.single(profile.name, outcomes[b].effective_ms) for b in pending]
         if round_no == 1 and first is not None:
@@ -201,8 +204,9 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
         else:
             result = timed("search", lambda: search_round(ctx, profile.name, predictor, budgets))
         searches.append(result)
-        picks = {b: hedged_picks(timed("evaluate", lambda: screened(ctx, result, profile.name,
-                                                                   outcomes[b].effective_ms)),
+        picks = {b: hedged_picks([c for c in timed("evaluate", lambda: screened(ctx, result, profile.name,
+                                                                               outcomes[b].effective_ms))
+                                  if measured.get(c.config, 0.0) <= b],  # measured over it: no candidate
                                  predictor, outcomes[b].effective_ms, ctx.measure_top)
                  for b in pending}
         batch = list({c.config: c for cands in picks.values() for c in cands})
