@@ -284,6 +284,26 @@ def test_a_favourite_just_within_its_budget_is_timed_again_in_its_round(host_bui
     assert within == ({near} if after[near] <= near_budget else set())
 
 
+def test_the_report_says_which_timings_were_taken_twice_and_when():
+    """A favourite timed again in its round reads "timed twice" in its round's line, and its
+    confirmation says it was taken in its round, not before emitting."""
+    from pipeline.build.loop import BudgetOutcome
+    from pipeline.build.report import round_line
+
+    o = BudgetOutcome("arm64-emulated", 12.0, 12.0)
+    o.rounds = [{"round": 1, "effective_ms": 12.0, "speed_scale": 1.0, "measured": [
+                    {"subnet_id": "a", "predicted_ms": 11.5, "interval_ms": None, "measured_ms": 11.8,
+                     "timed_again": True},
+                    {"subnet_id": "b", "predicted_ms": 10.0, "interval_ms": None, "measured_ms": 12.4}]},
+                {"round": "confirm", "subnet_id": "a", "measured_ms": 11.9, "timed_again_in_round": True},
+                {"round": "confirm", "subnet_id": "c", "measured_ms": 12.1}]
+    first, in_round, at_emit = (round_line(o, r) for r in o.rounds)
+    assert "`a` 11.500 -> 11.800 ms (timed twice)," in first
+    assert first.endswith("`b` 10.000 -> 12.400 ms")
+    assert "`a` timed again in its round: 11.900 ms (within)" in in_round
+    assert "`c` timed again before emitting: 12.100 ms (over: not emitted)" in at_emit
+
+
 @pytest.fixture(scope="module")
 def farm_build(tmp_path_factory):
     """A build from a space of the user's own (a YAML file), for a live in-memory profile:

@@ -32,7 +32,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import AbstractSet, Any, Callable, Sequence
 
 import numpy as np
 
@@ -366,7 +366,7 @@ def _tighten(outcome: BudgetOutcome) -> None:
 
 def _emit(ctx: LoopContext, profile: Any, outcomes: dict[float, BudgetOutcome], store: Any, predictor: Any,
           session: Any, reference: Reference, timed: Callable[[str, Callable[[], Any]], Any],
-          retimed: set[SubnetConfig] = frozenset()) -> None:
+          retimed: AbstractSet[SubnetConfig] = frozenset()) -> None:
     """Per budget the most accurate measured subnet within it, confirmed by a second
     measurement, compiled and verified into its folder.
 
