@@ -261,7 +261,7 @@ def test_a_favourite_just_within_its_budget_is_timed_again_in_its_round(host_bui
     """The default arm64 build shipped 75.4 % at 6.1 ms for a 12 ms budget: its favourite
     measured 11.8 ms in the round and 12.1 ms when the emit step timed it again, too late
     for another round. Now a favourite within `NEAR_BUDGET` under its budget is timed again
-    at once, on the device, and only one within its budget both times settles it; one well
+    at once, on the device, and what the loop judges it by is that second timing; one well
     within its budget is not timed again."""
     from pipeline.build.loop import NEAR_BUDGET, measured_subnets, time_again_near_budget
     from pipeline.device import MeasurementStore, load_profile, open_session
@@ -273,15 +273,14 @@ def test_a_favourite_just_within_its_budget_is_timed_again_in_its_round(host_bui
         (far, far_ms), (near, near_ms) = sorted(before.items(), key=lambda kv: kv[1])[-2:]
         rows_before = {r.subnet_id: r for r in store.records("x86-host")}
         near_budget, far_budget = near_ms * (1 + NEAR_BUDGET / 2), far_ms / (1 - 2 * NEAR_BUDGET)
-        timed, within = time_again_near_budget(profile, space, {near_budget: near, far_budget: far}, store, session,
-                                               compile_reference(space, profile, num_classes=heads), heads)
-        after = measured_subnets(profile, space, store, heads)
+        timed, after = time_again_near_budget(profile, space, {near_budget: near, far_budget: far}, before, store,
+                                              session, compile_reference(space, profile, num_classes=heads), heads)
+        assert after == measured_subnets(profile, space, store, heads)
         rows = {r.subnet_id: r for r in store.records("x86-host")}
     assert timed == {near}
     again, untouched = rows[measured_id(near.id, heads)], rows[measured_id(far.id, heads)]
     assert again.meta["source"] == "build-confirm" and again.measured_at > rows_before[again.subnet_id].measured_at
     assert untouched.measured_at == rows_before[untouched.subnet_id].measured_at and after[far] == far_ms
-    assert within == ({near} if after[near] <= near_budget else set())
 
 
 def test_the_report_says_which_timings_were_taken_twice_and_when():

@@ -214,11 +214,12 @@ def run_loop(ctx: LoopContext, profile: Any, budgets_ms: Sequence[float], predic
                                                  session=session, reference=reference, source="build",
                                                  num_classes=ctx.num_classes))
         ctx = replace(ctx, accuracy=timed("evaluate", lambda: ctx.accuracy.learn(batch)))
-        favourites = {b: picks[b][0].config for b in pending if picks[b]}
-        near, within = timed("measure", lambda: time_again_near_budget(profile, ctx.space, favourites, store, session,
-                                                                       reference, ctx.num_classes, ctx.workers))
-        retimed |= within
         measured = measured_subnets(profile, ctx.space, store, ctx.num_classes)
+        favourites = {b: picks[b][0].config for b in pending if picks[b]}
+        near, measured = timed("measure", lambda: time_again_near_budget(profile, ctx.space, favourites, measured,
+                                                                         store, session, reference, ctx.num_classes,
+                                                                         ctx.workers))
+        retimed |= {c for b, c in favourites.items() if c in near and measured[c] <= b}
         missed = []
         for b in pending:
             outcome = outcomes[b]
@@ -334,21 +335,20 @@ def measured_subnets(profile: Any, space: SearchSpace, store: Any, num_classes: 
     return dict(zip(data.configs, (float(ms) for ms in data.latency_ms)))
 
 
-def time_again_near_budget(profile: Any, space: SearchSpace, favourites: dict[float, SubnetConfig], store: Any,
-                           session: Any, reference: Reference, num_classes: int | None = None,
-                           workers: int | None = None) -> tuple[set[SubnetConfig], set[SubnetConfig]]:
-    """Time again each favourite ({budget: config}) measured within `NEAR_BUDGET` under its
-    budget (the new timing replaces the stored one, so a second timing over the budget makes
-    it a miss of its round). Returns those timed again, and those of them within their
-    budget both times."""
-    measured = measured_subnets(profile, space, store, num_classes)
+def time_again_near_budget(profile: Any, space: SearchSpace, favourites: dict[float, SubnetConfig],
+                           measured: dict[SubnetConfig, float], store: Any, session: Any, reference: Reference,
+                           num_classes: int | None = None, workers: int | None = None
+                           ) -> tuple[set[SubnetConfig], dict[SubnetConfig, float]]:
+    """Time again each favourite ({budget: config}) that `measured` (`measured_subnets`) has
+    within `NEAR_BUDGET` under its budget; the new timing replaces the stored one, so a
+    second timing over the budget makes it a miss of its round. Returns those timed again
+    and `measured` as it is now."""
     near = {c for b, c in favourites.items() if b * (1 - NEAR_BUDGET) < measured.get(c, float("inf")) <= b}
     if not near:
-        return set(), set()
+        return near, measured
     profile_subnets(profile, space, list(near), store.path, workers, session=session, reference=reference,
                     source="build-confirm", again=True, num_classes=num_classes)
-    measured = measured_subnets(profile, space, store, num_classes)
-    return near, {c for b, c in favourites.items() if c in near and measured[c] <= b}
+    return near, measured_subnets(profile, space, store, num_classes)
 
 
 def _tighten(outcome: BudgetOutcome) -> None:
