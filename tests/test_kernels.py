@@ -15,7 +15,7 @@ from pipeline.compile import onnx_to_relax
 from pipeline.device import load_profile
 from pipeline.kernels import kernel_db_hash, lower_for_target
 from pipeline.kernels.database import TunedOn, device_kernel_dir, has_database, open_database
-from pipeline.kernels.lower import PACKED_SUFFIX, fold_constant_layouts
+from pipeline.kernels.lower import PACKED_SUFFIX, fold_constant_layouts, prim_funcs
 from pipeline.kernels.pad import pad_channels, padded_channels
 from pipeline.kernels.plan import (
     Plan,
@@ -127,6 +127,8 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     # 1x1 convolutions read their weights prepacked (and the logits above stay right)
     packed = [gv.name_hint for gv in lowered.functions if gv.name_hint.endswith(PACKED_SUFFIX)]
     assert len(packed) >= 10
+    # the weight-dominated ones prefetch their next weight panel
+    assert any("llvm.prefetch" in f.script() for f in prim_funcs(lowered).values())
     # at AVX-512's 16 lanes an untuned compile pads the 24/216-channel convolutions to 32/224
     # (AVX2's 8 lanes divide them); padding keeps the logits exact (checked above where it applies)
     _, changed = pad_channels(fold_constant_layouts(onnx_to_relax(tmp_path / "m.onnx")), lanes=16)
@@ -407,6 +409,8 @@ def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_
 
     lowered, coverage = lower_for_target(onnx_to_relax(path), target, emulated_arm64.name)
     assert coverage.library == coverage.total and not coverage.untuned_tasks, coverage.summary()
+    # the late 1x1 kernels prefetch their next weight panel (`prfm`), and the numbers below hold
+    assert any("llvm.prefetch" in f.script() for f in prim_funcs(lowered).values())
     lib = export_library(tvm.compile(lowered, target=target), tmp_path / "m.so", emulated_arm64)
     x = np.random.default_rng(0).random((1, 3, config.resolution, config.resolution), dtype=np.float32)
     with open_session(emulated_arm64) as session:
@@ -534,3 +538,78 @@ def test_nchw_input_transpose_is_vectorised_along_the_image_rows(size):
     out = tvm.runtime.tensor(np.zeros((1, size, size, 3), np.float32))
     lib(tvm.runtime.tensor(x), out)
     np.testing.assert_array_equal(out.numpy(), x.transpose(0, 2, 3, 1))
+
+
+def test_weight_heavy_pointwise_kernel_prefetches_its_next_panel_and_keeps_its_numbers(tmp_path):
+    """A late-stage expansion (224 -> 1296 channels at 9x9: more weights than activations)
+    gets the next-panel prefetch (`kernels.prefetch`) at 1 and 2 cores, an early one (16 ->
+    64 at 56x56) does not, and the prefetching kernel computes what the one without does."""
+    import tvm
+    from torch import nn
+
+    from pipeline.kernels import schedules
+    from pipeline.kernels.lower import fuse_for_device
+    from pipeline.kernels.schedules import PACKED_WEIGHTS_ATTR, ScheduleParams, pack_weights, schedule_primfunc
+
+    target = load_profile("x86-host").tvm_target()
+    one = ScheduleParams.for_target(target)
+
+    def kernel(cin: int, cout: int, size: int):
+        path = tmp_path / f"{cin}_{cout}.onnx"
+        torch.onnx.export(nn.Conv2d(cin, cout, 1).eval(), (torch.randn(1, cin, size, size),), str(path),
+                          input_names=["input"], dynamo=False)
+        _, funcs, _ = fuse_for_device(onnx_to_relax(path), target, None, one)
+        return next(f for name, f in funcs.items() if "conv" in name)
+
+    assert "llvm.prefetch" not in schedule_primfunc(kernel(16, 64, 56), one, pack_weights=True).script()
+    heavy = kernel(224, 1296, 9)
+    rng = np.random.default_rng(0)
+    for cores in (1, 2):
+        params = ScheduleParams(one.lanes, cores, one.registers)
+        outputs = {}
+        for prefetch in (True, False):
+            schedules.PREFETCH_PANELS, old = prefetch, schedules.PREFETCH_PANELS
+            try:
+                scheduled = schedule_primfunc(heavy, params, pack_weights=True)
+            finally:
+                schedules.PREFETCH_PANELS = old
+            assert ("llvm.prefetch" in scheduled.script()) == prefetch
+            panels = {int(k): int(v) for k, v in scheduled.attrs[PACKED_WEIGHTS_ATTR].items()}
+            lib = tvm.tirx.build(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target=target)
+            raw = [rng.standard_normal([int(d) for d in p.shape]).astype("float32") for p in heavy.params]
+            args = [tvm.runtime.tensor(pack_weights(a, panels[i]) if i in panels else a) for i, a in enumerate(raw)]
+            lib(*args)
+            outputs[prefetch] = args[-1].numpy()
+            rng = np.random.default_rng(0)  # the same inputs for both
+        assert outputs[True].any()
+        np.testing.assert_array_equal(outputs[True], outputs[False])
+
+
+def test_the_prefetch_covers_each_line_of_the_next_panel_once():
+    """Over one panel's position tiles and reduction steps, the prefetches that run
+    (their condition true) address every cache line of the next panel exactly once,
+    and the last panel prefetches nothing."""
+    import tvm
+    from tvm.sym.analyzer import Analyzer
+
+    from pipeline.kernels.prefetch import CACHE_LINE, PanelPrefetch
+
+    panels, reduction, panel, tiles = 3, 8, 48, 5
+    weight = tvm.tirx.decl_buffer((panels, 1, 1, reduction, panel), "float32", name="w")
+    p, t, k = (tvm.tirx.Var(n, "int64") for n in "ptk")
+    statement = PanelPrefetch(weight, k, p, t).statement()
+    address = statement.then_case.value.args[1].args[0]  # call_llvm_intrin(id, address_of(w[...]), ...)
+    per_line = CACHE_LINE // 4
+    for current in range(panels):
+        lines = []
+        for tile in range(tiles):
+            for step in range(reduction):
+                analyzer = Analyzer()
+                for var, value in ((p, current), (t, tile), (k, step)):
+                    analyzer.bind(var, tvm.tirx.const(value, "int64"))
+                if int(analyzer.simplify(statement.condition)):
+                    index = [int(analyzer.simplify(i)) for i in address.indices]
+                    lines.append(int(np.ravel_multi_index(index, [int(d) for d in weight.shape])) // per_line)
+        first = (current + 1) * reduction * panel // per_line
+        want = list(range(first, first + reduction * panel // per_line)) if current + 1 < panels else []
+        assert sorted(lines) == want

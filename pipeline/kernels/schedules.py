@@ -28,6 +28,8 @@ import tvm.tirx
 from tvm.s_tir import Schedule
 from tvm.target import codegen
 
+from .prefetch import PanelPrefetch, insert_prefetch
+
 log = logging.getLogger(__name__)
 
 #: Accumulator vectors a register tile may hold when its input is broadcast (a reduction
@@ -78,6 +80,9 @@ SPLIT_GEMV = True
 #: Interleaved A/B on the AVX-512 Xeon, one thread: A0 -4 %, A6 -1 %, two random subnets
 #: -1 % and -3 %; two threads: 0 to -2 %.
 FUSE_BIAS = True
+#: Prefetch the next weight panel in weight-heavy pointwise kernels (`prefetch`). Only the
+#: library schedule does: a MetaSchedule trace has no step for it.
+PREFETCH_PANELS = True
 
 _REDUCE = 2  # tvm.tirx.IterVar.CommReduce
 
@@ -162,9 +167,12 @@ def schedule_primfunc(func: tvm.tirx.PrimFunc, params: ScheduleParams,
     `PACKED_WEIGHTS_ATTR`, and its callers must pass `pack_weights(weight, panel)`."""
     sch = Schedule(tvm.IRModule({"main": func}))
     packed: dict[int, int] = {}
-    if not _apply(sch, params, packed if pack_weights else None):
+    scheduled, prefetch = _apply(sch, params, packed if pack_weights else None)
+    if not scheduled:
         return None
     scheduled = sch.mod["main"]
+    if prefetch is not None:
+        scheduled = insert_prefetch(scheduled, prefetch)
     return scheduled.with_attr(PACKED_WEIGHTS_ATTR, packed) if packed else scheduled
 
 
@@ -179,26 +187,29 @@ def pack_weights(weight: np.ndarray, panel: int) -> np.ndarray:
 def schedule_trace(func: tvm.tirx.PrimFunc, params: ScheduleParams) -> tvm.s_tir.Trace | None:
     """The library schedule as a replayable trace (to seed a MetaSchedule database)."""
     sch = Schedule(tvm.IRModule({"main": func}))
-    scheduled = _apply(sch, params)
+    scheduled, _ = _apply(sch, params)
     return sch.trace if scheduled else None
 
 
-def _apply(sch: Schedule, params: ScheduleParams, packed: dict[int, int] | None = None) -> bool:
+def _apply(sch: Schedule, params: ScheduleParams, packed: dict[int, int] | None = None
+           ) -> tuple[bool, PanelPrefetch | None]:
     """Schedule `sch`'s kernel; `packed`, when given, receives the weight parameters the
-    schedule repacked (and allows it to)."""
+    schedule repacked (and allows it to). Returns whether a schedule fitted, and the
+    weight prefetch the scheduled function should get (`prefetch.insert_prefetch`)."""
+    prefetch = None
     try:
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         reductions = [b for b in blocks if _is_reduction(sch, b)]
         if len(reductions) > 1:
-            return False
+            return False, None
         if reductions:
-            _schedule_reduction(sch, reductions[0], params, packed)
+            prefetch = _schedule_reduction(sch, reductions[0], params, packed)
         else:
             _schedule_injective(sch, blocks, params)
     except tvm.s_tir.ScheduleError as err:
         log.debug("no library schedule: %s", err)
-        return False
-    return True
+        return False, None
+    return True, prefetch
 
 
 def _is_reduction(sch: Schedule, block) -> bool:
@@ -384,21 +395,23 @@ def _flatten_positions(sch: Schedule, main, output, s_ext: list[int]) -> tuple[l
     return loops[:3], loops[3:], [s_ext[0], s_ext[1] * s_ext[2], s_ext[3]]
 
 
-def _pack_weight_panels(sch: Schedule, main, panel: int, packed: dict[int, int]) -> None:
+def _pack_weight_panels(sch: Schedule, main, panel: int, packed: dict[int, int]) -> int | None:
     """Read the weights (HWIO, a parameter) as contiguous panels of `panel` output channels,
     (C / panel, H, W, I, panel), the layout onnxruntime's MLAS prepacks its GEMM weights in.
     A register tile's weight vectors for successive reduction steps then lie next to each
     other in memory: one sequential stream the prefetcher follows, instead of one short
-    row every C floats (a 1296 -> 216 projection reads 96 of every 864 bytes)."""
+    row every C floats (a 1296 -> 216 projection reads 96 of every 864 bytes).
+    Returns the packed parameter's index, None when the weights stay as they are."""
     func = sch.mod["main"]
     reads = sch.get(main).reads
     weight = reads[-1].source
     index = next((i for i, p in enumerate(func.params) if p.same_as(weight)), None)
     channels = int(weight.shape[-1])
     if index is None or len(weight.shape) != 4 or channels % panel or channels == panel:
-        return
+        return None
     sch.transform_layout(main, ("read", len(reads) - 1), lambda h, w, i, o: (o // panel, h, w, i, o % panel))
     packed[index] = panel
+    return index
 
 
 def _schedule_split_gemv(sch: Schedule, main, output, spatial: list, reduce: list, c_tile: int, lanes: int,
@@ -443,7 +456,9 @@ def _fuse_bias(sch: Schedule, main) -> None:
 
 
 def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
-                        packed: dict[int, int] | None = None) -> None:
+                        packed: dict[int, int] | None = None) -> PanelPrefetch | None:
+    """Schedule a reduction kernel (see the module docstring); returns the weight prefetch
+    its scheduled function should get, if any."""
     _fuse_bias(sch, main)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     outputs = sch.get_output_blocks(sch.get_sblock("root"))
@@ -475,8 +490,9 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
             and r_ext[-1] % (params.cores * GEMV_ROWS) == 0):
         _schedule_split_gemv(sch, main, output, spatial, reduce, c_tile, lanes, params.cores)
         return
+    packed_at, panels_first = None, False
     if packed is not None and broadcast and not gemv:
-        _pack_weight_panels(sch, main, c_tile, packed)
+        packed_at = _pack_weight_panels(sch, main, c_tile, packed)
     c_outer, c_vectors, c_inner = sch.split(spatial[-1], [None, c_tile // lanes, lanes])
     outer = list(spatial[:-1])
     if len(spatial) >= 2:
@@ -492,7 +508,8 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
         order = [*reduce, *outer, c_outer]
         unrolled = [k_rows, *unrolled]
     else:
-        outer = [c_outer] + outer if _weights_dominate(sch, main) else outer + [c_outer]
+        panels_first = _weights_dominate(sch, main)
+        outer = [c_outer] + outer if panels_first else outer + [c_outer]
         order = [*outer, *reduce]
     sch.reorder(*order, *unrolled, c_inner)
     for loop, extent in zip(reduce, r_ext):
@@ -514,10 +531,28 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
         sch.vectorize(vec_inner)
         for loop in rest + ([] if gemv else [vec_outer]):
             sch.unroll(loop)
+    outer_extents = [int(sch.get(loop).extent) for loop in outer]
     if math.prod(extents) >= PARALLEL_MIN_WORK and params.cores > 1 and not gemv:
-        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        outer = [sch.fuse(*outer)] if len(outer) > 1 else outer
+        sch.parallel(outer[0])
     if reduce:  # last: a decomposed update block no longer counts as a reduction
         sch.decompose_reduction(main, reduce[0])
+    if PREFETCH_PANELS and packed_at is not None and panels_first and r_ext[:-1] == [1, 1]:
+        return _next_panel_prefetch(sch, packed_at, outer, outer_extents, reduce[-1])
+    return None
+
+
+def _next_panel_prefetch(sch: Schedule, weight_index: int, outer: list, outer_extents: list[int],
+                         reduction) -> PanelPrefetch:
+    """The prefetch plan of a kernel whose outer loops run over weight panels first, then
+    position tiles (`outer`, perhaps fused into one parallel loop, over `outer_extents`)."""
+    func = sch.mod["main"]
+    tiles = math.prod(outer_extents[1:])
+    index = sch.get(outer[0]).loop_var
+    for loop, extent in zip(outer[1:], outer_extents[1:]):
+        index = index * extent + sch.get(loop).loop_var
+    return PanelPrefetch(func.params[weight_index], sch.get(reduction).loop_var,
+                         index // tiles, index % tiles)
 
 
 def _schedule_injective(sch: Schedule, blocks: list, params: ScheduleParams) -> None:
