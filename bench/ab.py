@@ -30,9 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def _override(settings: dict[str, object]) -> dict[str, object]:
     """Apply `{"module.NAME": value}` to pipeline.kernels' modules; returns the old values."""
-    from pipeline.kernels import lower, schedules
+    from pipeline.kernels import lower, prefetch, schedules
 
-    modules = {"schedules": schedules, "lower": lower}
+    modules = {"schedules": schedules, "lower": lower, "prefetch": prefetch}
     old = {}
     if settings.get("tiles") is False:  # compile without the device's measured tiles
         old["lower.load_tiles"] = lower.load_tiles
