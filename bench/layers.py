@@ -5,7 +5,10 @@ schedule, as the compile step applies them) is timed twice: alone (built by itse
 TVM's time_evaluator on random inputs, warm caches: what tuning sees) and in the graph
 (the compiled model run with VM instrumentation: weights as cold as in real use);
 onnxruntime runs the same ONNX file with its profiler on and reports each node's mean
-duration in the graph.
+duration in the graph. The two graphs run in alternating rounds, each round an
+unprofiled pass (the wall times) and a profiled one: on a shared host the load moves
+within minutes (A6's TVM wall went 12.8 -> 15.7 ms between two sequential runs), and
+interleaving spreads it over both runtimes.
 Both sides are grouped by layer kind (stem, pointwise 1x1, depthwise, SE, pool,
 classifier, elementwise): the kind where TVM loses most is where schedule work pays.
 Each kind's achieved GFLOP/s is set against the machine's peak (numpy sgemm, same
@@ -70,62 +73,92 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
     return out
 
 
-def _time_in_graph(lowered, target, x, runs: int) -> tuple[dict[str, float], float, float]:
-    """Per kernel: mean microseconds per inference inside the whole compiled graph (VM
-    instrumentation, so weights are as cold as in real use), the VM's own allocation
-    time, and the wall time per inference without instrumentation."""
-    import tvm
-    from tvm import relax
+class _TvmGraph:
+    """The compiled model in TVM's VM: per kernel, microseconds per inference inside the
+    whole graph (VM instrumentation, so weights are as cold as in real use), the VM's own
+    allocation time, and the wall time per inference without instrumentation."""
 
-    vm = relax.VirtualMachine(tvm.compile(lowered, target=target), tvm.cpu())
-    xt = tvm.runtime.tensor(x)
-    for _ in range(10):
-        vm["main"](xt)
-    start = time.perf_counter()
-    for _ in range(runs):
-        vm["main"](xt)
-    wall_us = (time.perf_counter() - start) / runs * 1e6
-    spent: dict[str, float] = collections.defaultdict(float)
-    began = [0.0]
+    def __init__(self, lowered, target, x) -> None:
+        import tvm
+        from tvm import relax
 
-    def instrument(func, symbol, before_run, ret_value, *args) -> int:
-        now = time.perf_counter()
-        if before_run:
-            began[0] = now
-        else:
-            spent[symbol] += (now - began[0]) * 1e6 / runs
-        return 0
-
-    vm.set_instrument(instrument)
-    for _ in range(runs):
-        vm["main"](xt)
-    overhead = sum(us for symbol, us in spent.items() if symbol.startswith("vm."))
-    return dict(spent), overhead, wall_us
-
-
-def _time_ort(onnx_path: Path, x, threads: int, runs: int) -> tuple[dict[str, float], float]:
-    """Per ONNX kind: mean microseconds per inference from onnxruntime's profiler."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.enable_profiling = True
-    with tempfile.TemporaryDirectory() as tmp:
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.vm = relax.VirtualMachine(tvm.compile(lowered, target=target), tvm.cpu())
+        self.x = tvm.runtime.tensor(x)
+        self.spent: dict[str, float] = collections.defaultdict(float)
+        self.wall_s, self.walls, self.profiled = 0.0, 0, 0
         for _ in range(10):
-            session.run(None, {"input": x})
+            self.vm["main"](self.x)
+
+    def wall(self, runs: int) -> None:
+        self.vm.set_instrument(None)
         start = time.perf_counter()
         for _ in range(runs):
-            session.run(None, {"input": x})
-        total_us = (time.perf_counter() - start) / runs * 1e6
-        events = json.loads(Path(session.end_profiling()).read_text())
-    by_kind = collections.defaultdict(float)
-    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    per_run = len(nodes) / (runs + 10)
-    for event in nodes[-int(per_run * runs):]:
-        by_kind[_ort_kind(event)] += event["dur"] / runs
-    return dict(by_kind), total_us
+            self.vm["main"](self.x)
+        self.wall_s += time.perf_counter() - start
+        self.walls += runs
+
+    def profile(self, runs: int) -> None:
+        began = [0.0]
+
+        def instrument(func, symbol, before_run, ret_value, *args) -> int:
+            now = time.perf_counter()
+            if before_run:
+                began[0] = now
+            else:
+                self.spent[symbol] += (now - began[0]) * 1e6
+            return 0
+
+        self.vm.set_instrument(instrument)
+        for _ in range(runs):
+            self.vm["main"](self.x)
+        self.profiled += runs
+
+    def results(self) -> tuple[dict[str, float], float, float]:
+        per_run = {symbol: us / self.profiled for symbol, us in self.spent.items()}
+        overhead = sum(us for symbol, us in per_run.items() if symbol.startswith("vm."))
+        return per_run, overhead, self.wall_s / self.walls * 1e6
+
+
+class _OrtGraph:
+    """onnxruntime on the same ONNX file: per ONNX kind, mean microseconds per inference
+    from its profiler, and the wall time per inference of a session without it."""
+
+    def __init__(self, onnx_path: Path, x, threads: int, profile_dir: Path) -> None:
+        import onnxruntime as ort
+
+        def session(profiled: bool):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            options.enable_profiling = profiled
+            options.profile_file_prefix = str(profile_dir / "ort")
+            return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+        self.x, self.plain, self.profiled_session = {"input": x}, session(False), session(True)
+        self.warmup, self.profiled, self.wall_s, self.walls = 10, 0, 0.0, 0
+        for _ in range(self.warmup):
+            self.plain.run(None, self.x)
+            self.profiled_session.run(None, self.x)
+
+    def wall(self, runs: int) -> None:
+        start = time.perf_counter()
+        for _ in range(runs):
+            self.plain.run(None, self.x)
+        self.wall_s += time.perf_counter() - start
+        self.walls += runs
+
+    def profile(self, runs: int) -> None:
+        for _ in range(runs):
+            self.profiled_session.run(None, self.x)
+        self.profiled += runs
+
+    def results(self) -> tuple[dict[str, float], float]:
+        events = json.loads(Path(self.profiled_session.end_profiling()).read_text())
+        nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        per_run = len(nodes) / (self.profiled + self.warmup)
+        by_kind = collections.defaultdict(float)
+        for event in nodes[-int(per_run * self.profiled):]:
+            by_kind[_ort_kind(event)] += event["dur"] / self.profiled
+        return dict(by_kind), self.wall_s / self.walls * 1e6
 
 
 def main() -> None:
@@ -133,7 +166,8 @@ def main() -> None:
     parser.add_argument("--model", default="a3", help="a0..a6, or a subnet config file")
     parser.add_argument("--space", default="attentivenas")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=100, help="inferences per runtime and measure, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds alternating between the runtimes")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
 
@@ -160,12 +194,19 @@ def main() -> None:
     x = np.random.default_rng(0).random((1, 3, config.resolution, config.resolution), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(build_static(space, config, classes).eval(), config.resolution, Path(tmp) / "m.onnx")
-        ort_by_kind, ort_total = _time_ort(path, x, args.threads, args.runs)
         lowered, coverage = lower_for_target(onnx_to_relax(path), target, profile.name)
         _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, open_device_database(profile.name, target),
                                       ScheduleParams.for_target(target))
-    kernels = _time_tvm(unscheduled, lowered, target)
-    in_graph, vm_overhead, tvm_wall = _time_in_graph(lowered, target, x, args.runs)
+        kernels = _time_tvm(unscheduled, lowered, target)
+        # both runtimes in the graph, in alternating rounds: a busy neighbour slows both alike
+        ort_graph, tvm_graph = _OrtGraph(path, x, args.threads, Path(tmp)), _TvmGraph(lowered, target, x)
+        per_round = max(1, args.runs // args.rounds)
+        for _ in range(args.rounds):
+            for runtime in (ort_graph, tvm_graph):
+                runtime.wall(per_round)
+                runtime.profile(per_round)
+        ort_by_kind, ort_total = ort_graph.results()
+    in_graph, vm_overhead, tvm_wall = tvm_graph.results()
     for name, k in kernels.items():
         k["in_graph_us"] = in_graph.get(name, 0.0)
 
@@ -192,8 +233,8 @@ def main() -> None:
               f"{100 * gflops / peak:6.0f}%")
     print(f"{'sum':<12} {'':7} {sum(r['tvm_alone_us'] for r in rows):9.0f} {sum(r['tvm_us'] for r in rows):9.0f} "
           f"{sum(r['ort_us'] for r in rows):9.0f}")
-    print(f"wall per inference: tvm {tvm_wall:.0f} us (VM allocations {vm_overhead:.0f} us), "
-          f"ort {ort_total:.0f} us (with its profiler on)")
+    print(f"wall per inference (no profiling): tvm {tvm_wall:.0f} us, ort {ort_total:.0f} us; "
+          f"VM allocations in the profiled graph {vm_overhead:.0f} us")
     worst = sorted(kernels.items(), key=lambda kv: -kv[1]["in_graph_us"])[:10]
     print("heaviest TVM kernels:")
     for name, k in worst:
