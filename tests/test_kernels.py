@@ -613,3 +613,22 @@ def test_the_prefetch_covers_each_line_of_the_next_panel_once():
         first = (current + 1) * reduction * panel // per_line
         want = list(range(first, first + reduction * panel // per_line)) if current + 1 < panels else []
         assert sorted(lines) == want
+
+
+def test_the_lowering_fingerprint_covers_every_module_that_shapes_a_kernel():
+    """A compiled kernel depends on the lowering modules and on every pipeline.kernels
+    module they import at load time (the database's code aside: which records apply is
+    hashed from the records); a module left out of the fingerprint would let the compile
+    cache serve kernels built by older code."""
+    import ast
+
+    from pipeline.kernels import database
+
+    folder = Path(database.__file__).parent
+    sources = set(database._LOWERING_SOURCES)
+    for name in sources:
+        tree = ast.parse((folder / name).read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline.kernels."):
+                module = node.module.rsplit(".", 1)[1]
+                assert module == "database" or f"{module}.py" in sources, (name, module)

@@ -28,7 +28,7 @@ import tvm.tirx
 from tvm.s_tir import Schedule
 from tvm.target import codegen
 
-from .prefetch import PanelPrefetch, insert_prefetch
+from pipeline.kernels.prefetch import PanelPrefetch, insert_prefetch
 
 log = logging.getLogger(__name__)
 
