@@ -73,7 +73,42 @@ def _time_tvm(unscheduled: dict, lowered, target) -> dict[str, dict]:
     return out
 
 
-class _TvmGraph:
+class _Graph:
+    """One runtime's whole graph, timed in passes that `main` interleaves with the other
+    runtime's: unprofiled passes give the wall time per inference, profiled ones the
+    per-layer times."""
+
+    warmup = 10
+
+    def __init__(self) -> None:
+        self.wall_s, self.walls, self.profiled = 0.0, 0, 0
+
+    def _run(self) -> None:
+        """One unprofiled inference."""
+        raise NotImplementedError
+
+    def _run_profiled(self) -> None:
+        """One inference with the runtime's per-layer timing on."""
+        raise NotImplementedError
+
+    def wall(self, runs: int) -> None:
+        start = time.perf_counter()
+        for _ in range(runs):
+            self._run()
+        self.wall_s += time.perf_counter() - start
+        self.walls += runs
+
+    def profile(self, runs: int) -> None:
+        for _ in range(runs):
+            self._run_profiled()
+        self.profiled += runs
+
+    @property
+    def wall_us(self) -> float:
+        return self.wall_s / self.walls * 1e6
+
+
+class _TvmGraph(_Graph):
     """The compiled model in TVM's VM: per kernel, microseconds per inference inside the
     whole graph (VM instrumentation, so weights are as cold as in real use), the VM's own
     allocation time, and the wall time per inference without instrumentation."""
@@ -82,20 +117,17 @@ class _TvmGraph:
         import tvm
         from tvm import relax
 
+        super().__init__()
         self.vm = relax.VirtualMachine(tvm.compile(lowered, target=target), tvm.cpu())
         self.x = tvm.runtime.tensor(x)
         self.spent: dict[str, float] = collections.defaultdict(float)
-        self.wall_s, self.walls, self.profiled = 0.0, 0, 0
-        for _ in range(10):
-            self.vm["main"](self.x)
+        for _ in range(self.warmup):
+            self._run()
 
-    def wall(self, runs: int) -> None:
-        self.vm.set_instrument(None)
-        start = time.perf_counter()
-        for _ in range(runs):
-            self.vm["main"](self.x)
-        self.wall_s += time.perf_counter() - start
-        self.walls += runs
+    def _run(self) -> None:
+        self.vm["main"](self.x)
+
+    _run_profiled = _run  # with the instrument `profile` sets
 
     def profile(self, runs: int) -> None:
         began = [0.0]
@@ -109,17 +141,16 @@ class _TvmGraph:
             return 0
 
         self.vm.set_instrument(instrument)
-        for _ in range(runs):
-            self.vm["main"](self.x)
-        self.profiled += runs
+        super().profile(runs)
+        self.vm.set_instrument(None)
 
     def results(self) -> tuple[dict[str, float], float, float]:
         per_run = {symbol: us / self.profiled for symbol, us in self.spent.items()}
         overhead = sum(us for symbol, us in per_run.items() if symbol.startswith("vm."))
-        return per_run, overhead, self.wall_s / self.walls * 1e6
+        return per_run, overhead, self.wall_us
 
 
-class _OrtGraph:
+class _OrtGraph(_Graph):
     """onnxruntime on the same ONNX file: per ONNX kind, mean microseconds per inference
     from its profiler, and the wall time per inference of a session without it."""
 
@@ -133,23 +164,17 @@ class _OrtGraph:
             options.profile_file_prefix = str(profile_dir / "ort")
             return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
+        super().__init__()
         self.x, self.plain, self.profiled_session = {"input": x}, session(False), session(True)
-        self.warmup, self.profiled, self.wall_s, self.walls = 10, 0, 0.0, 0
         for _ in range(self.warmup):
-            self.plain.run(None, self.x)
-            self.profiled_session.run(None, self.x)
+            self._run()
+            self._run_profiled()
 
-    def wall(self, runs: int) -> None:
-        start = time.perf_counter()
-        for _ in range(runs):
-            self.plain.run(None, self.x)
-        self.wall_s += time.perf_counter() - start
-        self.walls += runs
+    def _run(self) -> None:
+        self.plain.run(None, self.x)
 
-    def profile(self, runs: int) -> None:
-        for _ in range(runs):
-            self.profiled_session.run(None, self.x)
-        self.profiled += runs
+    def _run_profiled(self) -> None:
+        self.profiled_session.run(None, self.x)
 
     def results(self) -> tuple[dict[str, float], float]:
         events = json.loads(Path(self.profiled_session.end_profiling()).read_text())
@@ -158,7 +183,7 @@ class _OrtGraph:
         by_kind = collections.defaultdict(float)
         for event in nodes[-int(per_run * self.profiled):]:
             by_kind[_ort_kind(event)] += event["dur"] / self.profiled
-        return dict(by_kind), self.wall_s / self.walls * 1e6
+        return dict(by_kind), self.wall_us
 
 
 def main() -> None:
