@@ -540,7 +540,7 @@ def test_nchw_input_transpose_is_vectorised_along_the_image_rows(size):
     np.testing.assert_array_equal(out.numpy(), x.transpose(0, 2, 3, 1))
 
 
-def test_weight_heavy_pointwise_kernel_prefetches_its_next_panel_and_keeps_its_numbers(tmp_path):
+def test_weight_heavy_pointwise_kernel_prefetches_its_next_panel_and_keeps_its_numbers(tmp_path, monkeypatch):
     """A late-stage expansion (224 -> 1296 channels at 9x9: more weights than activations)
     gets the next-panel prefetch (`kernels.prefetch`) at 1 and 2 cores, an early one (16 ->
     64 at 56x56) does not, and the prefetching kernel computes what the one without does."""
@@ -568,11 +568,8 @@ def test_weight_heavy_pointwise_kernel_prefetches_its_next_panel_and_keeps_its_n
         params = ScheduleParams(one.lanes, cores, one.registers)
         outputs = {}
         for prefetch in (True, False):
-            schedules.PREFETCH_PANELS, old = prefetch, schedules.PREFETCH_PANELS
-            try:
-                scheduled = schedule_primfunc(heavy, params, pack_weights=True)
-            finally:
-                schedules.PREFETCH_PANELS = old
+            monkeypatch.setattr(schedules, "PREFETCH_PANELS", prefetch)
+            scheduled = schedule_primfunc(heavy, params, pack_weights=True)
             assert ("llvm.prefetch" in scheduled.script()) == prefetch
             panels = {int(k): int(v) for k, v in scheduled.attrs[PACKED_WEIGHTS_ATTR].items()}
             lib = tvm.tirx.build(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target=target)
