@@ -582,25 +582,28 @@ def test_weight_heavy_pointwise_kernel_prefetches_its_next_panel_and_keeps_its_n
         np.testing.assert_array_equal(outputs[True], outputs[False])
 
 
-def test_the_prefetch_covers_each_line_of_the_next_panel_once():
-    """Over one panel's position tiles and reduction steps, the prefetches that run
-    (their condition true) address every cache line of the next panel exactly once,
-    and the last panel prefetches nothing."""
+@pytest.mark.parametrize("tiles, every", [(5, 1), (7, 2), (12, 4)])
+def test_the_prefetch_covers_each_line_of_the_next_panel_once(tiles, every):
+    """Over one panel's position tiles and (every `every`-th) reduction steps, the
+    prefetches that run (their condition true) address every cache line of the next
+    panel exactly once, and the last panel prefetches nothing. With more tiles than the
+    panel has lines per reduction step, the prefetches spread over every tile."""
     import tvm
     from tvm.sym.analyzer import Analyzer
 
-    from pipeline.kernels.prefetch import CACHE_LINE, PanelPrefetch
+    from pipeline.kernels.prefetch import CACHE_LINE, PanelPrefetch, prefetch_every
 
-    panels, reduction, panel, tiles = 3, 8, 48, 5
+    panels, reduction, panel = 3, 8, 48
+    assert prefetch_every(reduction, panel, tiles) == every
     weight = tvm.tirx.decl_buffer((panels, 1, 1, reduction, panel), "float32", name="w")
     p, t, k = (tvm.tirx.Var(n, "int64") for n in "ptk")
-    statement = PanelPrefetch(weight, k, p, t).statement()
+    statement = PanelPrefetch(weight, k, p, t, reduction // every).statement()
     address = statement.then_case.value.args[1].args[0]  # call_llvm_intrin(id, address_of(w[...]), ...)
     per_line = CACHE_LINE // 4
     for current in range(panels):
         lines = []
         for tile in range(tiles):
-            for step in range(reduction):
+            for step in range(reduction // every):
                 analyzer = Analyzer()
                 for var, value in ((p, current), (t, tile), (k, step)):
                     analyzer.bind(var, tvm.tirx.const(value, "int64"))

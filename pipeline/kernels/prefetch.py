@@ -8,12 +8,18 @@ panel wait on them: the 224 -> 1296 expansion at 9x9 of A6 took 231 us with its 
 warm and 300-350 us with them cold (one Xeon core). Its own loads cannot run far enough
 ahead: each reduction step waits for its weight vectors before its multiply-adds.
 
-So, while the first position tiles of a panel run, each reduction step prefetches one
-cache line of the next panel into L2 (`prefetcht1` on x86, `prfm pldl2keep` on arm64),
-and the next panel is there when its turn comes: the same kernel cold took 280-290 us,
-warm unchanged; whole nets ran 2-7 % faster at one thread, 1-3 % at two (interleaved
-A/B). TVM 0.27's schedule has no prefetch primitive, so the call is put into the
-scheduled function's reduction loop here.
+So, while a panel runs, its reduction loop prefetches the next panel into L2
+(`prefetcht1` on x86, `prfm pldl2keep` on arm64), one cache line every `prefetch_every`
+reduction steps, spread over all of the panel's position tiles, and the next panel is
+there when its turn comes. A prefetch holds a line-fill buffer until its line arrives
+from DRAM, so the rate matters:
+- one line per step over the first tiles only (the first version): the expansion cold
+  took 280-290 us, warm unchanged; whole nets 2-7 % faster at one thread;
+- spread over all tiles (the reduction loop split, the prefetch in its outer part):
+  with the weights cold, that expansion 399 -> 350 us and the 1296 -> 224 projection
+  400 -> 342 us (warm 335 and 309-328 us); whole nets a further 1-5 % faster (A6 -5 %).
+TVM 0.27's schedule has no prefetch primitive, so the call is put into the scheduled
+function's reduction loop here.
 """
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ CACHE_LINE = 64
 #: The `llvm.prefetch` locality that reaches L2 and leaves L1 to the current panel (into
 #: L1 whole nets ran 1-2 % slower, into L3 0-3 %).
 L2 = 2
+#: Spread the prefetches over all position tiles (`prefetch_every`); False is the first
+#: version's one line per reduction step, kept for A/B runs (`bench/ab.py`).
+SPREAD = True
 
 
 @dataclass(frozen=True)
@@ -35,21 +44,23 @@ class PanelPrefetch:
     """Where a scheduled pointwise kernel can prefetch its next weight panel.
 
     `weight` is the packed weight buffer, (panels, 1, 1, K, panel); `reduction` the loop
-    over K; `panel_index` and `tile_index` say, in the kernel's loop variables, which
-    panel the loop is in and which position tile of it."""
+    over K, or its outer part over `steps` = K / `prefetch_every` blocks of steps;
+    `panel_index` and `tile_index` say, in the kernel's loop variables, which panel the
+    loop is in and which position tile of it."""
 
     weight: tvm.tirx.Buffer
     reduction: tvm.tirx.Var
     panel_index: tvm.tirx.PrimExpr
     tile_index: tvm.tirx.PrimExpr
+    steps: int
 
     def statement(self) -> tvm.tirx.Stmt:
-        """Reduction step k of tile t prefetches line t * K + k of the next panel, while
-        that line is in the panel and there is a next panel: the first panel / 16 tiles
-        (float32) cover it; with fewer tiles its last lines come on demand."""
+        """Step k of tile t prefetches line t * steps + k of the next panel, while that
+        line is in the panel and there is a next panel; with too few tiles to cover the
+        panel its last lines come on demand."""
         panels, _, _, reduction, panel = (int(d) for d in self.weight.shape)
         per_line = CACHE_LINE // (tvm.DataType(self.weight.dtype).bits // 8)
-        line = self.tile_index * reduction + self.reduction
+        line = self.tile_index * self.steps + self.reduction
         element = line * per_line
         zero = tvm.tirx.const(0, "int64")
         address = tvm.tirx.op.address_of(tvm.tirx.BufferLoad(
@@ -95,3 +106,13 @@ def _with_prefetch(stmt: tvm.tirx.Stmt, plan: PanelPrefetch) -> tvm.tirx.Stmt | 
         return SBlock(stmt.iter_vars, stmt.reads, stmt.writes, stmt.name_hint, body, stmt.init,
                       stmt.alloc_buffers, stmt.match_buffers, stmt.annotations)
     return None
+
+
+def prefetch_every(reduction: int, panel: int, tiles: int, dtype_bits: int = 32) -> int:
+    """Reduction steps per prefetched line: the largest divisor of `reduction` that still
+    covers the next panel's lines over the current panel's `tiles` position tiles."""
+    if not SPREAD:
+        return 1
+    lines = reduction * panel * dtype_bits // 8 // CACHE_LINE
+    most = max(1, tiles * reduction // lines)
+    return max(d for d in range(1, min(most, reduction) + 1) if reduction % d == 0)

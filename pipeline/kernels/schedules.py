@@ -28,7 +28,7 @@ import tvm.tirx
 from tvm.s_tir import Schedule
 from tvm.target import codegen
 
-from pipeline.kernels.prefetch import PanelPrefetch, insert_prefetch
+from pipeline.kernels.prefetch import PanelPrefetch, insert_prefetch, prefetch_every
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +490,7 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
             and r_ext[-1] % (params.cores * GEMV_ROWS) == 0):
         _schedule_split_gemv(sch, main, output, spatial, reduce, c_tile, lanes, params.cores)
         return
-    packed_at, panels_first = None, False
+    packed_at, panels_first, prefetching = None, False, False
     if packed is not None and broadcast and not gemv:
         packed_at = _pack_weight_panels(sch, main, c_tile, packed)
     c_outer, c_vectors, c_inner = sch.split(spatial[-1], [None, c_tile // lanes, lanes])
@@ -509,11 +509,18 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
         unrolled = [k_rows, *unrolled]
     else:
         panels_first = _weights_dominate(sch, main)
+        prefetching = PREFETCH_PANELS and packed_at is not None and panels_first and r_ext[:-1] == [1, 1]
+        if prefetching:  # one line per `every` reduction steps, spread over all tiles
+            tiles = math.prod(int(sch.get(loop).extent) for loop in outer)
+            every = prefetch_every(r_ext[-1], c_tile, tiles)
+            if every > 1:  # (its inner loop stays rolled: unrolled, warm kernels ran 4-9 % slower)
+                reduce = reduce[:-1] + list(sch.split(reduce[-1], [None, every]))
+                r_ext = r_ext[:-1] + [r_ext[-1] // every, every]
         outer = [c_outer] + outer if panels_first else outer + [c_outer]
         order = [*outer, *reduce]
     sch.reorder(*order, *unrolled, c_inner)
     for loop, extent in zip(reduce, r_ext):
-        if extent <= UNROLL_MAX_EXTENT:
+        if extent <= UNROLL_MAX_EXTENT and not (prefetching and loop is reduce[-1]):
             sch.unroll(loop)
     for loop in unrolled:
         sch.unroll(loop)
@@ -537,8 +544,8 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
         sch.parallel(outer[0])
     if reduce:  # last: a decomposed update block no longer counts as a reduction
         sch.decompose_reduction(main, reduce[0])
-    if PREFETCH_PANELS and packed_at is not None and panels_first and r_ext[:-1] == [1, 1]:
-        return _next_panel_prefetch(sch, packed_at, outer, outer_extents, reduce[-1])
+    if prefetching:
+        return _next_panel_prefetch(sch, packed_at, outer, outer_extents, reduce[2])
     return None
 
 
@@ -552,7 +559,7 @@ def _next_panel_prefetch(sch: Schedule, weight_index: int, outer: list, outer_ex
     for loop, extent in zip(outer[1:], outer_extents[1:]):
         index = index * extent + sch.get(loop).loop_var
     return PanelPrefetch(func.params[weight_index], sch.get(reduction).loop_var,
-                         index // tiles, index % tiles)
+                         index // tiles, index % tiles, int(sch.get(reduction).extent))
 
 
 def _schedule_injective(sch: Schedule, blocks: list, params: ScheduleParams) -> None:
