@@ -113,6 +113,6 @@ def prefetch_every(reduction: int, panel: int, tiles: int, dtype_bits: int = 32)
     covers the next panel's lines over the current panel's `tiles` position tiles."""
     if not SPREAD:
         return 1
-    lines = reduction * panel * dtype_bits // 8 // CACHE_LINE
+    lines = max(1, reduction * panel * dtype_bits // 8 // CACHE_LINE)
     most = max(1, tiles * reduction // lines)
     return max(d for d in range(1, min(most, reduction) + 1) if reduction % d == 0)

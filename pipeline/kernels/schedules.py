@@ -490,7 +490,7 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
             and r_ext[-1] % (params.cores * GEMV_ROWS) == 0):
         _schedule_split_gemv(sch, main, output, spatial, reduce, c_tile, lanes, params.cores)
         return
-    packed_at, panels_first, prefetching = None, False, False
+    packed_at, panels_first, prefetching, rolled = None, False, False, None
     if packed is not None and broadcast and not gemv:
         packed_at = _pack_weight_panels(sch, main, c_tile, packed)
     c_outer, c_vectors, c_inner = sch.split(spatial[-1], [None, c_tile // lanes, lanes])
@@ -513,14 +513,16 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
         if prefetching:  # one line per `every` reduction steps, spread over all tiles
             tiles = math.prod(int(sch.get(loop).extent) for loop in outer)
             every = prefetch_every(r_ext[-1], c_tile, tiles)
-            if every > 1:  # (its inner loop stays rolled: unrolled, warm kernels ran 4-9 % slower)
-                reduce = reduce[:-1] + list(sch.split(reduce[-1], [None, every]))
+            prefetch_loop = reduce[-1]
+            if every > 1:  # the prefetch goes in the outer part; the inner part stays rolled
+                prefetch_loop, rolled = sch.split(reduce[-1], [None, every])  # (unrolled: 4-9 % slower warm)
+                reduce = reduce[:-1] + [prefetch_loop, rolled]
                 r_ext = r_ext[:-1] + [r_ext[-1] // every, every]
         outer = [c_outer] + outer if panels_first else outer + [c_outer]
         order = [*outer, *reduce]
     sch.reorder(*order, *unrolled, c_inner)
     for loop, extent in zip(reduce, r_ext):
-        if extent <= UNROLL_MAX_EXTENT and not (prefetching and loop is reduce[-1]):
+        if extent <= UNROLL_MAX_EXTENT and loop is not rolled:
             sch.unroll(loop)
     for loop in unrolled:
         sch.unroll(loop)
@@ -545,7 +547,7 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
     if reduce:  # last: a decomposed update block no longer counts as a reduction
         sch.decompose_reduction(main, reduce[0])
     if prefetching:
-        return _next_panel_prefetch(sch, packed_at, outer, outer_extents, reduce[2])
+        return _next_panel_prefetch(sch, packed_at, outer, outer_extents, prefetch_loop)
     return None
 
 
