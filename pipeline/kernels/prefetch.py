@@ -66,8 +66,8 @@ class PanelPrefetch:
         address = tvm.tirx.op.address_of(tvm.tirx.BufferLoad(
             self.weight, [self.panel_index + 1, zero, zero, element // panel, element % panel]))
         call = tvm.tirx.op.call_llvm_intrin("void", "llvm.prefetch.p0", address, 0, L2, 1)
-        lines = reduction * panel // per_line
-        within = tvm.tirx.all(line < lines, self.panel_index + 1 < panels)
+        within = tvm.tirx.all(line < panel_lines(reduction, panel, tvm.DataType(self.weight.dtype).bits),
+                              self.panel_index + 1 < panels)
         return tvm.tirx.IfThenElse(within, tvm.tirx.Evaluate(call), None)
 
 
@@ -113,6 +113,10 @@ def prefetch_every(reduction: int, panel: int, tiles: int, dtype_bits: int = 32)
     covers the next panel's lines over the current panel's `tiles` position tiles."""
     if not SPREAD:
         return 1
-    lines = max(1, reduction * panel * dtype_bits // 8 // CACHE_LINE)
-    most = max(1, tiles * reduction // lines)
+    most = max(1, tiles * reduction // max(1, panel_lines(reduction, panel, dtype_bits)))
     return max(d for d in range(1, min(most, reduction) + 1) if reduction % d == 0)
+
+
+def panel_lines(reduction: int, panel: int, dtype_bits: int = 32) -> int:
+    """Cache lines in one packed weight panel of `reduction` x `panel` elements."""
+    return reduction * panel * dtype_bits // 8 // CACHE_LINE
