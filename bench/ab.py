@@ -1,7 +1,7 @@
 """Interleaved whole-net A/B of schedule settings: how every kernel change here was judged.
 
-Each variant overrides module-level constants of `pipeline.kernels.schedules` or
-`pipeline.kernels.lower` (e.g. `MAX_ACCUMULATORS`, `PACK_WEIGHTS`) while the models are
+Each variant overrides module-level constants of `pipeline.kernels.schedules`,
+`pipeline.kernels.lower`, `.prefetch` or `.fuse` (e.g. `MAX_ACCUMULATORS`, `PACK_WEIGHTS`) while the models are
 compiled, and/or attributes of the target (`"target.fast-math-arcp": true`); `"tiles": false`
 leaves the device's measured tiles (`pipeline kernels tiles`) out; all variants' libraries and onnxruntime then run in the same process, in
 rounds that alternate between them, so a noisy neighbour slows every side alike.
@@ -30,9 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def _override(settings: dict[str, object]) -> dict[str, object]:
     """Apply `{"module.NAME": value}` to pipeline.kernels' modules; returns the old values."""
-    from pipeline.kernels import lower, prefetch, schedules
+    from pipeline.kernels import fuse, lower, prefetch, schedules
 
-    modules = {"schedules": schedules, "lower": lower, "prefetch": prefetch}
+    modules = {"schedules": schedules, "lower": lower, "prefetch": prefetch, "fuse": fuse}
     old = {}
     if settings.get("tiles") is False:  # compile without the device's measured tiles
         old["lower.load_tiles"] = lower.load_tiles

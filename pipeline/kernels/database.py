@@ -42,7 +42,7 @@ TABLES = (WORKLOAD_FILE, RECORD_FILE)
 PACKED_SUFFIX = ".xz"
 _STAMP = "published-from"
 TUNED_ON_FILE = "tuned-on.json"
-_LOWERING_SOURCES = ("lower.py", "pad.py", "prefetch.py", "schedules.py", "tiles.py")
+_LOWERING_SOURCES = ("fuse.py", "lower.py", "pad.py", "prefetch.py", "schedules.py", "tiles.py")
 
 
 def device_kernel_dir(device_name: str) -> Path:

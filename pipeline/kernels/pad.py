@@ -28,7 +28,8 @@ def padded_channels(channels: int, lanes: int) -> int:
     return rounded if rounded != channels and rounded <= MAX_GROWTH * channels else channels
 
 
-def _shape(expr: relax.Expr) -> list[int] | None:
+def static_shape(expr: relax.Expr) -> list[int] | None:
+    """The static shape of a Relax tensor expression, None when unknown."""
     ty = getattr(expr, "ty", None)
     shape = getattr(ty, "shape", None) if isinstance(ty, relax.TensorType) else None
     values = getattr(shape, "values", None)
@@ -70,7 +71,7 @@ class _ChannelPadder(relax.PyExprMutator):
     def _conv2d(self, call: relax.Call, args: list[relax.Expr]) -> relax.Expr:
         x, weight = args
         attrs = call.attrs
-        data, shape = self._constant(weight), _shape(x)
+        data, shape = self._constant(weight), static_shape(x)
         if (data is None or shape is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
                 or attrs.out_layout != "NCHW"):
             return relax.Call(call.op, args, attrs)
@@ -82,7 +83,7 @@ class _ChannelPadder(relax.PyExprMutator):
             data, groups = _pad_axis(data, 0, channels_in), channels_in
         else:
             return relax.Call(call.op, args, attrs)
-        if list(data.shape) == _shape(weight) and groups == int(attrs.groups):
+        if list(data.shape) == static_shape(weight) and groups == int(attrs.groups):
             return relax.Call(call.op, args, attrs)
         self.padded += 1
         return relax.op.nn.conv2d(x, relax.const(data, str(data.dtype)), attrs.strides, attrs.padding,
@@ -92,7 +93,7 @@ class _ChannelPadder(relax.PyExprMutator):
         """A per-channel constant (bias, scale) beside a padded tensor gets zero entries; a
         computed tensor that was never padded (a function input: a block measured alone,
         whose residual adds its input) gets zero channels appended, as in the whole network."""
-        shapes = [_shape(a) for a in args]
+        shapes = [static_shape(a) for a in args]
         if any(s is None or len(s) != 4 for s in shapes) or shapes[0][1] == shapes[1][1]:
             return relax.Call(call.op, args, call.attrs)
         wide = max(s[1] for s in shapes)
@@ -109,7 +110,7 @@ class _ChannelPadder(relax.PyExprMutator):
 
     def _flatten(self, call: relax.Call, args: list[relax.Expr]) -> relax.Expr:
         """[1, C', 1, 1] -> [1, C] becomes [1, C'] (the classifier's input)."""
-        before, after = _shape(call.args[0]), _shape(args[0])
+        before, after = static_shape(call.args[0]), static_shape(args[0])
         target = [int(v) for v in args[1].values] if isinstance(args[1], relax.ShapeExpr) else None
         if before is None or after is None or before == after or target is None or len(target) != 2:
             return relax.Call(call.op, args, call.attrs)
@@ -117,7 +118,7 @@ class _ChannelPadder(relax.PyExprMutator):
 
     def _matmul(self, call: relax.Call, args: list[relax.Expr]) -> relax.Expr:
         x, weight = args
-        data, shape = self._constant(weight), _shape(x)
+        data, shape = self._constant(weight), static_shape(x)
         if data is None or shape is None or len(shape) != 2 or data.shape[0] == shape[1]:
             return relax.Call(call.op, args, call.attrs)
         return relax.op.matmul(x, relax.const(_pad_axis(data, 0, shape[1]), str(data.dtype)))

@@ -80,6 +80,13 @@ SPLIT_GEMV = True
 #: Interleaved A/B on the AVX-512 Xeon, one thread: A0 -4 %, A6 -1 %, two random subnets
 #: -1 % and -3 %; two threads: 0 to -2 %.
 FUSE_BIAS = True
+#: Output rows of the depthwise convolution per band of a fused expansion + depthwise
+#: kernel (`_schedule_expand_depthwise`), fewer when the band's expansion rows would
+#: exceed `BAND_MAX_BYTES`. Each band recomputes the rows its window shares with the next
+#: (1 of 2R + 1 at stride 2): 2 rows per band ran 8-15 % slower than 4 or 8 (one AVX-512
+#: core, 224 px blocks), which were within the noise of each other.
+BAND_ROWS = 8
+BAND_MAX_BYTES = 512 << 10
 #: Prefetch the next weight panel in weight-heavy pointwise kernels (`prefetch`). Only the
 #: library schedule does: a MetaSchedule trace has no step for it.
 PREFETCH_PANELS = True
@@ -200,9 +207,11 @@ def _apply(sch: Schedule, params: ScheduleParams, packed: dict[int, int] | None 
     try:
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         reductions = [b for b in blocks if _is_reduction(sch, b)]
-        if len(reductions) > 1:
+        if len(reductions) == 2 and _expands_into_depthwise(sch, *reductions):
+            _schedule_expand_depthwise(sch, *reductions, params)
+        elif len(reductions) > 1:
             return False, None
-        if reductions:
+        elif reductions:
             prefetch = _schedule_reduction(sch, reductions[0], params, packed)
         else:
             _schedule_injective(sch, blocks, params)
@@ -531,15 +540,10 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
     if output is not None:
         if gemv:
             out_loops = sch.get_loops(output)
-            tile_loops = [sch.fuse(*out_loops)] if len(out_loops) > 1 else out_loops
+            fused = sch.fuse(*out_loops) if len(out_loops) > 1 else out_loops[0]
+            sch.vectorize(sch.split(fused, [None, lanes])[1])
         else:
-            sch.reverse_compute_at(output, outer[-1], preserve_unit_loops=True)
-            tile_loops = sch.get_loops(output)[len(outer):]
-        *rest, last = tile_loops
-        vec_outer, vec_inner = sch.split(last, [None, lanes])
-        sch.vectorize(vec_inner)
-        for loop in rest + ([] if gemv else [vec_outer]):
-            sch.unroll(loop)
+            _epilogue_on_tile(sch, output, outer[-1], len(outer), lanes)
     outer_extents = [int(sch.get(loop).extent) for loop in outer]
     if math.prod(extents) >= PARALLEL_MIN_WORK and params.cores > 1 and not gemv:
         outer = [sch.fuse(*outer)] if len(outer) > 1 else outer
@@ -549,6 +553,92 @@ def _schedule_reduction(sch: Schedule, main, params: ScheduleParams,
     if prefetching:
         return _next_panel_prefetch(sch, packed_at, outer, outer_extents, prefetch_loop)
     return None
+
+
+def _epilogue_on_tile(sch: Schedule, output, tile_loop, depth: int, lanes: int) -> None:
+    """Compute the epilogue block `output` on each register tile, under `tile_loop` (the
+    `depth`-th loop from the root), while the tile is hot: its channels vectorised, its
+    other loops unrolled."""
+    sch.reverse_compute_at(output, tile_loop, preserve_unit_loops=True)
+    *rest, last = sch.get_loops(output)[depth:]
+    vec_outer, vec_inner = sch.split(last, [None, lanes])
+    sch.vectorize(vec_inner)
+    for loop in rest + [vec_outer]:
+        sch.unroll(loop)
+
+
+def _reduce_extents(sch: Schedule, block) -> list[int]:
+    return [int(iv.dom.extent) for iv in sch.get(block).iter_vars if int(iv.iter_type) == _REDUCE]
+
+
+def _expands_into_depthwise(sch: Schedule, expand, depthwise) -> bool:
+    """True for the kernel `fuse.expand_depthwise` makes: a 1x1 convolution (reducing over
+    (1, 1, K)) whose output, through its epilogue, is what a depthwise convolution
+    (reducing over (kh, kw, 1)) reads."""
+    first, second = _reduce_extents(sch, expand), _reduce_extents(sch, depthwise)
+    return len(first) == len(second) == 3 and first[:2] == [1, 1] and second[2] == 1 and second[0] * second[1] > 1
+
+
+def _schedule_expand_depthwise(sch: Schedule, expand, depthwise, params: ScheduleParams) -> None:
+    """Schedule a fused expansion + depthwise kernel (`fuse.expand_depthwise`): the
+    depthwise convolution tiled as alone, its output rows in bands; per band, the
+    expansion computes (register-tiled, swish and zero padding applied) just the rows the
+    band's windows read, into a buffer that stays in L2, instead of a whole map in memory.
+    Bands run in parallel on several cores; each allocates its own buffer."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    srefs = [sch.get_sref(b) for b in blocks]
+    at = {name: next(i for i, r in enumerate(srefs) if r.same_as(sch.get_sref(b)))
+          for name, b in (("expand", expand), ("depthwise", depthwise))}
+    (band,) = sch.get_producers(depthwise)  # the padded, activated expansion output
+    for block in blocks[:at["expand"]] + blocks[at["expand"] + 1:at["depthwise"]]:
+        if not sch.get_sref(block).same_as(sch.get_sref(band)):
+            sch.compute_inline(block)  # input copy; bias and swish into the band
+    _fuse_bias(sch, depthwise)
+    output = sch.get_output_blocks(sch.get_sblock("root"))[0]
+    later = sch.get_child_blocks(sch.get_sblock("root"))
+    for block in later[[sch.get_sref(b).same_as(sch.get_sref(depthwise)) for b in later].index(True) + 1:]:
+        if not sch.get_sref(block).same_as(sch.get_sref(output)):
+            sch.compute_inline(block)
+
+    n, rows, cols, channels, *window = sch.get_loops(depthwise)
+    out_rows, width, depth = (int(sch.get(loop).extent) for loop in (rows, cols, channels))
+    kh, kw, _ = _reduce_extents(sch, depthwise)
+    stride = _stride(sch, depthwise, width)
+    w_tile, c_tile = register_tile(width, depth, params.lanes, params.registers, broadcast=False,
+                                   taps=kh * kw, stride=stride)
+    lanes = min(c_tile, params.lanes)
+    row_bytes = width * stride * depth * 4
+    band_rows = max(r for r in range(1, min(BAND_ROWS, out_rows) + 1)
+                    if r == 1 or ((r - 1) * stride + kh) * row_bytes <= BAND_MAX_BYTES)
+    band_loop, row = sch.split(rows, [None, band_rows])
+    w_outer, w_inner = sch.split(cols, [None, w_tile])
+    c_outer, c_vectors, c_inner = sch.split(channels, [None, c_tile // lanes, lanes])
+    sch.reorder(n, band_loop, row, w_outer, c_outer, *window, w_inner, c_vectors, c_inner)
+    for loop in (*window, w_inner, c_vectors):
+        sch.unroll(loop)
+    sch.vectorize(c_inner)
+    _epilogue_on_tile(sch, output, c_outer, 5, lanes)
+
+    sch.compute_at(band, band_loop, preserve_unit_loops=True)
+    sch.compute_at(expand, band_loop, preserve_unit_loops=True)
+    band_channels = sch.get_loops(band)[-1]
+    band_lanes = params.lanes if depth % params.lanes == 0 else _channel_tile(depth, params.lanes)
+    sch.vectorize(sch.split(band_channels, [None, band_lanes])[1])
+    e_rows, e_cols, e_channels, *e_reduce = sch.get_loops(expand)[-6:]
+    e_width = int(sch.get(e_cols).extent)
+    e_tile, e_c_tile = register_tile(e_width, depth, params.lanes, params.registers)
+    e_tile = _divisor_at_most(e_width, e_tile)  # a predicated tile here: 1.7x slower (144 px map, 7 of 144)
+    e_lanes = min(e_c_tile, params.lanes)
+    e_outer, e_inner = sch.split(e_cols, [None, e_tile])
+    ec_outer, ec_vectors, ec_inner = sch.split(e_channels, [None, e_c_tile // e_lanes, e_lanes])
+    sch.reorder(e_rows, e_outer, ec_outer, *e_reduce, e_inner, ec_vectors, ec_inner)
+    for loop in (*e_reduce[:2], e_inner, ec_vectors):
+        sch.unroll(loop)
+    sch.vectorize(ec_inner)
+    if params.cores > 1 and out_rows * width * depth * kh * kw >= PARALLEL_MIN_WORK:
+        sch.parallel(sch.fuse(n, band_loop))
+    sch.decompose_reduction(expand, e_reduce[0])
+    sch.decompose_reduction(depthwise, window[0])
 
 
 def _next_panel_prefetch(sch: Schedule, weight_index: int, outer: list, outer_extents: list[int],
