@@ -12,12 +12,13 @@ between them is at least `MIN_MAP_BYTES`; FuseTIR then makes one PrimFunc of bot
 `schedules._schedule_expand_depthwise` computes the expansion band by band into a buffer
 that stays in L2, each band just before the depthwise rows that read it.
 
-Measured (one AVX-512 core, interleaved, the pair of library kernels against the fused
-kernel, a 224 px net's blocks; "cold": a 64 MB sweep before every call): the first
-stride-2 block (112 x 112 x 16 -> 64 -> 56 x 56) 739 -> 585 us warm, 1002 -> 723 us cold;
-56 x 56 x 32 -> 96 (1.2 MB between): stride 2 355 -> 317 / 593 -> 524 us, stride 1 504
--> 471 / 748 -> 670 us. Maps of 0.2-0.5 MB (28 x 28 and smaller) gained 0-10 % warm and
-nothing cold: they stay unfused.
+Measured on one AVX-512 core (interleaved; "cold": a 64 MB sweep before every call).
+Alone, the pair of library kernels against the fused kernel: 112 x 112 x 16 -> 64 ->
+56 x 56 739 -> 585 us warm, 1002 -> 723 us cold; 144 x 144 x 16 -> 64 -> 72 x 72 1008 ->
+899 / 1359 -> 1144 us. In the graph (`bench/layers.py`): A3's first pair 677 -> 527 us,
+A6's 1050 -> 946 us, but A6's second (72 x 72 x 32 -> 144, stride 2) 623 -> 687 us and
+stride-1 pairs (56 x 56 x 32 -> 96) 336 -> 369 us: each band recomputes the expansion
+rows its window shares with the next. Hence `FUSE_EXPAND_DEPTHWISE` (off) and `STRIDES`.
 """
 from __future__ import annotations
 
@@ -29,8 +30,13 @@ from tvm.relax.dpl import DFPattern, is_const, is_op, wildcard
 
 from pipeline.kernels.pad import static_shape
 
-#: Group expansion + depthwise pairs (`expand_depthwise`); False keeps them apart.
-FUSE_EXPAND_DEPTHWISE = True
+#: Group expansion + depthwise pairs (`expand_depthwise`). Off: the fused kernel gains
+#: 100-150 us on a net's first (largest) pair in the graph and loses 60 us on the next
+#: (its recomputed halo rows), and whole nets (A0, A3, A6, two random subnets; four
+#: interleaved A/B runs, `bench/ab.py --variant on '{"fuse.FUSE_EXPAND_DEPTHWISE": true}'`)
+#: moved by -2 to +4 %: no reliable gain yet. Kept for that A/B and for what it needs next:
+#: a rolling band that recomputes no rows.
+FUSE_EXPAND_DEPTHWISE = False
 #: Depthwise strides fused: at stride 1 each band recomputes 2 of every `BAND_ROWS` + 2
 #: expansion rows, and 56 x 56 x 32 -> 96 blocks (224 px) ran 369 us in the graph fused
 #: against 336 us for the pair.

@@ -12,7 +12,8 @@ import tvm
 import tvm.tirx
 from tvm.s_tir import Schedule
 
-KINDS = ("stem", "pointwise", "depthwise", "conv kxk", "SE", "pool", "classifier", "elementwise")
+KINDS = ("stem", "pointwise", "depthwise", "expand+depthwise", "conv kxk", "SE", "pool", "classifier",
+         "elementwise")
 _REDUCE = 2  # tvm.tirx.IterVar.CommReduce
 
 
@@ -20,13 +21,19 @@ def kernel_kind(func: tvm.tirx.PrimFunc) -> tuple[str, float, str]:
     """Layer kind, FLOPs (2 x multiply-adds of the reduction) and loop extents of an
     unscheduled fused NHWC PrimFunc, from its reduction block."""
     sch = Schedule(tvm.IRModule({"main": func}))
+    found = []
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         node = sch.get(block)
         reduce = [int(iv.dom.extent) for iv in node.iter_vars if int(iv.iter_type) == _REDUCE]
         if reduce:
             spatial = [int(iv.dom.extent) for iv in node.iter_vars if int(iv.iter_type) != _REDUCE]
-            return _reduction_kind(spatial, reduce, len(node.reads)), 2.0 * math.prod(spatial + reduce), f"{spatial} x {reduce}"
-    return "elementwise", 0.0, ""
+            found.append((_reduction_kind(spatial, reduce, len(node.reads)), 2.0 * math.prod(spatial + reduce),
+                          f"{spatial} x {reduce}"))
+    if not found:
+        return "elementwise", 0.0, ""
+    if [kind for kind, _, _ in found] == ["pointwise", "depthwise"]:  # `fuse.expand_depthwise`
+        return "expand+depthwise", sum(flops for _, flops, _ in found), " then ".join(e for _, _, e in found)
+    return found[0]
 
 
 def _reduction_kind(spatial: list[int], reduce: list[int], reads: int) -> str:
