@@ -567,6 +567,15 @@ def _epilogue_on_tile(sch: Schedule, output, tile_loop, depth: int, lanes: int) 
         sch.unroll(loop)
 
 
+def _same(sch: Schedule, a, b) -> bool:
+    return sch.get_sref(a).same_as(sch.get_sref(b))
+
+
+def _position(sch: Schedule, blocks: list, block) -> int:
+    """Where `block` is among `blocks` (in the root block's order)."""
+    return next(i for i, b in enumerate(blocks) if _same(sch, b, block))
+
+
 def _reduce_extents(sch: Schedule, block) -> list[int]:
     return [int(iv.dom.extent) for iv in sch.get(block).iter_vars if int(iv.iter_type) == _REDUCE]
 
@@ -586,19 +595,17 @@ def _schedule_expand_depthwise(sch: Schedule, expand, depthwise, params: Schedul
     band's windows read, into a buffer that stays in L2, instead of a whole map in memory.
     Bands run in parallel on several cores; each allocates its own buffer."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    srefs = [sch.get_sref(b) for b in blocks]
-    at = {name: next(i for i, r in enumerate(srefs) if r.same_as(sch.get_sref(b)))
-          for name, b in (("expand", expand), ("depthwise", depthwise))}
+    first, last = _position(sch, blocks, expand), _position(sch, blocks, depthwise)
     (band,) = sch.get_producers(depthwise)  # the padded, activated expansion output
-    for block in blocks[:at["expand"]] + blocks[at["expand"] + 1:at["depthwise"]]:
-        if not sch.get_sref(block).same_as(sch.get_sref(band)):
+    for block in blocks[:first] + blocks[first + 1:last]:
+        if not _same(sch, block, band):
             sch.compute_inline(block)  # input copy; bias and swish into the band
     _fuse_bias(sch, depthwise)
     output = sch.get_output_blocks(sch.get_sblock("root"))[0]
-    later = sch.get_child_blocks(sch.get_sblock("root"))
-    for block in later[[sch.get_sref(b).same_as(sch.get_sref(depthwise)) for b in later].index(True) + 1:]:
-        if not sch.get_sref(block).same_as(sch.get_sref(output)):
-            sch.compute_inline(block)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    for block in blocks[_position(sch, blocks, depthwise) + 1:]:
+        if not _same(sch, block, output):
+            sch.compute_inline(block)  # the depthwise's swish into its output block
 
     n, rows, cols, channels, *window = sch.get_loops(depthwise)
     out_rows, width, depth = (int(sch.get(loop).extent) for loop in (rows, cols, channels))
@@ -613,11 +620,12 @@ def _schedule_expand_depthwise(sch: Schedule, expand, depthwise, params: Schedul
     band_loop, row = sch.split(rows, [None, band_rows])
     w_outer, w_inner = sch.split(cols, [None, w_tile])
     c_outer, c_vectors, c_inner = sch.split(channels, [None, c_tile // lanes, lanes])
-    sch.reorder(n, band_loop, row, w_outer, c_outer, *window, w_inner, c_vectors, c_inner)
+    tiles = [n, band_loop, row, w_outer, c_outer]
+    sch.reorder(*tiles, *window, w_inner, c_vectors, c_inner)
     for loop in (*window, w_inner, c_vectors):
         sch.unroll(loop)
     sch.vectorize(c_inner)
-    _epilogue_on_tile(sch, output, c_outer, 5, lanes)
+    _epilogue_on_tile(sch, output, c_outer, len(tiles), lanes)
 
     sch.compute_at(band, band_loop, preserve_unit_loops=True)
     sch.compute_at(expand, band_loop, preserve_unit_loops=True)
