@@ -35,7 +35,8 @@ from pipeline.kernels.pad import static_shape
 #: (its recomputed halo rows), and whole nets (A0, A3, A6, two random subnets; four
 #: interleaved A/B runs, `bench/ab.py --variant on '{"fuse.FUSE_EXPAND_DEPTHWISE": true}'`)
 #: moved by -2 to +4 %: no reliable gain yet. Kept for that A/B and for what it needs next:
-#: a rolling band that recomputes no rows.
+#: a rolling band that recomputes no rows, written out (TVM's `rolling_buffer` predicates
+#: every element of the expansion tile: 1.5-1.9x slower, README).
 FUSE_EXPAND_DEPTHWISE = False
 #: Depthwise strides fused: at stride 1 each band recomputes 2 of every `BAND_ROWS` + 2
 #: expansion rows, and 56 x 56 x 32 -> 96 blocks (224 px) ran 369 us in the graph fused
