@@ -1,8 +1,8 @@
 """Interleaved whole-net A/B of schedule settings: how every kernel change here was judged.
 
 Each variant overrides module-level constants of `pipeline.kernels.schedules`,
-`pipeline.kernels.lower`, `.prefetch` or `.fuse` (e.g. `MAX_ACCUMULATORS`, `PACK_WEIGHTS`) while the models are
-compiled, and/or attributes of the target (`"target.fast-math-arcp": true`); `"tiles": false`
+`.lower`, `.prefetch` or `.fuse` (e.g. `MAX_ACCUMULATORS`, `PACK_WEIGHTS`) while the
+models are compiled, and/or attributes of the target (`"target.fast-math-arcp": true`); `"tiles": false`
 leaves the device's measured tiles (`pipeline kernels tiles`) out; all variants' libraries and onnxruntime then run in the same process, in
 rounds that alternate between them, so a noisy neighbour slows every side alike.
 

@@ -229,10 +229,9 @@ def _inline_all_but(sch: Schedule, blocks: list, keep: list) -> list:
     """Inline every block not in `keep` (producers forward, consumers backward).
 
     Returns the blocks that could not be inlined (they stay as separate loop nests)."""
-    kept_srefs = [sch.get_sref(b) for b in keep]
     left = []
     for block in blocks:
-        if any(sch.get_sref(block).same_as(k) for k in kept_srefs):
+        if any(_same(sch, block, k) for k in keep):
             continue
         try:
             sch.compute_inline(block)
@@ -597,15 +596,11 @@ def _schedule_expand_depthwise(sch: Schedule, expand, depthwise, params: Schedul
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     first, last = _position(sch, blocks, expand), _position(sch, blocks, depthwise)
     (band,) = sch.get_producers(depthwise)  # the padded, activated expansion output
-    for block in blocks[:first] + blocks[first + 1:last]:
-        if not _same(sch, block, band):
-            sch.compute_inline(block)  # input copy; bias and swish into the band
+    _inline_all_but(sch, blocks[:first] + blocks[first + 1:last], [band])  # input copy; bias, swish
     _fuse_bias(sch, depthwise)
     output = sch.get_output_blocks(sch.get_sblock("root"))[0]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    for block in blocks[_position(sch, blocks, depthwise) + 1:]:
-        if not _same(sch, block, output):
-            sch.compute_inline(block)  # the depthwise's swish into its output block
+    _inline_all_but(sch, blocks[_position(sch, blocks, depthwise) + 1:], [output])  # the depthwise's swish
 
     n, rows, cols, channels, *window = sch.get_loops(depthwise)
     out_rows, width, depth = (int(sch.get(loop).extent) for loop in (rows, cols, channels))
