@@ -164,6 +164,38 @@ def test_expansion_fused_with_its_depthwise_keeps_the_logits(tmp_path, monkeypat
         assert expanded[1] == 2 * reduced[1] and expanded[3] == reduced[3], extents
 
 
+def test_depthwise_fused_with_its_projection_keeps_the_logits(tmp_path, monkeypatch, pipeline_cache):
+    """With every depthwise convolution that only its block's projection reads fused with
+    it (the map threshold lowered so the demo's blocks qualify, one row per band so every
+    map has several, bands in parallel on this machine's cores), the logits still match
+    PyTorch, at stride 1 and 2, 3x3 and 5x5."""
+    from pipeline.kernels import fuse, schedules
+    from pipeline.kernels.kinds import kernel_kind
+    from pipeline.kernels.lower import fuse_for_device
+
+    monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
+    monkeypatch.setattr(fuse, "DEPTHWISE_PROJECT_MIN_MAP_BYTES", 0)
+    monkeypatch.setattr(schedules, "DEPTHWISE_BAND_BYTES", 1)
+    space = SearchSpace.load("demo")
+    config = space.validate(space.largest())
+    coverage, _ = _compile_and_compare(space, config, "x86-host", tmp_path)
+    assert coverage.library == coverage.total and not coverage.untuned_tasks
+    target = load_profile("x86-host").tvm_target()
+    _, unscheduled, _ = fuse_for_device(onnx_to_relax(tmp_path / "m.onnx"), target, None,
+                                        schedules.ScheduleParams.for_target(target))
+    seen = set()
+    for func in unscheduled.values():
+        kind, _, extents = kernel_kind(func)
+        if kind != "depthwise+project":
+            continue
+        # "[1, H, W, C] x [k, k, 1] then [1, H, W, D] x [1, 1, C]"
+        (convolved, window), (projected, reduced) = ([yaml.safe_load(p) for p in part.split(" x ")]
+                                                     for part in extents.split(" then "))
+        assert convolved[1:3] == projected[1:3] and reduced == [1, 1, convolved[3]], extents
+        seen.add((int(func.params[0].shape[1]) // convolved[1], window[0]))  # (stride, window)
+    assert {1, 2} <= {stride for stride, _ in seen} and {3, 5} <= {k for _, k in seen}, seen
+
+
 def test_avx512_tiles_keep_the_logits_on_any_x86(tmp_path, monkeypatch, pipeline_cache):
     """The schedules an AVX-512 CPU gets (16 lanes, 32 registers: 2 or 3 vectors per
     position, predicated last tiles), compiled for this CPU whatever it has (LLVM splits
@@ -404,16 +436,20 @@ def test_tuning_through_a_tracker(small_plan: Plan, tmp_path: Path, monkeypatch:
 
 
 @pytest.mark.slow  # emulated arm64 (qemu): the device comes up in about a minute
-def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_arm64, tmp_path, pipeline_cache):
+def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_arm64, tmp_path, pipeline_cache,
+                                                                       monkeypatch):
     """The same schedules at NEON's width (4 lanes): a demo subnet with every layer kind
-    (stem, 1x1 expand/project, depthwise 3x3 and 5x5, SE, pool, classifier, element-wise
-    residual adds and activations) cross-compiled for aarch64 with library schedules only,
-    run on the emulated device and compared with PyTorch. Numbers only: no timing."""
+    (stem, 1x1 expand/project, depthwise 3x3 and 5x5, alone and fused with their
+    projection (the fusion's map threshold lowered so the demo's small maps qualify), SE,
+    pool, classifier, element-wise residual adds and activations) cross-compiled for
+    aarch64 with library schedules only, run on the emulated device and compared with
+    PyTorch. Numbers only: no timing."""
     from dataclasses import replace
 
     import tvm
 
     from pipeline.compile import export_onnx, onnx_to_relax
+    from pipeline.kernels import fuse
     from pipeline.compile.numerics import compare
     from pipeline.compile.verify import run_on_device
     from pipeline.device import export_library, open_session
@@ -429,11 +465,15 @@ def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_
     target = emulated_arm64.tvm_target()
     params = ScheduleParams.for_target(target)
     assert params.lanes == 4
+    monkeypatch.setattr(fuse, "DEPTHWISE_PROJECT_MIN_MAP_BYTES", 0)
     _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, None, params)
     kinds = {kernel_kind(f)[0] for f in unscheduled.values()}
-    assert {"stem", "pointwise", "depthwise", "SE", "pool", "classifier", "elementwise"} <= kinds, kinds
-    windows = {kernel_kind(f)[2].split(" x ")[1] for f in unscheduled.values() if kernel_kind(f)[0] == "depthwise"}
-    assert {"[3, 3, 1]", "[5, 5, 1]"} <= windows, windows  # NHWC depthwise reduces (kh, kw, 1)
+    assert {"stem", "pointwise", "depthwise", "depthwise+project", "SE", "pool", "classifier",
+            "elementwise"} <= kinds, kinds
+    windows = {kind: {extents.split(" x ")[1].split(" then ")[0] for k, _, extents in map(kernel_kind, unscheduled.values())
+                      if k == kind} for kind in ("depthwise", "depthwise+project")}
+    # NHWC depthwise reduces (kh, kw, 1)
+    assert "[3, 3, 1]" in windows["depthwise"] and {"[3, 3, 1]", "[5, 5, 1]"} <= windows["depthwise+project"], windows
 
     lowered, coverage = lower_for_target(onnx_to_relax(path), target, emulated_arm64.name)
     assert coverage.library == coverage.total and not coverage.untuned_tasks, coverage.summary()

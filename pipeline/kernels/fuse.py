@@ -1,24 +1,32 @@
-"""One kernel for an MBConv block's expansion and the depthwise convolution after it.
+"""One kernel for two convolutions of an MBConv block, where the map between them is big.
 
-FuseOps never puts two reductions in one kernel, so a block's 1x1 expansion (+ bias,
-swish) writes its whole map to memory and the depthwise convolution (+ bias, swish) reads
-it back. Early in a net that map is megabytes (a 288 px net's first expansion writes 144 x
-144 x 64 floats, 5.3 MB, with 2 MB of L2 per core): in the graph its lines come back
-from L3 or DRAM on both sides, and the stride-2 depthwise, which reads four inputs per
-output, waits on memory more than it computes.
+FuseOps never puts two reductions in one kernel, so each convolution of a block writes
+its whole map to memory and the next reads it back. Early in a net those maps are
+megabytes (a 288 px net's 72 x 72 blocks pass 72 x 72 x 96 floats, 2 MB, from the
+depthwise convolution to the projection, with 2 MB of L2 per core): in the graph their
+lines come back from L3 or DRAM. `fuse_convolution_pairs` groups such pairs
+(`FuseOpsByPattern`, before legalization); FuseTIR then makes one PrimFunc of each.
 
-`expand_depthwise` groups the pair (`FuseOpsByPattern`, before legalization) when the map
-between them is at least `MIN_MAP_BYTES`; FuseTIR then makes one PrimFunc of both, and
+Depthwise + projection (`DEPTHWISE_PROJECT`, on): a depthwise convolution (+ bias, swish)
+that only its block's 1x1 projection (+ bias, residual add) reads, when its output map is
+`DEPTHWISE_PROJECT_MIN_MAP_BYTES` or more; SE blocks keep theirs apart (the SE pool reads
+it too). `schedules._schedule_depthwise_project` runs the projection in bands of rows,
+each band's depthwise rows computed just before into a buffer that stays in cache. A 1x1
+projection reads only its own position, so no row is computed twice. In A6's graph (one
+AVX-512 core, `bench/layers.py`) the 144 x 144 block took 220 us against 374 for the
+pair, the 72 x 72 stride-1 blocks 400 against 562, the stride-2 one 487 against 565.
+
+Expansion + depthwise (`EXPAND_DEPTHWISE`, off): a 1x1 expansion (+ bias, swish) and the
+depthwise convolution after it, when the map between them is `MIN_MAP_BYTES` or more;
 `schedules._schedule_expand_depthwise` computes the expansion band by band into a buffer
-that stays in L2, each band just before the depthwise rows that read it.
-
-Measured on one AVX-512 core (interleaved; "cold": a 64 MB sweep before every call).
-Alone, the pair of library kernels against the fused kernel: 112 x 112 x 16 -> 64 ->
-56 x 56 739 -> 585 us warm, 1002 -> 723 us cold; 144 x 144 x 16 -> 64 -> 72 x 72 1008 ->
-899 / 1359 -> 1144 us. In the graph (`bench/layers.py`): A3's first pair 677 -> 527 us,
-A6's 1050 -> 946 us, but A6's second (72 x 72 x 32 -> 144, stride 2) 623 -> 687 us and
-stride-1 pairs (56 x 56 x 32 -> 96) 336 -> 369 us: each band recomputes the expansion
-rows its window shares with the next. Hence `FUSE_EXPAND_DEPTHWISE` (off) and `STRIDES`.
+that stays in L2, each band just before the depthwise rows that read it. Alone, the pair
+of library kernels against the fused kernel (interleaved; "cold": a 64 MB sweep before
+every call): 112 x 112 x 16 -> 64 -> 56 x 56 739 -> 585 us warm, 1002 -> 723 us cold;
+144 x 144 x 16 -> 64 -> 72 x 72 1008 -> 899 / 1359 -> 1144 us. In the graph: A3's first
+pair 677 -> 527 us, A6's 1050 -> 946 us, but A6's second (72 x 72 x 32 -> 144, stride 2)
+623 -> 687 us and stride-1 pairs (56 x 56 x 32 -> 96) 336 -> 369 us: each band recomputes
+the expansion rows its window shares with the next. Hence `FUSE_EXPAND_DEPTHWISE` (off)
+and `STRIDES`.
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ from tvm.relax.dpl import DFPattern, is_const, is_op, wildcard
 
 from pipeline.kernels.pad import static_shape
 
-#: Group expansion + depthwise pairs (`expand_depthwise`). Off: the fused kernel gains
+#: Group expansion + depthwise pairs. Off: the fused kernel gains
 #: 100-150 us on a net's first (largest) pair in the graph and loses 60 us on the next
 #: (its recomputed halo rows), and whole nets (A0, A3, A6, two random subnets; four
 #: interleaved A/B runs, `bench/ab.py --variant on '{"fuse.FUSE_EXPAND_DEPTHWISE": true}'`)
@@ -45,44 +53,89 @@ STRIDES = (2,)
 #: Smallest map between the two convolutions (bytes) for which they are fused: half the
 #: L2 of the CPUs measured; below it the map stays in L2 between two kernels anyway.
 MIN_MAP_BYTES = 1 << 20
-PATTERN_NAME = "expand_depthwise"
+EXPAND_DEPTHWISE = "expand_depthwise"
+#: Group depthwise + projection pairs. Interleaved whole-net A/B against the pair of
+#: library kernels (one AVX-512 core, 7 rounds, three runs): A6 -2 to -3 %, a 256 px
+#: subnet -2 %, A3 and a 224 px subnet 0 to -1 %, A0 -2 to +3 % (its maps mostly fit
+#: L2 anyway).
+FUSE_DEPTHWISE_PROJECT = True
+#: Smallest depthwise output (bytes) fused with its projection. 256 KB instead: within
+#: the noise (-1 to +2 %).
+DEPTHWISE_PROJECT_MIN_MAP_BYTES = 1 << 20
+DEPTHWISE_PROJECT = "depthwise_project"
 
 
 def _swish(x: DFPattern) -> DFPattern:
     return is_op("relax.multiply")(x, is_op("relax.sigmoid")(x))
 
 
-def _pattern() -> relax.transform.FusionPattern:
+def _expand_depthwise_pattern() -> relax.transform.FusionPattern:
     expand = is_op("relax.nn.conv2d")(wildcard(), is_const())
     depthwise = is_op("relax.nn.conv2d")(_swish(is_op("relax.add")(expand, is_const())), is_const())
     root = _swish(is_op("relax.add")(depthwise, is_const()))
-    return relax.transform.FusionPattern(PATTERN_NAME, root, {"expand": expand, "depthwise": depthwise}, _fusable)
+    return relax.transform.FusionPattern(EXPAND_DEPTHWISE, root, {"expand": expand, "depthwise": depthwise}, _fusable)
+
+
+def _pointwise(conv: relax.Call) -> bool:
+    """A 1x1 stride-1 dense convolution, channels last."""
+    a = conv.attrs
+    return (a.data_layout == "NHWC" and a.groups == 1 and list(conv.args[1].value.shape[:2]) == [1, 1]
+            and all(int(s) == 1 for s in (*a.strides, *a.dilation)))
+
+
+def _depthwise_stride(conv: relax.Call, channels: int) -> int | None:
+    """The stride of a channels-last depthwise convolution over `channels` channels (the
+    same along both axes, no dilation), None for any other convolution."""
+    b = conv.attrs
+    strides = {int(s) for s in b.strides}
+    if b.data_layout != "NHWC" or b.groups != channels or any(int(d) != 1 for d in b.dilation) or len(strides) != 1:
+        return None
+    return strides.pop()
+
+
+def _private(ctx: relax.transform.PatternCheckContext) -> bool:
+    """Nothing outside the matched group reads a value the group computes, but its output."""
+    output = ctx.value_to_bound_var[ctx.matched_expr]
+    inside = set(ctx.matched_bindings.keys())
+    return all(user in inside for var in inside if not var.same_as(output) for user in ctx.var_usages.get(var, []))
 
 
 def _fusable(ctx: relax.transform.PatternCheckContext) -> bool:
     """A 1x1 stride-1 expansion feeding a depthwise convolution (NHWC), nothing else
     reading what passes between them, and a map between them of `MIN_MAP_BYTES` or more."""
     expand, depthwise = ctx.annotated_expr["expand"], ctx.annotated_expr["depthwise"]
-    a, b = expand.attrs, depthwise.attrs
-    if a.data_layout != "NHWC" or b.data_layout != "NHWC" or a.groups != 1:
-        return False
-    if list(expand.args[1].value.shape[:2]) != [1, 1] or any(int(s) != 1 for s in (*a.strides, *a.dilation)):
-        return False
     shape = static_shape(expand)
-    strides = {int(s) for s in b.strides}
-    if shape is None or b.groups != shape[-1] or any(int(d) != 1 for d in b.dilation) or len(strides) != 1:
+    if not _pointwise(expand) or shape is None or _depthwise_stride(depthwise, shape[-1]) not in STRIDES:
         return False
-    if strides.pop() not in STRIDES or math.prod(shape) * 4 < MIN_MAP_BYTES:
-        return False
-    output = ctx.value_to_bound_var[ctx.matched_expr]
-    inside = set(ctx.matched_bindings.keys())
-    return all(user in inside for var in inside if not var.same_as(output) for user in ctx.var_usages.get(var, []))
+    return math.prod(shape) * 4 >= MIN_MAP_BYTES and _private(ctx)
 
 
-@tvm.transform.module_pass(opt_level=0, name="FuseExpandDepthwise")
-def expand_depthwise(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-    """Group every fusable expansion + depthwise pair of `mod` (channels-last, not yet
-    legalized) into one primitive function; a no-op when `FUSE_EXPAND_DEPTHWISE` is off."""
-    if not FUSE_EXPAND_DEPTHWISE:
+def _depthwise_project_pattern() -> relax.transform.FusionPattern:
+    """A depthwise convolution + bias + swish, the 1x1 projection + bias after it, and the
+    block's residual add (every block of these spaces has one: identity or shortcut)."""
+    depthwise = is_op("relax.nn.conv2d")(wildcard(), is_const())
+    project = is_op("relax.nn.conv2d")(_swish(is_op("relax.add")(depthwise, is_const())), is_const())
+    root = is_op("relax.add")(is_op("relax.add")(project, is_const()), wildcard())
+    return relax.transform.FusionPattern(DEPTHWISE_PROJECT, root, {"depthwise": depthwise, "project": project},
+                                         _projects_depthwise)
+
+
+def _projects_depthwise(ctx: relax.transform.PatternCheckContext) -> bool:
+    """A depthwise convolution (+ bias, swish) read only by a 1x1 projection, channels
+    last, its output map `DEPTHWISE_PROJECT_MIN_MAP_BYTES` or more."""
+    depthwise, project = ctx.annotated_expr["depthwise"], ctx.annotated_expr["project"]
+    shape = static_shape(depthwise)
+    if shape is None or not _pointwise(project) or _depthwise_stride(depthwise, shape[-1]) is None:
+        return False
+    return math.prod(shape) * 4 >= DEPTHWISE_PROJECT_MIN_MAP_BYTES and _private(ctx)
+
+
+@tvm.transform.module_pass(opt_level=0, name="FuseConvolutionPairs")
+def fuse_convolution_pairs(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """Group every fusable pair of `mod` (channels-last, not yet legalized) whose fusion
+    is switched on into one primitive function each."""
+    patterns = ([_expand_depthwise_pattern()] if FUSE_EXPAND_DEPTHWISE else []) + (
+        [_depthwise_project_pattern()] if FUSE_DEPTHWISE_PROJECT else [])
+    if not patterns:
         return mod
-    return relax.transform.FuseOpsByPattern([_pattern()], bind_constants=False)(mod)
+    return relax.transform.FuseOpsByPattern(patterns, bind_constants=False)(mod)

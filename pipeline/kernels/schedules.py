@@ -87,6 +87,10 @@ FUSE_BIAS = True
 #: core, 224 px blocks), which were within the noise of each other.
 BAND_ROWS = 8
 BAND_MAX_BYTES = 512 << 10
+#: Bytes of depthwise output a fused depthwise + projection kernel computes per band
+#: (`_schedule_depthwise_project`): whole rows, as many as fit (at least one). 16 KB and
+#: 256 KB were within the noise of 64 KB in whole nets (-1 to +1 %).
+DEPTHWISE_BAND_BYTES = 64 << 10
 #: Prefetch the next weight panel in weight-heavy pointwise kernels (`prefetch`). Only the
 #: library schedule does: a MetaSchedule trace has no step for it.
 PREFETCH_PANELS = True
@@ -209,6 +213,8 @@ def _apply(sch: Schedule, params: ScheduleParams, packed: dict[int, int] | None 
         reductions = [b for b in blocks if _is_reduction(sch, b)]
         if len(reductions) == 2 and _expands_into_depthwise(sch, *reductions):
             _schedule_expand_depthwise(sch, *reductions, params)
+        elif len(reductions) == 2 and _projects_depthwise(sch, *reductions):
+            _schedule_depthwise_project(sch, *reductions, params, packed)
         elif len(reductions) > 1:
             return False, None
         elif reductions:
@@ -580,7 +586,7 @@ def _reduce_extents(sch: Schedule, block) -> list[int]:
 
 
 def _expands_into_depthwise(sch: Schedule, expand, depthwise) -> bool:
-    """True for the kernel `fuse.expand_depthwise` makes: a 1x1 convolution (reducing over
+    """True for the expansion + depthwise kernel `fuse` makes: a 1x1 convolution (reducing over
     (1, 1, K)) whose output, through its epilogue, is what a depthwise convolution
     (reducing over (kh, kw, 1)) reads."""
     first, second = _reduce_extents(sch, expand), _reduce_extents(sch, depthwise)
@@ -588,7 +594,7 @@ def _expands_into_depthwise(sch: Schedule, expand, depthwise) -> bool:
 
 
 def _schedule_expand_depthwise(sch: Schedule, expand, depthwise, params: ScheduleParams) -> None:
-    """Schedule a fused expansion + depthwise kernel (`fuse.expand_depthwise`): the
+    """Schedule a fused expansion + depthwise kernel (`fuse.EXPAND_DEPTHWISE`): the
     depthwise convolution tiled as alone, its output rows in bands; per band, the
     expansion computes (register-tiled, swish and zero padding applied) just the rows the
     band's windows read, into a buffer that stays in L2, instead of a whole map in memory.
@@ -642,6 +648,75 @@ def _schedule_expand_depthwise(sch: Schedule, expand, depthwise, params: Schedul
         sch.parallel(sch.fuse(n, band_loop))
     sch.decompose_reduction(expand, e_reduce[0])
     sch.decompose_reduction(depthwise, window[0])
+
+
+def _projects_depthwise(sch: Schedule, depthwise, project) -> bool:
+    """True for the depthwise + projection kernel `fuse` makes: a depthwise convolution
+    (reducing over (kh, kw, 1)) whose output, through its epilogue, a 1x1 convolution
+    (reducing over (1, 1, K)) reads."""
+    first, second = _reduce_extents(sch, depthwise), _reduce_extents(sch, project)
+    return len(first) == len(second) == 3 and first[2] == 1 and first[0] * first[1] > 1 and second[:2] == [1, 1]
+
+
+def _schedule_depthwise_project(sch: Schedule, depthwise, project, params: ScheduleParams,
+                                packed: dict[int, int] | None) -> None:
+    """Schedule a fused depthwise + projection kernel (`fuse.DEPTHWISE_PROJECT`): the
+    projection tiled as alone, its output rows in bands; per band, the depthwise
+    convolution (tiled as alone, bias and swish on its tiles) computes just that band's
+    rows of its map into a buffer that stays in cache, and the projection reads them there.
+    A 1x1 projection reads only its own position, so no row is computed twice."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    _inline_all_but(sch, blocks[:_position(sch, blocks, depthwise)], [])  # zero padding
+    _fuse_bias(sch, depthwise)
+    (act,) = sch.get_producers(project)  # the depthwise's activated output
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    _inline_all_but(sch, blocks[_position(sch, blocks, depthwise) + 1:_position(sch, blocks, project)], [act])
+    _fuse_bias(sch, project)
+    output = sch.get_output_blocks(sch.get_sblock("root"))[0]
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    _inline_all_but(sch, blocks[_position(sch, blocks, project) + 1:], [output])  # residual add
+    if _same(sch, output, project):
+        output = None
+
+    n, rows, cols, channels, *reduce = sch.get_loops(project)
+    out_rows, width, depth = (int(sch.get(loop).extent) for loop in (rows, cols, channels))
+    k = _reduce_extents(sch, project)[-1]
+    w_tile, c_tile = register_tile(width, depth, params.lanes, params.registers)
+    lanes = min(c_tile, params.lanes)
+    if packed is not None:
+        _pack_weight_panels(sch, project, c_tile, packed)
+    band_rows = _divisor_at_most(out_rows, max(1, DEPTHWISE_BAND_BYTES // (width * k * 4)))
+    band_loop, row = sch.split(rows, [None, band_rows])
+    w_outer, w_inner = sch.split(cols, [None, w_tile])
+    c_outer, c_vectors, c_inner = sch.split(channels, [None, c_tile // lanes, lanes])
+    tiles = [n, band_loop, row, w_outer, c_outer]
+    sch.reorder(*tiles, *reduce, w_inner, c_vectors, c_inner)
+    for loop in (*reduce[:2], w_inner, c_vectors):
+        sch.unroll(loop)
+    sch.vectorize(c_inner)
+    if output is not None:
+        _epilogue_on_tile(sch, output, c_outer, len(tiles), lanes)
+
+    sch.compute_at(act, band_loop, preserve_unit_loops=True)
+    sch.compute_at(depthwise, band_loop, preserve_unit_loops=True)
+    d_rows, d_cols, d_channels, *window = sch.get_loops(depthwise)[-6:]
+    kh, kw, _ = _reduce_extents(sch, depthwise)
+    d_width = int(sch.get(d_cols).extent)
+    d_tile, d_c_tile = register_tile(d_width, k, params.lanes, params.registers, broadcast=False,
+                                     taps=kh * kw, stride=_stride(sch, depthwise, d_width))
+    d_lanes = min(d_c_tile, params.lanes)
+    d_outer, d_inner = sch.split(d_cols, [None, d_tile])
+    dc_outer, dc_vectors, dc_inner = sch.split(d_channels, [None, d_c_tile // d_lanes, d_lanes])
+    sch.reorder(d_rows, d_outer, dc_outer, *window, d_inner, dc_vectors, dc_inner)
+    for loop in (*window, d_inner, dc_vectors):
+        sch.unroll(loop)
+    sch.vectorize(dc_inner)
+    depth = next(i for i, loop in enumerate(sch.get_loops(depthwise)) if _same(sch, loop, dc_outer)) + 1
+    _epilogue_on_tile(sch, act, dc_outer, depth, d_lanes)
+    if params.cores > 1 and out_rows * width * depth * k >= PARALLEL_MIN_WORK:
+        sch.parallel(sch.fuse(n, band_loop))
+    sch.decompose_reduction(depthwise, window[0])
+    sch.decompose_reduction(project, reduce[0])
 
 
 def _next_panel_prefetch(sch: Schedule, weight_index: int, outer: list, outer_extents: list[int],
