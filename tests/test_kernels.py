@@ -136,32 +136,33 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     assert [padded_channels(c, 16) for c in (8, 16, 24, 200, 1000)] == [8, 16, 32, 208, 1008]
 
 
-def test_expansion_fused_with_its_depthwise_keeps_the_logits(tmp_path, monkeypatch, pipeline_cache):
-    """With `fuse.FUSE_EXPAND_DEPTHWISE` on (the map threshold lowered so the demo's blocks
-    qualify, two output rows per band so every map has several), each stride-2 expansion
-    and the depthwise convolution after it become one kernel that computes the expansion
-    band by band, bands in parallel on this machine's cores: the logits still match
-    PyTorch, and the expansion's rows shared by two bands are computed right in both."""
+def test_block_fused_into_one_kernel_keeps_the_logits(tmp_path, monkeypatch, pipeline_cache):
+    """With `fuse.FUSE_BLOCKS` on (the map threshold lowered so the demo's blocks qualify,
+    two output rows per band so every map has several), each stride-2 block's expansion,
+    depthwise convolution and projection become one kernel that computes the expansion
+    and the depthwise rows band by band, bands in parallel on this machine's cores: the
+    logits still match PyTorch, and the expansion rows two bands share are computed right
+    in both."""
     from pipeline.kernels import fuse, schedules
     from pipeline.kernels.kinds import kernel_kind
     from pipeline.kernels.lower import fuse_for_device
 
     monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
-    monkeypatch.setattr(fuse, "FUSE_EXPAND_DEPTHWISE", True)
+    monkeypatch.setattr(fuse, "FUSE_BLOCKS", True)
     monkeypatch.setattr(fuse, "MIN_MAP_BYTES", 0)
     monkeypatch.setattr(schedules, "BAND_ROWS", 2)
     space = SearchSpace.load("demo")
     config = space.validate(space.largest())
-    coverage, lowered = _compile_and_compare(space, config, "x86-host", tmp_path)
+    coverage, _ = _compile_and_compare(space, config, "x86-host", tmp_path)
     assert coverage.library == coverage.total and not coverage.untuned_tasks
     target = load_profile("x86-host").tvm_target()
     _, unscheduled, _ = fuse_for_device(onnx_to_relax(tmp_path / "m.onnx"), target, None,
                                         schedules.ScheduleParams.for_target(target))
-    fused = [kernel_kind(f)[2] for f in unscheduled.values() if kernel_kind(f)[0] == "expand+depthwise"]
+    fused = [kernel_kind(f)[2] for f in unscheduled.values() if kernel_kind(f)[0] == "block"]
     assert fused
-    for extents in fused:  # "[1, H, W, C] x [1, 1, K] then [1, H/2, W/2, C] x [k, k, 1]": stride 2 only
-        expanded, reduced = (yaml.safe_load(part.split(" x ")[0]) for part in extents.split(" then "))
-        assert expanded[1] == 2 * reduced[1] and expanded[3] == reduced[3], extents
+    for extents in fused:  # "[1, H, W, C] x [1, 1, K] then [1, H/2, W/2, C] x [k, k, 1] then ...": stride 2 only
+        expanded, reduced, projected = (yaml.safe_load(part.split(" x ")[0]) for part in extents.split(" then "))
+        assert expanded[1] == 2 * reduced[1] and expanded[3] == reduced[3] and projected[1] == reduced[1], extents
 
 
 def test_depthwise_fused_with_its_projection_keeps_the_logits(tmp_path, monkeypatch, pipeline_cache):

@@ -1,32 +1,33 @@
-"""One kernel for two convolutions of an MBConv block, where the map between them is big.
+"""One kernel for the convolutions of an MBConv block, where the maps between them are big.
 
 FuseOps never puts two reductions in one kernel, so each convolution of a block writes
 its whole map to memory and the next reads it back. Early in a net those maps are
 megabytes (a 288 px net's 72 x 72 blocks pass 72 x 72 x 96 floats, 2 MB, from the
 depthwise convolution to the projection, with 2 MB of L2 per core): in the graph their
-lines come back from L3 or DRAM. `fuse_convolution_pairs` groups such pairs
-(`FuseOpsByPattern`, before legalization); FuseTIR then makes one PrimFunc of each.
+lines come back from L3 or DRAM. `fuse_convolutions` groups such convolutions
+(`FuseOpsByPattern`, before legalization); FuseTIR then makes one PrimFunc of each group,
+and `schedules._schedule_fused_block` runs the projection in bands of rows, each band's
+inputs computed just before it into buffers that stay in cache.
 
-Depthwise + projection (`DEPTHWISE_PROJECT`, on): a depthwise convolution (+ bias, swish)
-that only its block's 1x1 projection (+ bias, residual add) reads, when its output map is
-`DEPTHWISE_PROJECT_MIN_MAP_BYTES` or more; SE blocks keep theirs apart (the SE pool reads
-it too). `schedules._schedule_depthwise_project` runs the projection in bands of rows,
-each band's depthwise rows computed just before into a buffer that stays in cache. A 1x1
-projection reads only its own position, so no row is computed twice. In A6's graph (one
-AVX-512 core, `bench/layers.py`) the 144 x 144 block took 220 us against 374 for the
-pair, the 72 x 72 stride-1 blocks 400 against 562, the stride-2 one 487 against 565.
+Depthwise + projection (`FUSE_DEPTHWISE_PROJECT`, on): a depthwise convolution (+ bias,
+swish) that only its block's 1x1 projection (+ bias, residual add) reads, when its output
+map is `DEPTHWISE_PROJECT_MIN_MAP_BYTES` or more; SE blocks keep theirs apart (the SE
+pool reads it too). A 1x1 projection reads only its own position, so no row is computed
+twice. In A6's graph (one AVX-512 core, `bench/layers.py`) the 144 x 144 block took
+220 us against 374 for the pair, the 72 x 72 stride-1 blocks 400 against 562, the
+stride-2 one 487 against 565.
 
-Expansion + depthwise (`EXPAND_DEPTHWISE`, off): a 1x1 expansion (+ bias, swish) and the
-depthwise convolution after it, when the map between them is `MIN_MAP_BYTES` or more;
-`schedules._schedule_expand_depthwise` computes the expansion band by band into a buffer
-that stays in L2, each band just before the depthwise rows that read it. Alone, the pair
-of library kernels against the fused kernel (interleaved; "cold": a 64 MB sweep before
-every call): 112 x 112 x 16 -> 64 -> 56 x 56 739 -> 585 us warm, 1002 -> 723 us cold;
-144 x 144 x 16 -> 64 -> 72 x 72 1008 -> 899 / 1359 -> 1144 us. In the graph: A3's first
-pair 677 -> 527 us, A6's 1050 -> 946 us, but A6's second (72 x 72 x 32 -> 144, stride 2)
-623 -> 687 us and stride-1 pairs (56 x 56 x 32 -> 96) 336 -> 369 us: each band recomputes
-the expansion rows its window shares with the next. Hence `FUSE_EXPAND_DEPTHWISE` (off)
-and `STRIDES`.
+Whole blocks (`FUSE_BLOCKS`, off): the expansion (+ bias, swish) before such a pair too,
+at a depthwise stride of `STRIDES`, when the expanded map is `MIN_MAP_BYTES` or more. Each
+band recomputes the expansion rows its windows share with the next. A6's first block
+(144 x 144 x 16 -> 64, stride 2): 975 us in the graph against 1091 for the expansion and
+the fused pair after it; but whole nets (interleaved A/B, one core, 7-10 rounds, two runs)
+moved by -2 to +3 % (A3 -1 to -2 %, two random subnets +2 to +3 %): not reliably faster.
+Before it, the expansion + depthwise pair alone fused the same way (the projection apart)
+gained 100-150 us on a net's first pair and lost 60 us on A6's second (72 x 72 x 32 -> 144,
+stride 2) and 30 us on stride-1 pairs, whole nets -2 to +4 %. A rolling band that
+recomputes no rows is what it needs next (TVM's `rolling_buffer` predicates every element
+of the expansion tile: 1.5-1.9x slower, README).
 """
 from __future__ import annotations
 
@@ -38,22 +39,18 @@ from tvm.relax.dpl import DFPattern, is_const, is_op, wildcard
 
 from pipeline.kernels.pad import static_shape
 
-#: Group expansion + depthwise pairs. Off: the fused kernel gains
-#: 100-150 us on a net's first (largest) pair in the graph and loses 60 us on the next
-#: (its recomputed halo rows), and whole nets (A0, A3, A6, two random subnets; four
-#: interleaved A/B runs, `bench/ab.py --variant on '{"fuse.FUSE_EXPAND_DEPTHWISE": true}'`)
-#: moved by -2 to +4 %: no reliable gain yet. Kept for that A/B and for what it needs next:
-#: a rolling band that recomputes no rows, written out (TVM's `rolling_buffer` predicates
-#: every element of the expansion tile: 1.5-1.9x slower, README).
-FUSE_EXPAND_DEPTHWISE = False
-#: Depthwise strides fused: at stride 1 each band recomputes 2 of every `BAND_ROWS` + 2
-#: expansion rows, and 56 x 56 x 32 -> 96 blocks (224 px) ran 369 us in the graph fused
-#: against 336 us for the pair.
+#: Fuse whole blocks (expansion, depthwise, projection). Off: no reliable whole-net gain
+#: (module docstring); kept for the A/B that judges the next schedule of it
+#: (`bench/ab.py --variant on '{"fuse.FUSE_BLOCKS": true}'`).
+FUSE_BLOCKS = False
+#: Depthwise strides of fused blocks: at stride 1 each band recomputes 2 of every
+#: `BAND_ROWS` + 2 expansion rows, and 56 x 56 x 32 -> 96 blocks (224 px) ran 369 us in the
+#: graph fused against 336 us apart.
 STRIDES = (2,)
-#: Smallest map between the two convolutions (bytes) for which they are fused: half the
-#: L2 of the CPUs measured; below it the map stays in L2 between two kernels anyway.
+#: Smallest expanded map (bytes) of a fused block: half the L2 of the CPUs measured; below
+#: it the map stays in L2 between two kernels anyway. 2 or 3 MB: as 1 MB (within 2 %).
 MIN_MAP_BYTES = 1 << 20
-EXPAND_DEPTHWISE = "expand_depthwise"
+BLOCK = "block"
 #: Group depthwise + projection pairs. Interleaved whole-net A/B against the pair of
 #: library kernels (one AVX-512 core, 7 rounds, three runs): A6 -2 to -3 %, a 256 px
 #: subnet -2 %, A3 and a 224 px subnet 0 to -1 %, A0 -2 to +3 % (its maps mostly fit
@@ -69,11 +66,15 @@ def _swish(x: DFPattern) -> DFPattern:
     return is_op("relax.multiply")(x, is_op("relax.sigmoid")(x))
 
 
-def _expand_depthwise_pattern() -> relax.transform.FusionPattern:
+def _block_pattern() -> relax.transform.FusionPattern:
+    """An expansion + bias + swish, the depthwise convolution + bias + swish after it, the
+    1x1 projection + bias after that and the block's residual add."""
     expand = is_op("relax.nn.conv2d")(wildcard(), is_const())
     depthwise = is_op("relax.nn.conv2d")(_swish(is_op("relax.add")(expand, is_const())), is_const())
-    root = _swish(is_op("relax.add")(depthwise, is_const()))
-    return relax.transform.FusionPattern(EXPAND_DEPTHWISE, root, {"expand": expand, "depthwise": depthwise}, _fusable)
+    project = is_op("relax.nn.conv2d")(_swish(is_op("relax.add")(depthwise, is_const())), is_const())
+    root = is_op("relax.add")(is_op("relax.add")(project, is_const()), wildcard())
+    return relax.transform.FusionPattern(BLOCK, root, {"expand": expand, "depthwise": depthwise, "project": project},
+                                         _fuses_block)
 
 
 def _pointwise(conv: relax.Call) -> bool:
@@ -100,14 +101,15 @@ def _private(ctx: relax.transform.PatternCheckContext) -> bool:
     return all(user in inside for var in inside if not var.same_as(output) for user in ctx.var_usages.get(var, []))
 
 
-def _fusable(ctx: relax.transform.PatternCheckContext) -> bool:
-    """A 1x1 stride-1 expansion feeding a depthwise convolution (NHWC), nothing else
-    reading what passes between them, and a map between them of `MIN_MAP_BYTES` or more."""
+def _fuses_block(ctx: relax.transform.PatternCheckContext) -> bool:
+    """A 1x1 stride-1 expansion feeding a depthwise convolution at a stride of `STRIDES`
+    whose only reader is its 1x1 projection (NHWC), nothing outside reading what passes
+    between them, and an expanded map of `MIN_MAP_BYTES` or more."""
     expand, depthwise = ctx.annotated_expr["expand"], ctx.annotated_expr["depthwise"]
     shape = static_shape(expand)
     if not _pointwise(expand) or shape is None or _depthwise_stride(depthwise, shape[-1]) not in STRIDES:
         return False
-    return math.prod(shape) * 4 >= MIN_MAP_BYTES and _private(ctx)
+    return _pointwise(ctx.annotated_expr["project"]) and math.prod(shape) * 4 >= MIN_MAP_BYTES and _private(ctx)
 
 
 def _depthwise_project_pattern() -> relax.transform.FusionPattern:
@@ -131,10 +133,10 @@ def _projects_depthwise(ctx: relax.transform.PatternCheckContext) -> bool:
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseConvolutionPairs")
-def fuse_convolution_pairs(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+def fuse_convolutions(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
     """Group every fusable pair of `mod` (channels-last, not yet legalized) whose fusion
     is switched on into one primitive function each."""
-    patterns = ([_expand_depthwise_pattern()] if FUSE_EXPAND_DEPTHWISE else []) + (
+    patterns = ([_block_pattern()] if FUSE_BLOCKS else []) + (
         [_depthwise_project_pattern()] if FUSE_DEPTHWISE_PROJECT else [])
     if not patterns:
         return mod

@@ -12,7 +12,7 @@ import tvm
 import tvm.tirx
 from tvm.s_tir import Schedule
 
-KINDS = ("stem", "pointwise", "depthwise", "expand+depthwise", "depthwise+project", "conv kxk", "SE", "pool", "classifier",
+KINDS = ("stem", "pointwise", "depthwise", "depthwise+project", "block", "conv kxk", "SE", "pool", "classifier",
          "elementwise")
 _REDUCE = 2  # tvm.tirx.IterVar.CommReduce
 
@@ -31,8 +31,8 @@ def kernel_kind(func: tvm.tirx.PrimFunc) -> tuple[str, float, str]:
                           f"{spatial} x {reduce}"))
     if not found:
         return "elementwise", 0.0, ""
-    pair = {("pointwise", "depthwise"): "expand+depthwise", ("depthwise", "pointwise"): "depthwise+project"}
-    kind = pair.get(tuple(kind for kind, _, _ in found))  # `fuse.fuse_convolution_pairs`
+    fused = {("depthwise", "pointwise"): "depthwise+project", ("pointwise", "depthwise", "pointwise"): "block"}
+    kind = fused.get(tuple(kind for kind, _, _ in found))  # `fuse.fuse_convolutions`
     if kind:
         return kind, sum(flops for _, flops, _ in found), " then ".join(e for _, _, e in found)
     return found[0]

@@ -20,7 +20,7 @@ import tvm.tirx
 from tvm import relax
 
 from pipeline.kernels.database import database_status, has_database, open_device_database
-from pipeline.kernels.fuse import fuse_convolution_pairs
+from pipeline.kernels.fuse import fuse_convolutions
 from pipeline.kernels.pad import pad_channels
 from pipeline.kernels.schedules import PACKED_WEIGHTS_ATTR, ScheduleParams, pack_weights, schedule_primfunc
 from pipeline.kernels.tiles import load_tiles
@@ -233,7 +233,7 @@ def fuse_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModul
             relax.transform.DeadCodeElimination(),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
-            fuse_convolution_pairs,
+            fuse_convolutions,
             relax.transform.LegalizeOps({"relax.sigmoid": _fast_sigmoid}),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),

@@ -80,15 +80,14 @@ SPLIT_GEMV = True
 #: Interleaved A/B on the AVX-512 Xeon, one thread: A0 -4 %, A6 -1 %, two random subnets
 #: -1 % and -3 %; two threads: 0 to -2 %.
 FUSE_BIAS = True
-#: Output rows of the depthwise convolution per band of a fused expansion + depthwise
-#: kernel (`_schedule_expand_depthwise`), fewer when the band's expansion rows would
-#: exceed `BAND_MAX_BYTES`. Each band recomputes the rows its window shares with the next
+#: Output rows per band of a fused block with its expansion (`_schedule_fused_block`),
+#: fewer when the band's expansion rows would exceed `BAND_MAX_BYTES`. Each band recomputes the rows its window shares with the next
 #: (1 of 2R + 1 at stride 2): 2 rows per band ran 8-15 % slower than 4 or 8 (one AVX-512
 #: core, 224 px blocks), which were within the noise of each other.
 BAND_ROWS = 8
 BAND_MAX_BYTES = 512 << 10
 #: Bytes of depthwise output a fused depthwise + projection kernel computes per band
-#: (`_schedule_depthwise_project`): whole rows, as many as fit (at least one). 16 KB and
+#: (`_schedule_fused_block`): whole rows, as many as fit (at least one). 16 KB and
 #: 256 KB were within the noise of 64 KB in whole nets (-1 to +1 %).
 DEPTHWISE_BAND_BYTES = 64 << 10
 #: Prefetch the next weight panel in weight-heavy pointwise kernels (`prefetch`). Only the
@@ -211,12 +210,11 @@ def _apply(sch: Schedule, params: ScheduleParams, packed: dict[int, int] | None 
     try:
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         reductions = [b for b in blocks if _is_reduction(sch, b)]
-        if len(reductions) == 2 and _expands_into_depthwise(sch, *reductions):
-            _schedule_expand_depthwise(sch, *reductions, params)
-        elif len(reductions) == 2 and _projects_depthwise(sch, *reductions):
-            _schedule_depthwise_project(sch, *reductions, params, packed)
-        elif len(reductions) > 1:
-            return False, None
+        if len(reductions) > 1:
+            roles = _block_roles(sch, reductions)
+            if roles is None:
+                return False, None
+            _schedule_fused_block(sch, *roles, params, packed)
         elif reductions:
             prefetch = _schedule_reduction(sch, reductions[0], params, packed)
         else:
@@ -585,88 +583,44 @@ def _reduce_extents(sch: Schedule, block) -> list[int]:
     return [int(iv.dom.extent) for iv in sch.get(block).iter_vars if int(iv.iter_type) == _REDUCE]
 
 
-def _expands_into_depthwise(sch: Schedule, expand, depthwise) -> bool:
-    """True for the expansion + depthwise kernel `fuse` makes: a 1x1 convolution (reducing over
-    (1, 1, K)) whose output, through its epilogue, is what a depthwise convolution
-    (reducing over (kh, kw, 1)) reads."""
-    first, second = _reduce_extents(sch, expand), _reduce_extents(sch, depthwise)
-    return len(first) == len(second) == 3 and first[:2] == [1, 1] and second[2] == 1 and second[0] * second[1] > 1
+def _block_roles(sch: Schedule, reductions: list) -> tuple | None:
+    """(expansion or None, depthwise, projection) of a kernel `fuse` made of an MBConv
+    block's depthwise convolution, the 1x1 projection after it and perhaps the 1x1
+    expansion before it: 1x1 convolutions reduce over (1, 1, K), depthwise ones over
+    (kh, kw, 1). None for any other kernel of several reductions."""
+    def kind(block) -> str | None:
+        extents = _reduce_extents(sch, block)
+        if len(extents) != 3:
+            return None
+        if extents[:2] == [1, 1]:
+            return "1x1"
+        return "depthwise" if extents[2] == 1 else None
+
+    kinds = [kind(b) for b in reductions]
+    if kinds == ["depthwise", "1x1"]:
+        return None, reductions[0], reductions[1]
+    if kinds == ["1x1", "depthwise", "1x1"]:
+        return tuple(reductions)
+    return None
 
 
-def _schedule_expand_depthwise(sch: Schedule, expand, depthwise, params: ScheduleParams) -> None:
-    """Schedule a fused expansion + depthwise kernel (`fuse.EXPAND_DEPTHWISE`): the
-    depthwise convolution tiled as alone, its output rows in bands; per band, the
-    expansion computes (register-tiled, swish and zero padding applied) just the rows the
-    band's windows read, into a buffer that stays in L2, instead of a whole map in memory.
-    Bands run in parallel on several cores; each allocates its own buffer."""
+def _schedule_fused_block(sch: Schedule, expand, depthwise, project, params: ScheduleParams,
+                          packed: dict[int, int] | None) -> None:
+    """Schedule a kernel `fuse` made of a block's depthwise convolution, its projection
+    and perhaps its expansion. The projection is tiled as alone, its output rows in bands;
+    per band, the convolutions before it compute just the rows the band reads, each into a
+    buffer that stays in cache, just before their reader: the depthwise rows of the band
+    (a 1x1 reads only its own position: no row twice), then before them the expansion rows
+    their windows read (the rows two bands' windows share, in both). Bias and swish go on
+    each convolution's tiles; bands run in parallel on several cores, each with its own
+    buffers."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    first, last = _position(sch, blocks, expand), _position(sch, blocks, depthwise)
-    (band,) = sch.get_producers(depthwise)  # the padded, activated expansion output
-    _inline_all_but(sch, blocks[:first] + blocks[first + 1:last], [band])  # input copy; bias, swish
-    _fuse_bias(sch, depthwise)
-    output = sch.get_output_blocks(sch.get_sblock("root"))[0]
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    _inline_all_but(sch, blocks[_position(sch, blocks, depthwise) + 1:], [output])  # the depthwise's swish
-
-    n, rows, cols, channels, *window = sch.get_loops(depthwise)
-    out_rows, width, depth = (int(sch.get(loop).extent) for loop in (rows, cols, channels))
-    kh, kw, _ = _reduce_extents(sch, depthwise)
-    stride = _stride(sch, depthwise, width)
-    w_tile, c_tile = register_tile(width, depth, params.lanes, params.registers, broadcast=False,
-                                   taps=kh * kw, stride=stride)
-    lanes = min(c_tile, params.lanes)
-    row_bytes = width * stride * depth * 4
-    band_rows = max(r for r in range(1, min(BAND_ROWS, out_rows) + 1)
-                    if r == 1 or ((r - 1) * stride + kh) * row_bytes <= BAND_MAX_BYTES)
-    band_loop, row = sch.split(rows, [None, band_rows])
-    w_outer, w_inner = sch.split(cols, [None, w_tile])
-    c_outer, c_vectors, c_inner = sch.split(channels, [None, c_tile // lanes, lanes])
-    tiles = [n, band_loop, row, w_outer, c_outer]
-    sch.reorder(*tiles, *window, w_inner, c_vectors, c_inner)
-    for loop in (*window, w_inner, c_vectors):
-        sch.unroll(loop)
-    sch.vectorize(c_inner)
-    _epilogue_on_tile(sch, output, c_outer, len(tiles), lanes)
-
-    sch.compute_at(band, band_loop, preserve_unit_loops=True)
-    sch.compute_at(expand, band_loop, preserve_unit_loops=True)
-    band_channels = sch.get_loops(band)[-1]
-    band_lanes = params.lanes if depth % params.lanes == 0 else _channel_tile(depth, params.lanes)
-    sch.vectorize(sch.split(band_channels, [None, band_lanes])[1])
-    e_rows, e_cols, e_channels, *e_reduce = sch.get_loops(expand)[-6:]
-    e_width = int(sch.get(e_cols).extent)
-    e_tile, e_c_tile = register_tile(e_width, depth, params.lanes, params.registers)
-    e_tile = _divisor_at_most(e_width, e_tile)  # a predicated tile here: 1.7x slower (144 px map, 7 of 144)
-    e_lanes = min(e_c_tile, params.lanes)
-    e_outer, e_inner = sch.split(e_cols, [None, e_tile])
-    ec_outer, ec_vectors, ec_inner = sch.split(e_channels, [None, e_c_tile // e_lanes, e_lanes])
-    sch.reorder(e_rows, e_outer, ec_outer, *e_reduce, e_inner, ec_vectors, ec_inner)
-    for loop in (*e_reduce[:2], e_inner, ec_vectors):
-        sch.unroll(loop)
-    sch.vectorize(ec_inner)
-    if params.cores > 1 and out_rows * width * depth * kh * kw >= PARALLEL_MIN_WORK:
-        sch.parallel(sch.fuse(n, band_loop))
-    sch.decompose_reduction(expand, e_reduce[0])
-    sch.decompose_reduction(depthwise, window[0])
-
-
-def _projects_depthwise(sch: Schedule, depthwise, project) -> bool:
-    """True for the depthwise + projection kernel `fuse` makes: a depthwise convolution
-    (reducing over (kh, kw, 1)) whose output, through its epilogue, a 1x1 convolution
-    (reducing over (1, 1, K)) reads."""
-    first, second = _reduce_extents(sch, depthwise), _reduce_extents(sch, project)
-    return len(first) == len(second) == 3 and first[2] == 1 and first[0] * first[1] > 1 and second[:2] == [1, 1]
-
-
-def _schedule_depthwise_project(sch: Schedule, depthwise, project, params: ScheduleParams,
-                                packed: dict[int, int] | None) -> None:
-    """Schedule a fused depthwise + projection kernel (`fuse.DEPTHWISE_PROJECT`): the
-    projection tiled as alone, its output rows in bands; per band, the depthwise
-    convolution (tiled as alone, bias and swish on its tiles) computes just that band's
-    rows of its map into a buffer that stays in cache, and the projection reads them there.
-    A 1x1 projection reads only its own position, so no row is computed twice."""
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    _inline_all_but(sch, blocks[:_position(sch, blocks, depthwise)], [])  # zero padding
+    first = _position(sch, blocks, expand if expand is not None else depthwise)
+    if expand is not None:  # the padded, activated expansion output: its bias and swish inlined
+        (band,) = sch.get_producers(depthwise)
+        _inline_all_but(sch, blocks[:first] + blocks[first + 1:_position(sch, blocks, depthwise)], [band])
+    else:
+        _inline_all_but(sch, blocks[:first], [])  # the depthwise's zero padding
     _fuse_bias(sch, depthwise)
     (act,) = sch.get_producers(project)  # the depthwise's activated output
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
@@ -674,7 +628,7 @@ def _schedule_depthwise_project(sch: Schedule, depthwise, project, params: Sched
     _fuse_bias(sch, project)
     output = sch.get_output_blocks(sch.get_sblock("root"))[0]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    _inline_all_but(sch, blocks[_position(sch, blocks, project) + 1:], [output])  # residual add
+    _inline_all_but(sch, blocks[_position(sch, blocks, project) + 1:], [output])  # the residual add
     if _same(sch, output, project):
         output = None
 
@@ -685,8 +639,7 @@ def _schedule_depthwise_project(sch: Schedule, depthwise, project, params: Sched
     lanes = min(c_tile, params.lanes)
     if packed is not None:
         _pack_weight_panels(sch, project, c_tile, packed)
-    band_rows = _divisor_at_most(out_rows, max(1, DEPTHWISE_BAND_BYTES // (width * k * 4)))
-    band_loop, row = sch.split(rows, [None, band_rows])
+    band_loop, row = sch.split(rows, [None, _band_rows(sch, depthwise, expand is not None, out_rows, width)])
     w_outer, w_inner = sch.split(cols, [None, w_tile])
     c_outer, c_vectors, c_inner = sch.split(channels, [None, c_tile // lanes, lanes])
     tiles = [n, band_loop, row, w_outer, c_outer]
@@ -711,12 +664,55 @@ def _schedule_depthwise_project(sch: Schedule, depthwise, project, params: Sched
     for loop in (*window, d_inner, dc_vectors):
         sch.unroll(loop)
     sch.vectorize(dc_inner)
-    depth = next(i for i, loop in enumerate(sch.get_loops(depthwise)) if _same(sch, loop, dc_outer)) + 1
-    _epilogue_on_tile(sch, act, dc_outer, depth, d_lanes)
+    loop_depth = next(i for i, loop in enumerate(sch.get_loops(depthwise)) if _same(sch, loop, dc_outer)) + 1
+    _epilogue_on_tile(sch, act, dc_outer, loop_depth, d_lanes)
+    if expand is not None:
+        sch.compute_at(band, band_loop, preserve_unit_loops=True)
+        sch.compute_at(expand, band_loop, preserve_unit_loops=True)
+        e_reduce = _tile_expansion(sch, expand, band, k, params)
     if params.cores > 1 and out_rows * width * depth * k >= PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(n, band_loop))
+    if expand is not None:  # last: a decomposed update block no longer counts as a reduction
+        sch.decompose_reduction(expand, e_reduce)
     sch.decompose_reduction(depthwise, window[0])
     sch.decompose_reduction(project, reduce[0])
+
+
+def _tile_expansion(sch: Schedule, expand, band, channels: int, params: ScheduleParams):
+    """Register-tile an expansion computed at a band loop (`_schedule_fused_block`), and
+    vectorise the padded, activated copy of its rows that the depthwise convolution reads.
+    Returns the expansion's outermost reduction loop."""
+    band_lanes = params.lanes if channels % params.lanes == 0 else _channel_tile(channels, params.lanes)
+    sch.vectorize(sch.split(sch.get_loops(band)[-1], [None, band_lanes])[1])
+    e_rows, e_cols, e_channels, *e_reduce = sch.get_loops(expand)[-6:]
+    e_width = int(sch.get(e_cols).extent)
+    e_tile, e_c_tile = register_tile(e_width, channels, params.lanes, params.registers)
+    e_tile = _divisor_at_most(e_width, e_tile)  # a predicated tile here: 1.7x slower (144 px map, 7 of 144)
+    e_lanes = min(e_c_tile, params.lanes)
+    e_outer, e_inner = sch.split(e_cols, [None, e_tile])
+    ec_outer, ec_vectors, ec_inner = sch.split(e_channels, [None, e_c_tile // e_lanes, e_lanes])
+    sch.reorder(e_rows, e_outer, ec_outer, *e_reduce, e_inner, ec_vectors, ec_inner)
+    for loop in (*e_reduce[:2], e_inner, ec_vectors):
+        sch.unroll(loop)
+    sch.vectorize(ec_inner)
+    return e_reduce[0]
+
+
+def _band_rows(sch: Schedule, depthwise, expanded: bool, out_rows: int, width: int) -> int:
+    """Output rows per band of a fused block (`_schedule_fused_block`). Over a depthwise
+    convolution alone, as many rows as keep a band's depthwise output within
+    `DEPTHWISE_BAND_BYTES`, dividing the map. Over a recomputed expansion, up to
+    `BAND_ROWS`, fewer when the expansion rows of a band would exceed `BAND_MAX_BYTES`:
+    each band recomputes the rows its windows share with the next."""
+    channels = int(sch.get(sch.get_loops(depthwise)[3]).extent)
+    if not expanded:
+        return _divisor_at_most(out_rows, max(1, DEPTHWISE_BAND_BYTES // (width * channels * 4)))
+    source = [int(d) for d in _operand(sch, depthwise, 0).source.shape]  # the padded expansion output
+    kh = _reduce_extents(sch, depthwise)[0]
+    stride = _stride(sch, depthwise, width)
+    row_bytes = source[2] * source[3] * 4
+    return max(r for r in range(1, min(BAND_ROWS, out_rows) + 1)
+               if r == 1 or ((r - 1) * stride + kh) * row_bytes <= BAND_MAX_BYTES)
 
 
 def _next_panel_prefetch(sch: Schedule, weight_index: int, outer: list, outer_extents: list[int],
