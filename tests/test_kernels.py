@@ -440,8 +440,9 @@ def test_tuning_through_a_tracker(small_plan: Plan, tmp_path: Path, monkeypatch:
 def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_arm64, tmp_path, pipeline_cache,
                                                                        monkeypatch):
     """The same schedules at NEON's width (4 lanes): a demo subnet with every layer kind
-    (stem, 1x1 expand/project, depthwise 3x3 and 5x5, alone and fused with their
-    projection (the fusion's map threshold lowered so the demo's small maps qualify), SE,
+    (stem, 1x1 expand/project, depthwise 3x3 and 5x5, alone, fused with their projection
+    and fused into whole blocks (the fusions' map thresholds lowered so the demo's small
+    maps qualify), SE,
     pool, classifier, element-wise residual adds and activations) cross-compiled for
     aarch64 with library schedules only, run on the emulated device and compared with
     PyTorch. Numbers only: no timing."""
@@ -467,9 +468,10 @@ def test_library_schedules_emit_correct_neon_code_for_every_layer_kind(emulated_
     params = ScheduleParams.for_target(target)
     assert params.lanes == 4
     monkeypatch.setattr(fuse, "DEPTHWISE_PROJECT_MIN_MAP_BYTES", 0)
+    monkeypatch.setattr(fuse, "MIN_MAP_BYTES", 0)
     _, unscheduled, _ = fuse_for_device(onnx_to_relax(path), target, None, params)
     kinds = {kernel_kind(f)[0] for f in unscheduled.values()}
-    assert {"stem", "pointwise", "depthwise", "depthwise+project", "SE", "pool", "classifier",
+    assert {"stem", "pointwise", "depthwise", "depthwise+project", "block", "SE", "pool", "classifier",
             "elementwise"} <= kinds, kinds
     windows = {kind: {extents.split(" x ")[1].split(" then ")[0] for k, _, extents in map(kernel_kind, unscheduled.values())
                       if k == kind} for kind in ("depthwise", "depthwise+project")}

@@ -17,17 +17,15 @@ twice. In A6's graph (one AVX-512 core, `bench/layers.py`) the 144 x 144 block t
 220 us against 374 for the pair, the 72 x 72 stride-1 blocks 400 against 562, the
 stride-2 one 487 against 565.
 
-Whole blocks (`FUSE_BLOCKS`, off): the expansion (+ bias, swish) before such a pair too,
-at a depthwise stride of `STRIDES`, when the expanded map is `MIN_MAP_BYTES` or more. Each
-band recomputes the expansion rows its windows share with the next. A6's first block
-(144 x 144 x 16 -> 64, stride 2): 975 us in the graph against 1091 for the expansion and
-the fused pair after it; but whole nets (interleaved A/B, one core, 7-10 rounds, two runs)
-moved by -2 to +3 % (A3 -1 to -2 %, two random subnets +2 to +3 %): not reliably faster.
-Before it, the expansion + depthwise pair alone fused the same way (the projection apart)
-gained 100-150 us on a net's first pair and lost 60 us on A6's second (72 x 72 x 32 -> 144,
-stride 2) and 30 us on stride-1 pairs, whole nets -2 to +4 %. A rolling band that
-recomputes no rows is what it needs next (TVM's `rolling_buffer` predicates every element
-of the expansion tile: 1.5-1.9x slower, README).
+Whole blocks (`FUSE_BLOCKS`, on): the expansion (+ bias, swish) before such a pair too,
+at a depthwise stride of `STRIDES`, when the expanded map is `MIN_MAP_BYTES` or more: the
+largest maps of a net (a 288 px net's first expansion writes 144 x 144 x 64 floats,
+5.3 MB), which the stride-2 depthwise read back from L3 at 2x its time alone (A3: 145 us
+alone, 284 in the graph). Each band computes the expansion rows its windows read, its
+swish on the expansion's register tiles; the rows two bands' windows share (1 in 2R + 1
+at stride 2, 3x3) are computed in both. In the graph (`bench/layers.py`, one core) A6's
+first block took 918 us against 1091 for the expansion and the fused pair after it
+(975 with the swish in a pass of its own over each band's padded rows), A3's 593 us.
 """
 from __future__ import annotations
 
@@ -39,16 +37,18 @@ from tvm.relax.dpl import DFPattern, is_const, is_op, wildcard
 
 from pipeline.kernels.pad import static_shape
 
-#: Fuse whole blocks (expansion, depthwise, projection). Off: no reliable whole-net gain
-#: (module docstring); kept for the A/B that judges the next schedule of it
-#: (`bench/ab.py --variant on '{"fuse.FUSE_BLOCKS": true}'`).
-FUSE_BLOCKS = False
+#: Fuse whole blocks (expansion, depthwise, projection). Interleaved whole-net A/B against
+#: the fused pairs alone (one AVX-512 core, 8 rounds, three runs): A0 -1.5 to -4 %, A3
+#: -1.5 to -3 %, A6 0 to -1 %, three random subnets -1 to +1 %; two threads -2 to +1.5 %.
+#: When the swish went in a separate pass over each band's padded rows instead of on the
+#: expansion's tiles, whole nets moved by -2 to +3 %.
+FUSE_BLOCKS = True
 #: Depthwise strides of fused blocks: at stride 1 each band recomputes 2 of every
 #: `BAND_ROWS` + 2 expansion rows, and 56 x 56 x 32 -> 96 blocks (224 px) ran 369 us in the
 #: graph fused against 336 us apart.
 STRIDES = (2,)
 #: Smallest expanded map (bytes) of a fused block: half the L2 of the CPUs measured; below
-#: it the map stays in L2 between two kernels anyway. 2 or 3 MB: as 1 MB (within 2 %).
+#: it the map stays in L2 between two kernels anyway. 3 MB: as 1 MB (within 1 %).
 MIN_MAP_BYTES = 1 << 20
 BLOCK = "block"
 #: Group depthwise + projection pairs. Interleaved whole-net A/B against the pair of

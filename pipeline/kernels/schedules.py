@@ -616,11 +616,13 @@ def _schedule_fused_block(sch: Schedule, expand, depthwise, project, params: Sch
     buffers."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     first = _position(sch, blocks, expand if expand is not None else depthwise)
-    if expand is not None:  # the padded, activated expansion output: its bias and swish inlined
-        (band,) = sch.get_producers(depthwise)
-        _inline_all_but(sch, blocks[:first] + blocks[first + 1:_position(sch, blocks, depthwise)], [band])
-    else:
-        _inline_all_but(sch, blocks[:first], [])  # the depthwise's zero padding
+    _inline_all_but(sch, blocks[:first], [])  # input copies; the depthwise's zero padding
+    if expand is not None:  # bias into its accumulators, swish on its tiles, padding in the depthwise
+        _fuse_bias(sch, expand)
+        sigmoid, e_act = sorted(sch.get_consumers(expand), key=lambda b: len(sch.get(b).reads))
+        sch.compute_inline(sigmoid)
+        (pad,) = sch.get_consumers(e_act)
+        sch.compute_inline(pad)
     _fuse_bias(sch, depthwise)
     (act,) = sch.get_producers(project)  # the depthwise's activated output
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
@@ -667,9 +669,9 @@ def _schedule_fused_block(sch: Schedule, expand, depthwise, project, params: Sch
     loop_depth = next(i for i, loop in enumerate(sch.get_loops(depthwise)) if _same(sch, loop, dc_outer)) + 1
     _epilogue_on_tile(sch, act, dc_outer, loop_depth, d_lanes)
     if expand is not None:
-        sch.compute_at(band, band_loop, preserve_unit_loops=True)
+        sch.compute_at(e_act, band_loop, preserve_unit_loops=True)
         sch.compute_at(expand, band_loop, preserve_unit_loops=True)
-        e_reduce = _tile_expansion(sch, expand, band, k, params)
+        e_reduce = _tile_expansion(sch, expand, e_act, k, params)
     if params.cores > 1 and out_rows * width * depth * k >= PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(n, band_loop))
     if expand is not None:  # last: a decomposed update block no longer counts as a reduction
@@ -678,12 +680,9 @@ def _schedule_fused_block(sch: Schedule, expand, depthwise, project, params: Sch
     sch.decompose_reduction(project, reduce[0])
 
 
-def _tile_expansion(sch: Schedule, expand, band, channels: int, params: ScheduleParams):
-    """Register-tile an expansion computed at a band loop (`_schedule_fused_block`), and
-    vectorise the padded, activated copy of its rows that the depthwise convolution reads.
-    Returns the expansion's outermost reduction loop."""
-    band_lanes = params.lanes if channels % params.lanes == 0 else _channel_tile(channels, params.lanes)
-    sch.vectorize(sch.split(sch.get_loops(band)[-1], [None, band_lanes])[1])
+def _tile_expansion(sch: Schedule, expand, act, channels: int, params: ScheduleParams):
+    """Register-tile an expansion computed at a band loop (`_schedule_fused_block`), its
+    swish (`act`) on each tile. Returns the expansion's outermost reduction loop."""
     e_rows, e_cols, e_channels, *e_reduce = sch.get_loops(expand)[-6:]
     e_width = int(sch.get(e_cols).extent)
     e_tile, e_c_tile = register_tile(e_width, channels, params.lanes, params.registers)
@@ -695,6 +694,8 @@ def _tile_expansion(sch: Schedule, expand, band, channels: int, params: Schedule
     for loop in (*e_reduce[:2], e_inner, ec_vectors):
         sch.unroll(loop)
     sch.vectorize(ec_inner)
+    depth = next(i for i, loop in enumerate(sch.get_loops(expand)) if _same(sch, loop, ec_outer)) + 1
+    _epilogue_on_tile(sch, act, ec_outer, depth, e_lanes)
     return e_reduce[0]
 
 
