@@ -136,6 +136,22 @@ def test_library_schedules_match_pytorch_on_a_full_space_subnet(tmp_path, monkey
     assert [padded_channels(c, 16) for c in (8, 16, 24, 200, 1000)] == [8, 16, 32, 208, 1008]
 
 
+def _fused_kernels(tmp_path: Path, kind: str) -> list:
+    """The demo space's largest subnet compiled for this CPU with library schedules and
+    checked against PyTorch; returns (unscheduled kernel, extents) of its kernels of `kind`."""
+    from pipeline.kernels import schedules
+    from pipeline.kernels.kinds import kernel_kind
+    from pipeline.kernels.lower import fuse_for_device
+
+    space = SearchSpace.load("demo")
+    coverage, _ = _compile_and_compare(space, space.validate(space.largest()), "x86-host", tmp_path)
+    assert coverage.library == coverage.total and not coverage.untuned_tasks
+    target = load_profile("x86-host").tvm_target()
+    _, unscheduled, _ = fuse_for_device(onnx_to_relax(tmp_path / "m.onnx"), target, None,
+                                        schedules.ScheduleParams.for_target(target))
+    return [(f, kernel_kind(f)[2]) for f in unscheduled.values() if kernel_kind(f)[0] == kind]
+
+
 def test_block_fused_into_one_kernel_keeps_the_logits(tmp_path, monkeypatch, pipeline_cache):
     """With `fuse.FUSE_BLOCKS` on (the map threshold lowered so the demo's blocks qualify,
     two output rows per band so every map has several), each stride-2 block's expansion,
@@ -144,23 +160,14 @@ def test_block_fused_into_one_kernel_keeps_the_logits(tmp_path, monkeypatch, pip
     logits still match PyTorch, and the expansion rows two bands share are computed right
     in both."""
     from pipeline.kernels import fuse, schedules
-    from pipeline.kernels.kinds import kernel_kind
-    from pipeline.kernels.lower import fuse_for_device
 
     monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
     monkeypatch.setattr(fuse, "FUSE_BLOCKS", True)
     monkeypatch.setattr(fuse, "MIN_MAP_BYTES", 0)
     monkeypatch.setattr(schedules, "BAND_ROWS", 2)
-    space = SearchSpace.load("demo")
-    config = space.validate(space.largest())
-    coverage, _ = _compile_and_compare(space, config, "x86-host", tmp_path)
-    assert coverage.library == coverage.total and not coverage.untuned_tasks
-    target = load_profile("x86-host").tvm_target()
-    _, unscheduled, _ = fuse_for_device(onnx_to_relax(tmp_path / "m.onnx"), target, None,
-                                        schedules.ScheduleParams.for_target(target))
-    fused = [kernel_kind(f)[2] for f in unscheduled.values() if kernel_kind(f)[0] == "block"]
+    fused = _fused_kernels(tmp_path, "block")
     assert fused
-    for extents in fused:  # "[1, H, W, C] x [1, 1, K] then [1, H/2, W/2, C] x [k, k, 1] then ...": stride 2 only
+    for _, extents in fused:  # "[1, H, W, C] x [1, 1, K] then [1, H/2, W/2, C] x [k, k, 1] then ...": stride 2 only
         expanded, reduced, projected = (yaml.safe_load(part.split(" x ")[0]) for part in extents.split(" then "))
         assert expanded[1] == 2 * reduced[1] and expanded[3] == reduced[3] and projected[1] == reduced[1], extents
 
@@ -171,24 +178,12 @@ def test_depthwise_fused_with_its_projection_keeps_the_logits(tmp_path, monkeypa
     map has several, bands in parallel on this machine's cores), the logits still match
     PyTorch, at stride 1 and 2, 3x3 and 5x5."""
     from pipeline.kernels import fuse, schedules
-    from pipeline.kernels.kinds import kernel_kind
-    from pipeline.kernels.lower import fuse_for_device
 
     monkeypatch.setenv("PIPELINE_KERNELS", str(tmp_path / "no-kernels"))
     monkeypatch.setattr(fuse, "DEPTHWISE_PROJECT_MIN_MAP_BYTES", 0)
     monkeypatch.setattr(schedules, "DEPTHWISE_BAND_BYTES", 1)
-    space = SearchSpace.load("demo")
-    config = space.validate(space.largest())
-    coverage, _ = _compile_and_compare(space, config, "x86-host", tmp_path)
-    assert coverage.library == coverage.total and not coverage.untuned_tasks
-    target = load_profile("x86-host").tvm_target()
-    _, unscheduled, _ = fuse_for_device(onnx_to_relax(tmp_path / "m.onnx"), target, None,
-                                        schedules.ScheduleParams.for_target(target))
     seen = set()
-    for func in unscheduled.values():
-        kind, _, extents = kernel_kind(func)
-        if kind != "depthwise+project":
-            continue
+    for func, extents in _fused_kernels(tmp_path, "depthwise+project"):
         # "[1, H, W, C] x [k, k, 1] then [1, H, W, D] x [1, 1, C]"
         (convolved, window), (projected, reduced) = ([yaml.safe_load(p) for p in part.split(" x ")]
                                                      for part in extents.split(" then "))
