@@ -132,10 +132,11 @@ def _projects_depthwise(ctx: relax.transform.PatternCheckContext) -> bool:
     return math.prod(shape) * 4 >= DEPTHWISE_PROJECT_MIN_MAP_BYTES and _private(ctx)
 
 
-@tvm.transform.module_pass(opt_level=0, name="FuseConvolutionPairs")
+@tvm.transform.module_pass(opt_level=0, name="FuseConvolutions")
 def fuse_convolutions(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-    """Group every fusable pair of `mod` (channels-last, not yet legalized) whose fusion
-    is switched on into one primitive function each."""
+    """Group the convolutions of every fusable block of `mod` (channels-last, not yet
+    legalized) into one primitive function each: whole blocks first, then depthwise +
+    projection pairs, each where switched on."""
     patterns = ([_block_pattern()] if FUSE_BLOCKS else []) + (
         [_depthwise_project_pattern()] if FUSE_DEPTHWISE_PROJECT else [])
     if not patterns:

@@ -81,9 +81,10 @@ SPLIT_GEMV = True
 #: -1 % and -3 %; two threads: 0 to -2 %.
 FUSE_BIAS = True
 #: Output rows per band of a fused block with its expansion (`_schedule_fused_block`),
-#: fewer when the band's expansion rows would exceed `BAND_MAX_BYTES`. Each band recomputes the rows its window shares with the next
-#: (1 of 2R + 1 at stride 2): 2 rows per band ran 8-15 % slower than 4 or 8 (one AVX-512
-#: core, 224 px blocks), which were within the noise of each other.
+#: fewer when the band's expansion rows would exceed `BAND_MAX_BYTES`. Each band
+#: recomputes the rows its windows share with the next (1 of 2R + 1 at stride 2, 3x3): 2
+#: rows per band ran 8-15 % slower than 4 or 8 (one AVX-512 core, 224 px blocks), which
+#: were within the noise of each other; 16 rows and 1 MB: within 1 % of 8 and 512 KB.
 BAND_ROWS = 8
 BAND_MAX_BYTES = 512 << 10
 #: Bytes of depthwise output a fused depthwise + projection kernel computes per band
@@ -619,10 +620,12 @@ def _schedule_fused_block(sch: Schedule, expand, depthwise, project, params: Sch
     _inline_all_but(sch, blocks[:first], [])  # input copies; the depthwise's zero padding
     if expand is not None:  # bias into its accumulators, swish on its tiles, padding in the depthwise
         _fuse_bias(sch, expand)
-        sigmoid, e_act = sorted(sch.get_consumers(expand), key=lambda b: len(sch.get(b).reads))
-        sch.compute_inline(sigmoid)
-        (pad,) = sch.get_consumers(e_act)
-        sch.compute_inline(pad)
+        (e_act,) = sch.get_producers(depthwise)  # the swish's output, or its zero-padded copy
+        if list(sch.get(e_act).writes[0].source.shape) != list(sch.get(expand).writes[0].source.shape):
+            (padded, (e_act,)) = (e_act, sch.get_producers(e_act))
+            sch.compute_inline(padded)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        _inline_all_but(sch, blocks[_position(sch, blocks, expand) + 1:_position(sch, blocks, e_act)], [])
     _fuse_bias(sch, depthwise)
     (act,) = sch.get_producers(project)  # the depthwise's activated output
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
@@ -708,7 +711,7 @@ def _band_rows(sch: Schedule, depthwise, expanded: bool, out_rows: int, width: i
     channels = int(sch.get(sch.get_loops(depthwise)[3]).extent)
     if not expanded:
         return _divisor_at_most(out_rows, max(1, DEPTHWISE_BAND_BYTES // (width * channels * 4)))
-    source = [int(d) for d in _operand(sch, depthwise, 0).source.shape]  # the padded expansion output
+    source = [int(d) for d in _operand(sch, depthwise, 0).source.shape]  # the expansion's output
     kh = _reduce_extents(sch, depthwise)[0]
     stride = _stride(sch, depthwise, width)
     row_bytes = source[2] * source[3] * 4
