@@ -66,13 +66,25 @@ def _swish(x: DFPattern) -> DFPattern:
     return is_op("relax.multiply")(x, is_op("relax.sigmoid")(x))
 
 
+def _conv_act(x: DFPattern) -> tuple[DFPattern, DFPattern]:
+    """(the convolution, its output + bias + swish) of a constant-weight convolution of `x`."""
+    conv = is_op("relax.nn.conv2d")(x, is_const())
+    return conv, _swish(is_op("relax.add")(conv, is_const()))
+
+
+def _depthwise_project(x: DFPattern) -> tuple[DFPattern, DFPattern, DFPattern]:
+    """(depthwise, projection, root) of a depthwise convolution of `x` + bias + swish, the
+    1x1 projection + bias after it, and the block's residual add (every block of these
+    spaces has one: identity or shortcut), the root."""
+    depthwise, activated = _conv_act(x)
+    project = is_op("relax.nn.conv2d")(activated, is_const())
+    return depthwise, project, is_op("relax.add")(is_op("relax.add")(project, is_const()), wildcard())
+
+
 def _block_pattern() -> relax.transform.FusionPattern:
-    """An expansion + bias + swish, the depthwise convolution + bias + swish after it, the
-    1x1 projection + bias after that and the block's residual add."""
-    expand = is_op("relax.nn.conv2d")(wildcard(), is_const())
-    depthwise = is_op("relax.nn.conv2d")(_swish(is_op("relax.add")(expand, is_const())), is_const())
-    project = is_op("relax.nn.conv2d")(_swish(is_op("relax.add")(depthwise, is_const())), is_const())
-    root = is_op("relax.add")(is_op("relax.add")(project, is_const()), wildcard())
+    """An expansion + bias + swish, then a depthwise + projection pair."""
+    expand, expanded = _conv_act(wildcard())
+    depthwise, project, root = _depthwise_project(expanded)
     return relax.transform.FusionPattern(BLOCK, root, {"expand": expand, "depthwise": depthwise, "project": project},
                                          _fuses_block)
 
@@ -113,11 +125,7 @@ def _fuses_block(ctx: relax.transform.PatternCheckContext) -> bool:
 
 
 def _depthwise_project_pattern() -> relax.transform.FusionPattern:
-    """A depthwise convolution + bias + swish, the 1x1 projection + bias after it, and the
-    block's residual add (every block of these spaces has one: identity or shortcut)."""
-    depthwise = is_op("relax.nn.conv2d")(wildcard(), is_const())
-    project = is_op("relax.nn.conv2d")(_swish(is_op("relax.add")(depthwise, is_const())), is_const())
-    root = is_op("relax.add")(is_op("relax.add")(project, is_const()), wildcard())
+    depthwise, project, root = _depthwise_project(wildcard())
     return relax.transform.FusionPattern(DEPTHWISE_PROJECT, root, {"depthwise": depthwise, "project": project},
                                          _projects_depthwise)
 

@@ -15,6 +15,8 @@ from tvm.s_tir import Schedule
 KINDS = ("stem", "pointwise", "depthwise", "depthwise+project", "block", "conv kxk", "SE", "pool", "classifier",
          "elementwise")
 _REDUCE = 2  # tvm.tirx.IterVar.CommReduce
+#: The kernels `fuse.fuse_convolutions` makes, by the kinds of their reductions in order.
+_FUSED = {("depthwise", "pointwise"): "depthwise+project", ("pointwise", "depthwise", "pointwise"): "block"}
 
 
 def kernel_kind(func: tvm.tirx.PrimFunc) -> tuple[str, float, str]:
@@ -31,8 +33,7 @@ def kernel_kind(func: tvm.tirx.PrimFunc) -> tuple[str, float, str]:
                           f"{spatial} x {reduce}"))
     if not found:
         return "elementwise", 0.0, ""
-    fused = {("depthwise", "pointwise"): "depthwise+project", ("pointwise", "depthwise", "pointwise"): "block"}
-    kind = fused.get(tuple(kind for kind, _, _ in found))  # `fuse.fuse_convolutions`
+    kind = _FUSED.get(tuple(kind for kind, _, _ in found))
     if kind:
         return kind, sum(flops for _, flops, _ in found), " then ".join(e for _, _, e in found)
     return found[0]

@@ -634,8 +634,6 @@ def _schedule_fused_block(sch: Schedule, expand, depthwise, project, params: Sch
     output = sch.get_output_blocks(sch.get_sblock("root"))[0]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     _inline_all_but(sch, blocks[_position(sch, blocks, project) + 1:], [output])  # the residual add
-    if _same(sch, output, project):
-        output = None
 
     n, rows, cols, channels, *reduce = sch.get_loops(project)
     out_rows, width, depth = (int(sch.get(loop).extent) for loop in (rows, cols, channels))
@@ -652,54 +650,52 @@ def _schedule_fused_block(sch: Schedule, expand, depthwise, project, params: Sch
     for loop in (*reduce[:2], w_inner, c_vectors):
         sch.unroll(loop)
     sch.vectorize(c_inner)
-    if output is not None:
-        _epilogue_on_tile(sch, output, c_outer, len(tiles), lanes)
+    _epilogue_on_tile(sch, output, c_outer, len(tiles), lanes)
 
     sch.compute_at(act, band_loop, preserve_unit_loops=True)
     sch.compute_at(depthwise, band_loop, preserve_unit_loops=True)
-    d_rows, d_cols, d_channels, *window = sch.get_loops(depthwise)[-6:]
     kh, kw, _ = _reduce_extents(sch, depthwise)
-    d_width = int(sch.get(d_cols).extent)
-    d_tile, d_c_tile = register_tile(d_width, k, params.lanes, params.registers, broadcast=False,
-                                     taps=kh * kw, stride=_stride(sch, depthwise, d_width))
-    d_lanes = min(d_c_tile, params.lanes)
-    d_outer, d_inner = sch.split(d_cols, [None, d_tile])
-    dc_outer, dc_vectors, dc_inner = sch.split(d_channels, [None, d_c_tile // d_lanes, d_lanes])
-    sch.reorder(d_rows, d_outer, dc_outer, *window, d_inner, dc_vectors, dc_inner)
-    for loop in (*window, d_inner, dc_vectors):
-        sch.unroll(loop)
-    sch.vectorize(dc_inner)
-    loop_depth = next(i for i, loop in enumerate(sch.get_loops(depthwise)) if _same(sch, loop, dc_outer)) + 1
-    _epilogue_on_tile(sch, act, dc_outer, loop_depth, d_lanes)
+    d_width = _band_width(sch, depthwise)
+    d_tile = register_tile(d_width, k, params.lanes, params.registers, broadcast=False, taps=kh * kw,
+                           stride=_stride(sch, depthwise, d_width))
+    window = _tile_in_band(sch, depthwise, act, d_tile, params.lanes)
     if expand is not None:
         sch.compute_at(e_act, band_loop, preserve_unit_loops=True)
         sch.compute_at(expand, band_loop, preserve_unit_loops=True)
-        e_reduce = _tile_expansion(sch, expand, e_act, k, params)
+        e_width = _band_width(sch, expand)
+        e_tile, e_c_tile = register_tile(e_width, k, params.lanes, params.registers)
+        e_tile = _divisor_at_most(e_width, e_tile)  # a predicated tile here: 1.7x slower (144 px map, 7 of 144)
+        e_reduce = _tile_in_band(sch, expand, e_act, (e_tile, e_c_tile), params.lanes)
     if params.cores > 1 and out_rows * width * depth * k >= PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(n, band_loop))
     if expand is not None:  # last: a decomposed update block no longer counts as a reduction
         sch.decompose_reduction(expand, e_reduce)
-    sch.decompose_reduction(depthwise, window[0])
+    sch.decompose_reduction(depthwise, window)
     sch.decompose_reduction(project, reduce[0])
 
 
-def _tile_expansion(sch: Schedule, expand, act, channels: int, params: ScheduleParams):
-    """Register-tile an expansion computed at a band loop (`_schedule_fused_block`), its
-    swish (`act`) on each tile. Returns the expansion's outermost reduction loop."""
-    e_rows, e_cols, e_channels, *e_reduce = sch.get_loops(expand)[-6:]
-    e_width = int(sch.get(e_cols).extent)
-    e_tile, e_c_tile = register_tile(e_width, channels, params.lanes, params.registers)
-    e_tile = _divisor_at_most(e_width, e_tile)  # a predicated tile here: 1.7x slower (144 px map, 7 of 144)
-    e_lanes = min(e_c_tile, params.lanes)
-    e_outer, e_inner = sch.split(e_cols, [None, e_tile])
-    ec_outer, ec_vectors, ec_inner = sch.split(e_channels, [None, e_c_tile // e_lanes, e_lanes])
-    sch.reorder(e_rows, e_outer, ec_outer, *e_reduce, e_inner, ec_vectors, ec_inner)
-    for loop in (*e_reduce[:2], e_inner, ec_vectors):
+def _band_width(sch: Schedule, conv) -> int:
+    """The columns a convolution computed at a band loop computes: its loops end in
+    (rows, columns, channels) and its three reduction loops."""
+    return int(sch.get(sch.get_loops(conv)[-5]).extent)
+
+
+def _tile_in_band(sch: Schedule, conv, act, tile: tuple[int, int], max_lanes: int):
+    """Register-tile a convolution computed at a band loop (`_schedule_fused_block`) as
+    (positions, channels) `tile`, its swish (`act`) on each tile, its short reduction
+    loops (windows, not input channels) unrolled. Returns its outermost reduction loop."""
+    rows, cols, channels, *reduce = sch.get_loops(conv)[-6:]
+    positions, c_tile = tile
+    lanes = min(c_tile, max_lanes)
+    outer, inner = sch.split(cols, [None, positions])
+    c_outer, c_vectors, c_inner = sch.split(channels, [None, c_tile // lanes, lanes])
+    sch.reorder(rows, outer, c_outer, *reduce, inner, c_vectors, c_inner)
+    for loop in [r for r in reduce if int(sch.get(r).extent) <= UNROLL_MAX_EXTENT] + [inner, c_vectors]:
         sch.unroll(loop)
-    sch.vectorize(ec_inner)
-    depth = next(i for i, loop in enumerate(sch.get_loops(expand)) if _same(sch, loop, ec_outer)) + 1
-    _epilogue_on_tile(sch, act, ec_outer, depth, e_lanes)
-    return e_reduce[0]
+    sch.vectorize(c_inner)
+    depth = next(i for i, loop in enumerate(sch.get_loops(conv)) if _same(sch, loop, c_outer)) + 1
+    _epilogue_on_tile(sch, act, c_outer, depth, lanes)
+    return reduce[0]
 
 
 def _band_rows(sch: Schedule, depthwise, expanded: bool, out_rows: int, width: int) -> int:
@@ -708,8 +704,8 @@ def _band_rows(sch: Schedule, depthwise, expanded: bool, out_rows: int, width: i
     `DEPTHWISE_BAND_BYTES`, dividing the map. Over a recomputed expansion, up to
     `BAND_ROWS`, fewer when the expansion rows of a band would exceed `BAND_MAX_BYTES`:
     each band recomputes the rows its windows share with the next."""
-    channels = int(sch.get(sch.get_loops(depthwise)[3]).extent)
     if not expanded:
+        channels = int(sch.get(sch.get_loops(depthwise)[3]).extent)
         return _divisor_at_most(out_rows, max(1, DEPTHWISE_BAND_BYTES // (width * channels * 4)))
     source = [int(d) for d in _operand(sch, depthwise, 0).source.shape]  # the expansion's output
     kh = _reduce_extents(sch, depthwise)[0]
